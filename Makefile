@@ -1,0 +1,65 @@
+# pushwire — `make help` lists the targets.
+
+GO       ?= go
+ENGINE   ?= std
+CONNS    ?= 10000
+RATE     ?= 2000
+IDLE     ?= 10s
+PUSH_RATE ?= 2000
+PUSH_DURATION ?= 10s
+INSTANCES ?= 1
+BIN      := bin/pushwire
+COMMIT   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell test -n "$$(git status --porcelain 2>/dev/null)" && echo -dirty)
+VERSION  := $(shell git describe --tags --always 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+PKGS     := ./...
+
+.PHONY: help build deps vet fmt-check test unit race integration smoke-bench bench fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## download the Go modules
+	$(GO) mod download
+
+build: deps ## build bin/pushwire
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pushwire
+
+vet: deps ## go vet
+	$(GO) vet $(PKGS)
+
+fmt-check: ## fail on files gofmt would change
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: build vet fmt-check race smoke-bench ## everything CI runs: build, vet, gofmt, tests with -race, a small bench checked
+
+unit: deps ## tests without the race detector
+	$(GO) test -shuffle=on -count=1 $(PKGS)
+
+race: deps ## tests with the race detector (every package: all of them run goroutines)
+	$(GO) test -race -shuffle=on -count=1 -timeout 10m $(PKGS)
+
+integration: build ## only the multi-process integration tests
+	$(GO) test -count=1 -run Integration -v ./cmd/pushwire/
+
+smoke-bench: build ## a small bench (a few hundred connections) whose result file must pass its checks
+	@dir=$$(mktemp -d); \
+	$(BIN) bench --engine $(ENGINE) --conns 300 --rate 600 --idle 2s --push-rate 300 --push-duration 3s --out $$dir --check \
+	  && $(BIN) results check $$dir/*.json; st=$$?; rm -rf $$dir; exit $$st
+
+bench: build ## measured run: make bench ENGINE=std CONNS=10000 (writes results/<id>.json)
+	$(BIN) bench --engine $(ENGINE) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
+	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --out results
+
+fuzz: deps ## run each fuzz target for FUZZTIME (default 30s)
+	$(GO) test -run=none -fuzz=FuzzDecode -fuzztime=$${FUZZTIME:-30s} ./core/frame/
+	$(GO) test -run=none -fuzz=FuzzReader -fuzztime=$${FUZZTIME:-30s} ./core/frame/
+	$(GO) test -run=none -fuzz=FuzzVerify -fuzztime=$${FUZZTIME:-30s} ./control/token/
+	$(GO) test -run=none -fuzz=FuzzConnect -fuzztime=$${FUZZTIME:-30s} ./control/
+
+gobench: deps ## Go micro-benchmarks (allocations reported)
+	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/...
+
+clean: ## remove build outputs
+	rm -rf bin

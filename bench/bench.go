@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pushwire/pushwire/results"
+)
+
+// Config is one measured run: a deployment and the load to put on it.
+type Config struct {
+	DeployConfig
+
+	Conns        int           // connections; default 10,000
+	ConnectRate  float64       // connects per second; default 2,000
+	Idle         time.Duration // idle hold; default 10s
+	PushRate     float64       // unicast pushes per second; default 2,000
+	PushDuration time.Duration // default 10s
+	Sources      int           // source addresses 127.0.0.2…; default one per 8,000 connections
+	OutDir       string        // result files; default "results"
+	Commit       string        // recorded in the result
+	Progress     io.Writer     // the load generator's progress log; default os.Stderr
+}
+
+func (c *Config) setDefaults() {
+	if c.Conns <= 0 {
+		c.Conns = 10_000
+	}
+	if c.ConnectRate <= 0 {
+		c.ConnectRate = 2000
+	}
+	if c.Idle <= 0 {
+		c.Idle = 10 * time.Second
+	}
+	if c.PushRate <= 0 {
+		c.PushRate = 2000
+	}
+	if c.PushDuration <= 0 {
+		c.PushDuration = 10 * time.Second
+	}
+	if c.Sources <= 0 {
+		c.Sources = (c.Conns + 7999) / 8000
+	}
+	if c.OutDir == "" {
+		c.OutDir = "results"
+	}
+	if c.Progress == nil {
+		c.Progress = os.Stderr
+	}
+}
+
+// SourceAddrs returns n loopback source addresses from 127.0.0.2 on.
+func SourceAddrs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("127.0.%d.%d", (i+2)/250, (i+2)%250)
+	}
+	return out
+}
+
+// Run deploys, runs the load generator in its own process against the deployment, stops
+// everything (also when ctx ends), and writes the result file. It returns the result and its
+// path; a result is written also for a failed run, as far as it got.
+func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
+	cfg.setDefaults()
+	if cfg.LogDir == "" {
+		cfg.LogDir = filepath.Join(cfg.OutDir, "logs", time.Now().UTC().Format("20060102T150405Z")+"-"+cfg.Engine)
+	}
+	dep, err := Deploy(ctx, cfg.DeployConfig)
+	if err != nil {
+		return nil, "", err
+	}
+	defer dep.Stop()
+	log := cfg.Logger
+	if log == nil {
+		log = dep.log
+	}
+
+	resultFile := filepath.Join(dep.LogDir, "loadgen-result.json")
+	args := []string{"loadgen",
+		"--control", dep.ControlURL,
+		"--gateways", strings.Join(dep.GatewayHTTP, ","),
+		"--app", dep.App, "--secret", dep.Secret, "--push-key", dep.PushKey,
+		"--conns", strconv.Itoa(cfg.Conns),
+		"--rate", strconv.FormatFloat(cfg.ConnectRate, 'f', -1, 64),
+		"--idle", cfg.Idle.String(),
+		"--push-rate", strconv.FormatFloat(cfg.PushRate, 'f', -1, 64),
+		"--push-duration", cfg.PushDuration.String(),
+		"--sources", strings.Join(SourceAddrs(cfg.Sources), ","),
+		"--engine", dep.cfg.Engine,
+		"--instances", strconv.Itoa(dep.cfg.Instances),
+		"--commit", cfg.Commit,
+		"--result-file", resultFile,
+	}
+	cmd := exec.Command(dep.cfg.Binary, args...)
+	cmd.Stdout = cfg.Progress
+	cmd.Stderr = cfg.Progress
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	log.Info("load generator starting", "conns", cfg.Conns, "rate", cfg.ConnectRate, "sources", cfg.Sources)
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("bench: starting the load generator: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var runErr error
+	select {
+	case runErr = <-done:
+	case <-ctx.Done():
+		log.Warn("interrupted; stopping the load generator")
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case runErr = <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			runErr = <-done
+		}
+		if runErr == nil {
+			runErr = ctx.Err()
+		}
+	}
+	if err := dep.Check(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	res, rerr := results.Read(resultFile)
+	if rerr != nil {
+		return nil, "", errors.Join(fmt.Errorf("bench: the load generator wrote no result: %w", rerr), runErr)
+	}
+	if runErr != nil {
+		res.Errors = append(res.Errors, runErr.Error())
+	}
+	if serr := dep.Stop(); serr != nil {
+		res.Errors = append(res.Errors, serr.Error())
+		runErr = errors.Join(runErr, serr)
+	}
+	path, werr := results.Write(cfg.OutDir, res)
+	if werr != nil {
+		return res, "", errors.Join(runErr, werr)
+	}
+	return res, path, runErr
+}

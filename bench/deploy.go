@@ -1,0 +1,313 @@
+// Package bench runs the workbench: a local deployment of the real system — the control layer
+// and gateway instances as separate processes of the pushwire binary — loaded by the load
+// generator in its own process, with a result file at the end. Integration tests use the same
+// deployment.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DeployConfig describes a local deployment.
+type DeployConfig struct {
+	// Binary is the pushwire binary to run. Default: this executable.
+	Binary string
+	// Engine is the gateways' I/O engine. Default "std".
+	Engine string
+	// Instances is the number of gateway processes. Default 1.
+	Instances int
+	// Heartbeat is the interval clients are told to ping at. Default 30s.
+	Heartbeat time.Duration
+	// GatewayArgs are extra flags for every gateway (e.g. "--login-timeout=1s").
+	GatewayArgs []string
+	// LogDir receives each process's log. Default: a new temporary directory.
+	LogDir string
+	// Logger reports progress. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Deployment is a running local deployment. Stop it when done.
+type Deployment struct {
+	ControlURL   string   // control API base URL
+	GatewayAddrs []string // client (TCP) addresses
+	GatewayHTTP  []string // push API / stats base URLs
+	App          string
+	Secret       string // the app's secret (devices prove it at connect)
+	PushKey      string // the app's push key
+	ConfigPath   string // the deployment config file
+	LogDir       string
+
+	cfg   DeployConfig
+	log   *slog.Logger
+	mu    sync.Mutex
+	procs []*process
+}
+
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func (c *DeployConfig) setDefaults() error {
+	if c.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: locating the pushwire binary: %w", err)
+		}
+		c.Binary = exe
+	}
+	if c.Engine == "" {
+		c.Engine = "std"
+	}
+	if c.Instances <= 0 {
+		c.Instances = 1
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.LogDir == "" {
+		dir, err := os.MkdirTemp("", "pushwire-deploy-")
+		if err != nil {
+			return err
+		}
+		c.LogDir = dir
+	}
+	return os.MkdirAll(c.LogDir, 0o755)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Deploy writes a configuration with fresh secrets, starts the control layer and the gateways, and
+// waits until every one answers /healthz. On error it stops whatever it started.
+func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	d := &Deployment{
+		App:     "bench",
+		Secret:  randomHex(16),
+		PushKey: randomHex(16),
+		LogDir:  cfg.LogDir,
+		cfg:     cfg,
+		log:     cfg.Logger,
+	}
+	ports := make([]int, 1+3*cfg.Instances)
+	for i := range ports {
+		p, err := FreePort()
+		if err != nil {
+			return nil, fmt.Errorf("bench: finding a free port: %w", err)
+		}
+		ports[i] = p
+	}
+	d.ControlURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	var endpoints []string
+	for i := range cfg.Instances {
+		addr := "127.0.0.1:" + strconv.Itoa(ports[1+3*i])
+		d.GatewayAddrs = append(d.GatewayAddrs, addr)
+		d.GatewayHTTP = append(d.GatewayHTTP, "http://127.0.0.1:"+strconv.Itoa(ports[2+3*i]))
+		endpoints = append(endpoints, "tcp://"+addr)
+	}
+	d.ConfigPath = filepath.Join(cfg.LogDir, "pushwire.yaml")
+	conf := fmt.Sprintf(`# written by pushwire bench
+token:
+  ttl: 1h
+  keys:
+    - {id: bench1, secret: %q}
+heartbeat: %ds
+apps:
+  - id: %s
+    secret: %q
+    push_key: %q
+`, randomHex(16), int(cfg.Heartbeat/time.Second), d.App, d.Secret, d.PushKey)
+	if err := os.WriteFile(d.ConfigPath, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = d.Stop()
+		}
+	}()
+	if err := d.start("control", "control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
+		"--endpoint", strings.Join(endpoints, ",")); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Instances {
+		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.Engine,
+			"--listen", d.GatewayAddrs[i], "--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
+			"--admin", "127.0.0.1:" + strconv.Itoa(ports[3+3*i]), "--node", fmt.Sprintf("gw%d", i)}
+		args = append(args, cfg.GatewayArgs...)
+		if err := d.start(fmt.Sprintf("gateway-%d", i), args...); err != nil {
+			return nil, err
+		}
+	}
+	urls := append([]string{d.ControlURL}, d.GatewayHTTP...)
+	for _, u := range urls {
+		if err := d.waitHealthy(ctx, u); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	d.log.Info("deployment up", "engine", cfg.Engine, "gateways", cfg.Instances, "control", d.ControlURL, "logs", cfg.LogDir)
+	return d, nil
+}
+
+func (d *Deployment) start(name string, args ...string) error {
+	logPath := filepath.Join(d.LogDir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(d.cfg.Binary, args...)
+	cmd.Stdout = f
+	cmd.Stderr = f
+	// Own process group: a terminal's Ctrl-C reaches the bench, which stops the children in order;
+	// and the children die with the bench if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("bench: starting %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	d.mu.Lock()
+	d.procs = append(d.procs, p)
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *Deployment) waitHealthy(ctx context.Context, base string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if exited := d.exited(); exited != nil {
+			return fmt.Errorf("bench: %s exited during start-up: %v\n%s", exited.name, exited.err, tail(exited.log, 15))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("bench: %s not healthy: %v", base, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// exited returns a process that has already exited, if any.
+func (d *Deployment) exited() *process {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.procs {
+		select {
+		case <-p.done:
+			return p
+		default:
+		}
+	}
+	return nil
+}
+
+// Check returns an error naming any process of the deployment that has exited.
+func (d *Deployment) Check() error {
+	if p := d.exited(); p != nil {
+		return fmt.Errorf("bench: %s exited: %v\n%s", p.name, p.err, tail(p.log, 15))
+	}
+	return nil
+}
+
+// Stop stops every process (gateways first, then control): SIGTERM, then SIGKILL after 15s.
+// It returns the first process failure other than the stop itself.
+func (d *Deployment) Stop() error {
+	d.mu.Lock()
+	procs := d.procs
+	d.procs = nil
+	d.mu.Unlock()
+	var errs []error
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		select {
+		case <-p.done:
+			if p.err != nil {
+				errs = append(errs, fmt.Errorf("%s exited early: %w", p.name, p.err))
+			}
+			continue
+		default:
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			if p.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, p.err))
+			}
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			errs = append(errs, fmt.Errorf("%s did not stop within 15s; killed", p.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tail returns the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(io.LimitReader(f, 8<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

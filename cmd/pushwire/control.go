@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/pushwire/pushwire/control"
+)
+
+func runControl(args []string) error {
+	fs := newFlags("control", "Run the control layer: POST /v1/connect hands out tokens and access points;\nGET /healthz and /metrics.")
+	cfgPath := fs.String("config", "", "deployment config file with apps, token keys and endpoints (required)")
+	listen := fs.String("listen", "127.0.0.1:7100", "HTTP address of the control API")
+	endpoints := fs.String("endpoint", "", "access points given to clients, replacing the config file's: comma-separated protocol://host:port (e.g. tcp://127.0.0.1:7000)")
+	admin := fs.String("admin", "", "address of /debug/pprof and /metrics (empty: off)")
+	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long a shutdown may take")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return errors.New("control: --config is required")
+	}
+	cfg, err := control.LoadConfig(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("control: --config: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := []control.Option{control.WithLogger(log), control.WithMetrics(reg)}
+	if *endpoints != "" {
+		eps, err := parseEndpoints(*endpoints)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, control.WithEndpoints(eps))
+	}
+	srv, err := control.NewServer(cfg, opts...)
+	if err != nil {
+		return err
+	}
+	api, err := listenHTTP("listen", *listen, srv.Handler(), log)
+	if err != nil {
+		return err
+	}
+	var adm *httpServer
+	if *admin != "" {
+		if adm, err = listenHTTP("admin", *admin, adminHandler(reg), log); err != nil {
+			_ = api.Shutdown(context.Background())
+			return err
+		}
+	}
+	log.Info("control serving", "listen", api.Addr(), "apps", len(cfg.Apps), "version", version, "commit", commit)
+	ctx, stop := signalContext()
+	defer stop()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-api.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	_ = api.Shutdown(sctx)
+	if adm != nil {
+		_ = adm.Shutdown(sctx)
+	}
+	log.Info("control stopped")
+	return serveErr
+}
+
+// parseEndpoints parses "tcp://127.0.0.1:7000,ws://…" for --endpoint.
+func parseEndpoints(s string) ([]control.Endpoint, error) {
+	var eps []control.Endpoint
+	for _, item := range splitList(s) {
+		proto, addr, ok := strings.Cut(item, "://")
+		if !ok || proto == "" || addr == "" {
+			return nil, fmt.Errorf("--endpoint %q: want protocol://host:port", item)
+		}
+		eps = append(eps, control.Endpoint{Protocol: proto, Addr: addr})
+	}
+	return eps, nil
+}

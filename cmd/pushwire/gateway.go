@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pushwire/pushwire/control"
+	"github.com/pushwire/pushwire/control/token"
+	"github.com/pushwire/pushwire/core/gateway"
+	"github.com/pushwire/pushwire/engines"
+	_ "github.com/pushwire/pushwire/engines/all"
+)
+
+func runGateway(args []string) error {
+	fs := newFlags("gateway", "Run a gateway instance: accepts client connections on --listen with the chosen\nI/O engine, and serves the push API, /v1/stats, /healthz, /readyz and /metrics on --http.")
+	cfgPath := fs.String("config", "", "deployment config file with apps and token keys (required)")
+	engine := fs.String("engine", "std", "I/O engine: "+strings.Join(engines.Names(), ", "))
+	listen := fs.String("listen", "127.0.0.1:7000", "TCP address clients connect to")
+	httpAddr := fs.String("http", "127.0.0.1:7080", "address of the push API, stats, health and metrics")
+	admin := fs.String("admin", "127.0.0.1:6060", "address of /debug/pprof and /metrics (empty: off)")
+	nodeID := fs.String("node", "", "instance ID (default hostname-pid)")
+	hb := fs.Duration("heartbeat", 0, "heartbeat interval told to clients (default: the config file's heartbeat)")
+	idle := fs.Duration("idle-timeout", 0, "close a logged-in connection silent this long (default 3 × heartbeat)")
+	login := fs.Duration("login-timeout", 10*time.Second, "close a connection not logged in within this")
+	maxBody := fs.Int("max-body", 64<<10, "largest frame body in bytes")
+	perUser := fs.Int("max-conns-per-user", 8, "close a user's oldest connection past this many (-1: no limit)")
+	writeQueue := fs.Int("write-queue", engines.DefaultMaxWriteQueue, "bytes queued per connection before it is closed as a slow consumer")
+	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long a peer may take to accept queued bytes")
+	workers := fs.Int("workers", 0, "engine writer/event-loop goroutines (0: the engine's default)")
+	tick := fs.Duration("wheel-tick", time.Second, "timing wheel granularity for login and idle timeouts")
+	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long a shutdown may take")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return errors.New("gateway: --config is required")
+	}
+	cfg, err := control.LoadConfig(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("gateway: --config: %w", err)
+	}
+	verifier, err := cfg.Verifier()
+	if err != nil {
+		return fmt.Errorf("gateway: --config: %w", err)
+	}
+	heartbeat := cfg.Heartbeat
+	if *hb > 0 {
+		heartbeat = *hb
+	}
+	node, err := gateway.New(gateway.Config{
+		Node:            *nodeID,
+		Engine:          *engine,
+		Transport:       "tcp",
+		Heartbeat:       heartbeat,
+		IdleTimeout:     *idle,
+		LoginTimeout:    *login,
+		MaxBody:         *maxBody,
+		MaxConnsPerUser: *perUser,
+		WheelTick:       *tick,
+		Logger:          log,
+	}, tokenVerifier{verifier}, pushKeys{cfg})
+	if err != nil {
+		return err
+	}
+	eng, err := engines.New(*engine, engines.Config{
+		Addr:          *listen,
+		MaxWriteQueue: *writeQueue,
+		WriteTimeout:  *writeTimeout,
+		MaxFrame:      gatewayMaxFrame(*maxBody),
+		Workers:       *workers,
+	}, node)
+	if err != nil {
+		return fmt.Errorf("gateway: --engine: %w", err)
+	}
+	node.Start()
+	defer node.Stop()
+	if err := eng.Start(); err != nil {
+		return fmt.Errorf("gateway: --listen %s: %w", *listen, err)
+	}
+	api, err := listenHTTP("http", *httpAddr, node.Handler(), log)
+	if err != nil {
+		_ = eng.Shutdown(context.Background())
+		return err
+	}
+	var adm *httpServer
+	if *admin != "" {
+		if adm, err = listenHTTP("admin", *admin, adminHandler(node.Registry()), log); err != nil {
+			_ = eng.Shutdown(context.Background())
+			_ = api.Shutdown(context.Background())
+			return err
+		}
+	}
+	c := node.Config()
+	log.Info("gateway serving", "engine", *engine, "listen", eng.Addr().String(), "http", api.Addr(), "node", c.Node,
+		"heartbeat", c.Heartbeat, "idle_timeout", c.IdleTimeout, "login_timeout", c.LoginTimeout, "version", version, "commit", commit)
+
+	ctx, stop := signalContext()
+	defer stop()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "conns", node.Stats(false).Conns)
+	case serveErr = <-api.errc:
+		log.Error("push API stopped", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
+	defer cancel()
+	if err := eng.Shutdown(sctx); err != nil {
+		log.Warn("engine shutdown incomplete", "err", err)
+	}
+	_ = api.Shutdown(sctx)
+	if adm != nil {
+		_ = adm.Shutdown(sctx)
+	}
+	log.Info("gateway stopped")
+	return serveErr
+}
+
+// gatewayMaxFrame is the largest frame the gateway accepts with the given max body.
+func gatewayMaxFrame(maxBody int) int { return 18 + 4096 + maxBody }
+
+// tokenVerifier adapts the control layer's token verifier to the gateway.
+type tokenVerifier struct{ v *token.Verifier }
+
+func (t tokenVerifier) Verify(tok string, now time.Time) (gateway.Identity, error) {
+	c, err := t.v.Verify(tok, now)
+	if err != nil {
+		return gateway.Identity{}, err
+	}
+	return gateway.Identity{App: c.App, Device: c.Device, User: c.User, ExpiresAt: c.ExpiresAt}, nil
+}
+
+// pushKeys adapts the app registry to the gateway's push API authentication.
+type pushKeys struct{ cfg *control.Config }
+
+func (p pushKeys) AppByPushKey(key string) (string, bool) {
+	app, ok := p.cfg.AppByPushKey(key)
+	if !ok || app.Disabled {
+		return "", false
+	}
+	return app.ID, true
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pushwire/pushwire/loadgen"
+	"github.com/pushwire/pushwire/results"
+)
+
+func runLoadgen(args []string) error {
+	fs := newFlags("loadgen", "Load a running deployment: connect --conns devices through the control layer at --rate,\nhold them for --idle, then push --push-rate unicast messages per second through the push API\nfor --push-duration, measuring end-to-end latency. Writes a result file.")
+	controlURL := fs.String("control", "", "control layer base URL, e.g. http://127.0.0.1:7100 (required)")
+	gateways := fs.String("gateways", "", "comma-separated gateway HTTP base URLs (push API and stats) (required)")
+	app := fs.String("app", "", "app ID (required)")
+	secret := fs.String("secret", "", "app secret (required)")
+	pushKey := fs.String("push-key", "", "app push key (required)")
+	conns := fs.Int("conns", 10_000, "connections to open")
+	rate := fs.Float64("rate", 2000, "new connections per second")
+	idle := fs.Duration("idle", 10*time.Second, "how long to hold the connections idle")
+	pushRate := fs.Float64("push-rate", 2000, "unicast pushes per second")
+	pushDur := fs.Duration("push-duration", 10*time.Second, "how long to push")
+	senders := fs.Int("push-senders", 64, "concurrent push API callers")
+	sources := fs.String("sources", "", "comma-separated local IPs to dial from (127.0.0.x), round robin")
+	engine := fs.String("engine", "", "engine label for the result")
+	instances := fs.Int("instances", 1, "gateway instances, recorded in the result")
+	commitFlag := fs.String("commit", "", "commit recorded in the result (default: this binary's)")
+	resultFile := fs.String("result-file", "", "write the result here instead of --out/<id>.json")
+	outDir := fs.String("out", "results", "directory for the result file")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	if *controlURL == "" || *gateways == "" || *app == "" || *secret == "" || *pushKey == "" {
+		return errors.New("loadgen: --control, --gateways, --app, --secret and --push-key are required")
+	}
+	cm := *commitFlag
+	if cm == "" {
+		cm = commit
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	res, runErr := loadgen.Run(ctx, loadgen.Config{
+		ControlURL:   *controlURL,
+		GatewayHTTP:  splitList(*gateways),
+		App:          *app,
+		Secret:       *secret,
+		PushKey:      *pushKey,
+		Conns:        *conns,
+		ConnectRate:  *rate,
+		Idle:         *idle,
+		PushRate:     *pushRate,
+		PushDuration: *pushDur,
+		PushSenders:  *senders,
+		Sources:      splitList(*sources),
+		Engine:       *engine,
+		Commit:       cm,
+		ResultConfig: map[string]any{"instances": *instances},
+		Logger:       log,
+	})
+	if res == nil {
+		return runErr
+	}
+	var path string
+	if *resultFile != "" {
+		path = *resultFile
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return errors.Join(runErr, err)
+		}
+		tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".result-")
+		if err != nil {
+			return errors.Join(runErr, err)
+		}
+		p, err := results.Write(tmpDir, res)
+		if err == nil {
+			err = os.Rename(p, path)
+		}
+		_ = os.RemoveAll(tmpDir)
+		if err != nil {
+			return errors.Join(runErr, err)
+		}
+	} else if path, err = results.Write(*outDir, res); err != nil {
+		return errors.Join(runErr, err)
+	}
+	log.Info("result written", "path", path)
+	if runErr != nil {
+		return fmt.Errorf("loadgen: %w", runErr)
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/pushwire/pushwire/results"
+)
+
+func runResults(args []string) error {
+	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check FILE...        fail unless each result passes its checks\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) < 2 {
+		fs.Usage()
+		return errors.New("results: want a verb and at least one file")
+	}
+	verb, files := rest[0], rest[1:]
+	load := func(p string) (*results.Result, error) {
+		r, err := results.Read(p)
+		if err != nil {
+			return nil, fmt.Errorf("results: %w", err)
+		}
+		return r, nil
+	}
+	switch verb {
+	case "show", "check", "benchfmt":
+		var errs []error
+		for _, p := range files {
+			r, err := load(p)
+			if err != nil {
+				return err
+			}
+			switch verb {
+			case "show":
+				if err := r.Summary(os.Stdout); err != nil {
+					return err
+				}
+				fmt.Println()
+			case "check":
+				if err := r.Check(); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", p, err))
+				} else {
+					fmt.Printf("%s: ok\n", p)
+				}
+			case "benchfmt":
+				if err := r.WriteBenchFormat(os.Stdout); err != nil {
+					return err
+				}
+			}
+		}
+		return errors.Join(errs...)
+	case "compare":
+		if len(files) != 2 {
+			return errors.New("results compare: want BASE and OTHER")
+		}
+		base, err := load(files[0])
+		if err != nil {
+			return err
+		}
+		other, err := load(files[1])
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "phase\tmetric\t%s\t%s\tratio\n", base.Engine, other.Engine)
+		for _, r := range results.Compare(base, other) {
+			fmt.Fprintf(tw, "%s\t%s\t%.4g\t%.4g\t%.2fx\n", r.Phase, r.Metric, r.Base, r.Other, r.Ratio)
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("results: unknown verb %q (show, check, benchfmt, compare)", verb)
+}

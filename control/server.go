@@ -1,0 +1,451 @@
+// Package control is pushwire's control layer: the app registry, token issue, and access-point
+// and protocol dispatch. Every client starts with POST /v1/connect (PROTOCOL.md "Control API"):
+// it proves it belongs to a registered app and gets a token, which every gateway verifies on its
+// own (package token), the heartbeat interval, and the endpoints to try, in order.
+//
+// The same Config serves the gateways: Config.Verifier checks LOGIN tokens and
+// Config.AppByPushKey authenticates the push API.
+package control
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pushwire/pushwire/control/token"
+)
+
+// Connect request limits.
+const (
+	// MaxConnectBody is the largest POST /v1/connect body, in bytes.
+	MaxConnectBody = 64 << 10
+	// MaxIDLen is the longest device or user ID, in bytes.
+	MaxIDLen = 128
+	// MaxInfoLen is the longest platform, network or sdk value, in bytes.
+	MaxInfoLen = 64
+	// MaxClockSkew is how far a connect request's ts may be from the server's clock.
+	MaxClockSkew = 5 * time.Minute
+)
+
+// Platforms with their own endpoint policy (ConnectRequest.Platform).
+const (
+	PlatformWeb = "web" // browsers: WebSocket only
+)
+
+// Error codes of the connect API (ErrorResponse.Error), each with its HTTP status.
+const (
+	CodeMalformed        = "malformed_request"  // 400: not JSON, unknown field, wrong type, trailing data
+	CodeBodyTooLarge     = "body_too_large"     // 400: body over MaxConnectBody
+	CodeInvalidField     = "invalid_field"      // 400: app or device missing, an ID too long or with control characters
+	CodeUnknownApp       = "unknown_app"        // 401
+	CodeBadSign          = "bad_sign"           // 401: sign missing or wrong
+	CodeStaleTS          = "stale_ts"           // 401: ts further than MaxClockSkew from now
+	CodeAppDisabled      = "app_disabled"       // 403
+	CodeMethodNotAllowed = "method_not_allowed" // 405
+	CodeNoEndpoints      = "no_endpoints"       // 503: no endpoint serves the client's platform
+	CodeInternal         = "internal"           // 500: a bug; never expected
+)
+
+// resultOK is the metrics result label of a successful connect; failures use their code.
+const resultOK = "ok"
+
+// ConnectRequest is the body of POST /v1/connect.
+type ConnectRequest struct {
+	App      string `json:"app"`      // required: a configured app ID
+	Device   string `json:"device"`   // required: at most MaxIDLen bytes, no control characters
+	User     string `json:"user"`     // optional: at most MaxIDLen bytes, no control characters
+	Platform string `json:"platform"` // native, web, miniapp…; "web" gets WebSocket endpoints only
+	Network  string `json:"network"`  // wifi, 4g, 5g…
+	SDK      string `json:"sdk"`      // client SDK version
+	TS       int64  `json:"ts"`       // unix seconds, within MaxClockSkew of the server's clock
+	Sign     string `json:"sign"`     // Sign(app secret, app, device, user, ts)
+}
+
+// ConnectResponse is the 200 answer of POST /v1/connect.
+type ConnectResponse struct {
+	Token      string     `json:"token"`          // opaque to the client; sent in LOGIN
+	ExpiresAt  int64      `json:"expires_at"`     // unix seconds
+	HeartbeatS int        `json:"heartbeat_s"`    // PING interval, seconds
+	Endpoints  []Endpoint `json:"endpoints"`      // to try in order
+	Node       string     `json:"node,omitempty"` // reserved: a preferred instance
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	Error   string `json:"error"`   // one of the Code constants
+	Message string `json:"message"` // for humans
+}
+
+// Sign is the connect proof: the lowercase hex HMAC-SHA256, keyed with the app's secret, of
+// app, device, user and ts (decimal) joined by "\n".
+func Sign(secret, app, device, user string, ts int64) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(app + "\n" + device + "\n" + user + "\n" + strconv.FormatInt(ts, 10)))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLogger sets the logger. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Server) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithClock sets the clock used for ts checks and token times. Default: time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(s *Server) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// WithEndpoints replaces the configured endpoints (for example with ones given as flags). To
+// add to them instead, pass append(cfg.Endpoints, more...). NewServer validates them.
+func WithEndpoints(eps []Endpoint) Option {
+	return func(s *Server) {
+		s.endpoints = append([]Endpoint(nil), eps...)
+		s.endpointsSet = true
+	}
+}
+
+// WithMetrics registers the server's metrics with r: pushwire_control_connects_total{result},
+// result being "ok" or an error code. When r is also a prometheus.Gatherer (a
+// *prometheus.Registry is), the handler serves it on GET /metrics.
+func WithMetrics(r prometheus.Registerer) Option {
+	return func(s *Server) { s.registerer = r }
+}
+
+// Server answers the control API. Create it with NewServer; it is safe for concurrent use.
+type Server struct {
+	cfg          *Config
+	signer       *token.Signer
+	endpoints    []Endpoint
+	endpointsSet bool
+	heartbeatS   int
+	log          *slog.Logger
+	now          func() time.Time
+	registerer   prometheus.Registerer
+	connects     *prometheus.CounterVec // nil without WithMetrics
+	handler      http.Handler
+}
+
+// NewServer returns a Server for a copy of cfg (validated, with defaults applied; cfg itself is
+// not modified). The error wraps ErrInvalidConfig for a bad configuration or endpoint, or is the
+// metrics registration error.
+func NewServer(cfg *Config, opts ...Option) (*Server, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	s := &Server{cfg: cfg.clone(), log: slog.Default(), now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	if err := s.cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	if s.endpointsSet {
+		if errs := validateEndpoints("WithEndpoints", s.endpoints); len(errs) > 0 {
+			return nil, fmt.Errorf("control: %w", errors.Join(errs...))
+		}
+	} else {
+		s.endpoints = s.cfg.Endpoints
+	}
+	var err error
+	if s.signer, err = s.cfg.signer(); err != nil {
+		return nil, err
+	}
+	s.heartbeatS = int(s.cfg.Heartbeat / time.Second)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/connect", s.serveConnect)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok")
+	})
+	if s.registerer != nil {
+		if err := s.registerMetrics(); err != nil {
+			return nil, err
+		}
+		if g, ok := s.registerer.(prometheus.Gatherer); ok {
+			mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+		}
+	}
+	s.handler = mux
+	return s, nil
+}
+
+func (s *Server) registerMetrics() error {
+	cv := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushwire_control_connects_total",
+		Help: `Connect requests by result: "ok" or the error code.`,
+	}, []string{"result"})
+	if err := s.registerer.Register(cv); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("control: register metrics: %w", err)
+		}
+		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return fmt.Errorf("control: register metrics: %w", err)
+		}
+		cv = existing // another Server on the same registry: share the counter
+	}
+	for _, r := range []string{resultOK, CodeMalformed, CodeBodyTooLarge, CodeInvalidField, CodeUnknownApp,
+		CodeBadSign, CodeStaleTS, CodeAppDisabled, CodeMethodNotAllowed, CodeNoEndpoints} {
+		cv.WithLabelValues(r) // export zeros, so rates work from the first scrape
+	}
+	s.connects = cv
+	return nil
+}
+
+// Handler serves POST /v1/connect, GET /healthz and, with WithMetrics and a Gatherer, GET /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// connectError is a rejected connect: its status, code and message go to the client.
+type connectError struct {
+	status  int
+	code    string
+	message string
+}
+
+func reject(status int, code, format string, args ...any) *connectError {
+	return &connectError{status, code, fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
+	resp, req, cerr := s.connect(w, r)
+	if cerr != nil {
+		s.count(cerr.code)
+		s.logReject(r, req, cerr)
+		if cerr.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
+		writeJSON(w, cerr.status, ErrorResponse{Error: cerr.code, Message: cerr.message})
+		return
+	}
+	s.count(resultOK)
+	s.log.Debug("control: connect", "app", req.App, "device", req.Device, "user", req.User,
+		"platform", req.Platform, "network", req.Network, "sdk", req.SDK, "endpoints", len(resp.Endpoints))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// connect handles one connect request. req is nil when the request did not decode, and its
+// fields are only safe to log once validated (it is returned for logging only then).
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) (*ConnectResponse, *ConnectRequest, *connectError) {
+	if r.Method != http.MethodPost {
+		return nil, nil, reject(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use POST")
+	}
+	var req ConnectRequest
+	if cerr := decodeJSON(w, r, &req); cerr != nil {
+		return nil, nil, cerr
+	}
+	if cerr := checkRequest(&req); cerr != nil {
+		return nil, nil, cerr
+	}
+
+	app, ok := s.cfg.App(req.App)
+	if !ok {
+		return nil, &req, reject(http.StatusUnauthorized, CodeUnknownApp, "unknown app %q", req.App)
+	}
+	now := s.now()
+	skew := int64(MaxClockSkew / time.Second)
+	if req.TS < now.Unix()-skew || req.TS > now.Unix()+skew {
+		return nil, &req, reject(http.StatusUnauthorized, CodeStaleTS,
+			"ts %d is more than %v away from the server's clock (%d)", req.TS, MaxClockSkew, now.Unix())
+	}
+	if !checkSign(app.Secret, &req) {
+		return nil, &req, reject(http.StatusUnauthorized, CodeBadSign, "sign does not match the app, device, user and ts")
+	}
+	if app.Disabled {
+		return nil, &req, reject(http.StatusForbidden, CodeAppDisabled, "app %q is disabled", req.App)
+	}
+	eps := endpointsFor(s.endpoints, req.Platform)
+	if len(eps) == 0 {
+		return nil, &req, reject(http.StatusServiceUnavailable, CodeNoEndpoints,
+			"no gateway endpoint for platform %q", req.Platform)
+	}
+
+	iat := now.Truncate(time.Second)
+	claims := token.Claims{App: req.App, Device: req.Device, User: req.User,
+		IssuedAt: iat, ExpiresAt: iat.Add(s.cfg.Token.TTL)}
+	tok, err := s.signer.Sign(claims)
+	if err != nil {
+		s.log.Error("control: sign token", "app", req.App, "err", err)
+		return nil, &req, reject(http.StatusInternalServerError, CodeInternal, "could not issue a token")
+	}
+	return &ConnectResponse{
+		Token:      tok,
+		ExpiresAt:  claims.ExpiresAt.Unix(),
+		HeartbeatS: s.heartbeatS,
+		Endpoints:  eps,
+	}, &req, nil
+}
+
+// decodeJSON reads exactly one JSON object of at most MaxConnectBody bytes, without unknown
+// fields, into v.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *connectError {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxConnectBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Only whitespace may follow the object.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = terr
+			if err == nil {
+				err = errors.New("data after the JSON object")
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return reject(http.StatusBadRequest, CodeBodyTooLarge, "body is over %d bytes", MaxConnectBody)
+	}
+	if errors.Is(err, io.EOF) {
+		return reject(http.StatusBadRequest, CodeMalformed, "empty body: want a JSON object")
+	}
+	// encoding/json messages name the offending field or offset; an unknown field's name is
+	// client input, so the message is bounded.
+	return reject(http.StatusBadRequest, CodeMalformed, "body: %s", truncate(err.Error(), 200))
+}
+
+// checkRequest validates the request's shape (not its authenticity).
+func checkRequest(req *ConnectRequest) *connectError {
+	if req.App == "" {
+		return reject(http.StatusBadRequest, CodeInvalidField, "app: missing")
+	}
+	if req.Device == "" {
+		return reject(http.StatusBadRequest, CodeInvalidField, "device: missing")
+	}
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{
+		{"app", req.App, MaxAppIDLen},
+		{"device", req.Device, MaxIDLen},
+		{"user", req.User, MaxIDLen},
+		{"platform", req.Platform, MaxInfoLen},
+		{"network", req.Network, MaxInfoLen},
+		{"sdk", req.SDK, MaxInfoLen},
+	} {
+		if len(f.value) > f.max {
+			return reject(http.StatusBadRequest, CodeInvalidField, "%s: %d bytes, at most %d", f.name, len(f.value), f.max)
+		}
+		if !printable(f.value) {
+			return reject(http.StatusBadRequest, CodeInvalidField, "%s: contains control characters or invalid UTF-8", f.name)
+		}
+	}
+	return nil
+}
+
+// printable reports whether s is valid UTF-8 without control characters (C0, DEL, C1).
+func printable(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSign compares the request's sign with the expected one in constant time. Upper- and
+// lowercase hex are accepted.
+func checkSign(secret string, req *ConnectRequest) bool {
+	if len(req.Sign) != 2*sha256.Size {
+		return false
+	}
+	got, err := hex.DecodeString(req.Sign)
+	if err != nil {
+		return false
+	}
+	want, _ := hex.DecodeString(Sign(secret, req.App, req.Device, req.User, req.TS))
+	return hmac.Equal(got, want)
+}
+
+// endpointsFor is the dispatch policy: which endpoints a client gets, in order. For now every
+// endpoint in configured order, except that browsers (platform "web") can only use WebSocket.
+// Gray release and ordering by live load belong here.
+func endpointsFor(all []Endpoint, platform string) []Endpoint {
+	if !strings.EqualFold(platform, PlatformWeb) {
+		return all
+	}
+	var web []Endpoint
+	for _, e := range all {
+		if e.Protocol == ProtoWS || e.Protocol == ProtoWSS {
+			web = append(web, e)
+		}
+	}
+	return web
+}
+
+func (s *Server) count(result string) {
+	if s.connects != nil {
+		s.connects.WithLabelValues(result).Inc()
+	}
+}
+
+// logReject logs one line per rejected connect: Debug for malformed requests, Info for failed
+// authentication, Warn when there is no endpoint to give. Never the sign, a secret or a token;
+// client-supplied fields only once validated.
+func (s *Server) logReject(r *http.Request, req *ConnectRequest, cerr *connectError) {
+	level := slog.LevelInfo
+	switch {
+	case cerr.status == http.StatusServiceUnavailable || cerr.status >= 500:
+		level = slog.LevelWarn
+	case cerr.status == http.StatusBadRequest || cerr.status == http.StatusMethodNotAllowed:
+		level = slog.LevelDebug
+	}
+	ctx := r.Context()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("code", cerr.code), slog.String("remote", r.RemoteAddr)}
+	if req != nil {
+		attrs = append(attrs, slog.String("app", req.App), slog.String("device", req.Device),
+			slog.String("platform", req.Platform))
+	}
+	attrs = append(attrs, slog.String("reason", cerr.message))
+	s.log.LogAttrs(ctx, level, "control: connect rejected", attrs...)
+}
+
+// truncate shortens s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do about it
+}

@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Push API limits.
+const (
+	maxPushTargets = 100_000
+	maxIDLen       = 128
+)
+
+// Handler serves the instance's HTTP API:
+//
+//	POST /v1/push     push to devices or users (Authorization: Bearer <push key>)
+//	GET  /v1/stats    JSON statistics (?gc=1 runs a garbage collection first)
+//	GET  /healthz     200 while the process serves
+//	GET  /readyz      200 while serving, 503 while draining
+//	GET  /metrics     Prometheus
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/push", n.handlePush)
+	mux.HandleFunc("/v1/stats", n.handleStats)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if n.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "draining\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(n.m.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// pushBody is the JSON body of POST /v1/push.
+type pushBody struct {
+	App        string   `json:"app,omitempty"`
+	Biz        int      `json:"biz"`
+	Devices    []string `json:"devices,omitempty"`
+	Users      []string `json:"users,omitempty"`
+	Group      string   `json:"group,omitempty"`
+	Broadcast  bool     `json:"broadcast,omitempty"`
+	Payload    *string  `json:"payload,omitempty"`     // UTF-8 text
+	PayloadB64 *string  `json:"payload_b64,omitempty"` // or bytes, standard base64
+	Ack        bool     `json:"ack,omitempty"`
+	TTLMs      int64    `json:"ttl_ms,omitempty"`
+}
+
+type apiError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func (n *Node) writeError(w http.ResponseWriter, status int, code, msg string) {
+	n.m.pushRequests.WithLabelValues(strconv.Itoa(status)).Inc()
+	writeJSON(w, status, apiError{Error: code, Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		n.writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || key == "" {
+		n.writeError(w, http.StatusUnauthorized, "unauthorized", "Authorization: Bearer <push key> required")
+		return
+	}
+	app, ok := n.apps.AppByPushKey(key)
+	if !ok {
+		n.writeError(w, http.StatusUnauthorized, "unauthorized", "unknown push key")
+		return
+	}
+	// Room for every target ID at its longest plus the payload in base64.
+	limit := int64(maxPushTargets*(maxIDLen+4) + 2*n.cfg.MaxBody + 4096)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	var b pushBody
+	if err := dec.Decode(&b); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			n.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", mbe.Limit))
+			return
+		}
+		n.writeError(w, http.StatusBadRequest, "bad_json", "malformed body: "+err.Error())
+		return
+	}
+	if dec.More() {
+		n.writeError(w, http.StatusBadRequest, "bad_json", "trailing data after the JSON object")
+		return
+	}
+	if b.App != "" && b.App != app {
+		n.writeError(w, http.StatusForbidden, "forbidden", "the push key is not for app "+strconv.Quote(b.App))
+		return
+	}
+	req, status, code, msg := n.checkPush(&b, app)
+	if status != 0 {
+		n.writeError(w, status, code, msg)
+		return
+	}
+	res, err := n.Push(req)
+	if err != nil {
+		n.writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	n.m.pushRequests.WithLabelValues("200").Inc()
+	writeJSON(w, http.StatusOK, res)
+}
+
+// checkPush validates a push body. A zero status means it is good.
+func (n *Node) checkPush(b *pushBody, app string) (req *PushRequest, status int, code, msg string) {
+	bad := func(m string) (*PushRequest, int, string, string) {
+		return nil, http.StatusBadRequest, "bad_request", m
+	}
+	if b.Biz < 1 || b.Biz > 65535 {
+		return bad("biz must be 1..65535")
+	}
+	kinds := 0
+	for _, set := range []bool{len(b.Devices) > 0, len(b.Users) > 0, b.Group != "", b.Broadcast} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds != 1 {
+		return bad("name exactly one of devices, users, group, broadcast")
+	}
+	if b.Group != "" || b.Broadcast {
+		return nil, http.StatusNotImplemented, "not_implemented", "group and broadcast pushes are not supported by this gateway version"
+	}
+	if b.Ack || b.TTLMs != 0 {
+		return nil, http.StatusNotImplemented, "not_implemented", "at-least-once delivery (ack, ttl_ms) is not supported by this gateway version"
+	}
+	if len(b.Devices)+len(b.Users) > maxPushTargets {
+		return bad(fmt.Sprintf("at most %d targets per push", maxPushTargets))
+	}
+	for _, list := range [][]string{b.Devices, b.Users} {
+		for _, id := range list {
+			if id == "" || len(id) > maxIDLen {
+				return bad(fmt.Sprintf("target IDs are 1..%d bytes", maxIDLen))
+			}
+		}
+	}
+	var payload []byte
+	switch {
+	case b.Payload != nil && b.PayloadB64 != nil:
+		return bad("give payload or payload_b64, not both")
+	case b.Payload != nil:
+		payload = []byte(*b.Payload)
+	case b.PayloadB64 != nil:
+		p, err := base64.StdEncoding.DecodeString(*b.PayloadB64)
+		if err != nil {
+			return bad("payload_b64: " + err.Error())
+		}
+		payload = p
+	}
+	if len(payload) > n.cfg.MaxBody {
+		return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over the max body of %d bytes", n.cfg.MaxBody)
+	}
+	return &PushRequest{App: app, Biz: uint16(b.Biz), Devices: b.Devices, Users: b.Users, Payload: payload}, 0, "", ""
+}
+
+func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeJSON(w, http.StatusMethodNotAllowed, apiError{Error: "method_not_allowed", Message: "use GET"})
+		return
+	}
+	writeJSON(w, http.StatusOK, n.Stats(r.URL.Query().Get("gc") == "1"))
+}

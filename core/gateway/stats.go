@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"math"
+	"os"
+	"runtime"
+	rtmetrics "runtime/metrics"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Stats is a point-in-time view of the instance, served as JSON at /v1/stats. Counters are
+// cumulative since start: a reader takes differences between two snapshots.
+type Stats struct {
+	Node      string  `json:"node"`
+	Engine    string  `json:"engine"`
+	Transport string  `json:"transport"`
+	State     string  `json:"state"` // serving, draining
+	UptimeS   float64 `json:"uptime_s"`
+
+	Conns    int64 `json:"conns"`    // open transport connections
+	Sessions int   `json:"sessions"` // logged in
+
+	RSSBytes        uint64 `json:"rss_bytes"`
+	HeapObjectBytes uint64 `json:"heap_object_bytes"` // heap objects, live and not yet swept
+	HeapLiveBytes   uint64 `json:"heap_live_bytes"`   // heap marked live by the last GC
+	StackBytes      uint64 `json:"stack_bytes"`
+	GoMemBytes      uint64 `json:"go_mem_bytes"` // all memory mapped by the Go runtime
+	Goroutines      int    `json:"goroutines"`
+
+	GCCycles     uint64    `json:"gc_cycles"`
+	GCCPUSeconds float64   `json:"gc_cpu_seconds"` // estimated CPU spent on GC
+	CPUSeconds   float64   `json:"cpu_seconds"`    // process user+system CPU
+	GCPauses     Histogram `json:"gc_pauses"`      // stop-the-world GC pauses, seconds
+}
+
+// Histogram is a cumulative histogram: Counts[i] values fell in [Bounds[i], Bounds[i+1]).
+// Infinite bounds are written as 0 (lower) and math.MaxFloat64 (upper).
+type Histogram struct {
+	Bounds []float64 `json:"bounds"`
+	Counts []uint64  `json:"counts"`
+}
+
+var statSamples = []string{
+	"/memory/classes/heap/objects:bytes",
+	"/gc/heap/live:bytes",
+	"/memory/classes/heap/stacks:bytes",
+	"/memory/classes/total:bytes",
+	"/sched/goroutines:goroutines",
+	"/gc/cycles/total:gc-cycles",
+	"/cpu/classes/gc/total:cpu-seconds",
+	"/sched/pauses/total/gc:seconds",
+}
+
+// Stats reads the instance's figures. With gc, it runs a full garbage collection first so the
+// heap figures show live memory only (the benchmark does this at the end of its idle phase).
+func (n *Node) Stats(gc bool) Stats {
+	if gc {
+		runtime.GC()
+	}
+	st := Stats{
+		Node:      n.cfg.Node,
+		Engine:    n.cfg.Engine,
+		Transport: n.cfg.Transport,
+		State:     "serving",
+		UptimeS:   n.uptime().Seconds(),
+		Conns:     n.conns.Load(),
+		Sessions:  n.table.Len(),
+		RSSBytes:  readRSS(),
+	}
+	if n.draining.Load() {
+		st.State = "draining"
+	}
+	samples := make([]rtmetrics.Sample, len(statSamples))
+	for i, name := range statSamples {
+		samples[i].Name = name
+	}
+	rtmetrics.Read(samples)
+	u64 := func(i int) uint64 {
+		if samples[i].Value.Kind() == rtmetrics.KindUint64 {
+			return samples[i].Value.Uint64()
+		}
+		return 0
+	}
+	st.HeapObjectBytes = u64(0)
+	st.HeapLiveBytes = u64(1)
+	st.StackBytes = u64(2)
+	st.GoMemBytes = u64(3)
+	st.Goroutines = int(u64(4))
+	st.GCCycles = u64(5)
+	if samples[6].Value.Kind() == rtmetrics.KindFloat64 {
+		st.GCCPUSeconds = samples[6].Value.Float64()
+	}
+	if samples[7].Value.Kind() == rtmetrics.KindFloat64Histogram {
+		h := samples[7].Value.Float64Histogram()
+		st.GCPauses.Counts = h.Counts
+		st.GCPauses.Bounds = make([]float64, len(h.Buckets))
+		for i, b := range h.Buckets {
+			switch {
+			case math.IsInf(b, -1):
+				b = 0
+			case math.IsInf(b, 1):
+				b = math.MaxFloat64
+			}
+			st.GCPauses.Bounds[i] = b
+		}
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		st.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+	}
+	return st
+}
+
+func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
+
+// readRSS returns the resident set size from /proc/self/statm (0 where unavailable).
+func readRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(fields[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * uint64(os.Getpagesize())
+}

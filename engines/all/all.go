@@ -1,0 +1,6 @@
+// Package all registers every engine pushwire ships. Import it for its side effect.
+package all
+
+import (
+	_ "github.com/pushwire/pushwire/engines/std" // "std"
+)

@@ -1,0 +1,189 @@
+// Package results holds the result of one benchmark run of the workbench:
+// the schema stored as JSON (one file per run, with the environment it ran
+// in), reading and writing it, validating it, a one-screen text summary,
+// the Go benchmark text format that benchstat compares, and ratios between
+// two runs.
+//
+// A run is a sequence of phases (ramp, idle, heartbeat, upstream, push,
+// group, broadcast); each phase records what the gateway held and spent
+// (connections, memory and GC per connection, CPU) and what the load
+// generator saw (connect rate, deliveries per second, latency percentiles,
+// completeness counts).
+//
+// The package uses only the standard library, so every other package may
+// import it.
+package results
+
+import (
+	"strings"
+	"time"
+)
+
+// SchemaVersion is the version of the JSON schema this package writes.
+// Read rejects any other version.
+const SchemaVersion = 1
+
+// idTimeLayout is the UTC time layout at the start of a result ID.
+const idTimeLayout = "20060102T150405Z"
+
+// Phase names the workbench runs, in order. A Result may hold any subset,
+// and other names are allowed; Check requires a PhaseRamp phase.
+const (
+	PhaseRamp      = "ramp"      // connect and log in up to the target
+	PhaseIdle      = "idle"      // hold the connections: memory and GC per connection
+	PhaseHeartbeat = "heartbeat" // PING/PONG at the configured interval
+	PhaseUpstream  = "upstream"  // REQUEST/RESPONSE through the business backend
+	PhasePush      = "push"      // unicast push through the push API
+	PhaseGroup     = "group"     // group push
+	PhaseBroadcast = "broadcast" // one message to every connection
+)
+
+// Result is the outcome of one benchmark run, stored as one JSON file.
+type Result struct {
+	// Schema is the schema version; Write sets SchemaVersion when zero.
+	Schema int `json:"schema"`
+	// ID is "<UTC start 20060102T150405Z>-<engine>-<transport>" (see NewID);
+	// it names the file. Write fills it in when empty.
+	ID string `json:"id"`
+	// StartedAt is when the run began.
+	StartedAt time.Time `json:"started_at"`
+	// Duration is the wall time of the whole run in seconds.
+	Duration float64 `json:"duration_s"`
+	// Engine is the I/O engine the gateways ran on (std, gnet, netpoll, nbio).
+	Engine string `json:"engine"`
+	// Transport is the transport layer (tcp, tls, ws, wss, quic).
+	Transport string `json:"transport"`
+	// Config holds the run's settings (connections, rates, phase
+	// durations, instances, route store…), as the load generator chose them.
+	Config map[string]any `json:"config"`
+	// Env is the machine and build the run measured.
+	Env Env `json:"env"`
+	// Phases are the run's phases in the order they ran.
+	Phases []Phase `json:"phases"`
+	// Errors lists what went wrong in the run as a whole. A result with
+	// errors fails Check.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Env is the machine and build a run measured.
+type Env struct {
+	Commit    string `json:"commit"`     // VCS revision of the code measured
+	GoVersion string `json:"go_version"` // runtime.Version()
+	OS        string `json:"os"`         // runtime.GOOS
+	Arch      string `json:"arch"`       // runtime.GOARCH
+	CPUModel  string `json:"cpu_model"`  // "model name" of /proc/cpuinfo
+	Kernel    string `json:"kernel"`     // kernel release
+	Hostname  string `json:"hostname"`   // host the environment was captured on
+	// GOMAXPROCS is the value in the process that captured the environment.
+	GOMAXPROCS int `json:"gomaxprocs"`
+	// Cores is the number of logical CPUs usable by the process.
+	Cores int `json:"cores"`
+	// MemoryBytes is the machine's memory (MemTotal).
+	MemoryBytes uint64 `json:"memory_bytes"`
+	// FileLimit is the RLIMIT_NOFILE soft limit, which bounds the
+	// connections one process can hold.
+	FileLimit uint64 `json:"file_limit"`
+}
+
+// Phase is one phase of a run: what the gateway held at its end and what
+// the load generator measured during it.
+type Phase struct {
+	// Name is the phase, usually one of the Phase* constants.
+	Name string `json:"name"`
+	// Duration is the phase's wall time in seconds.
+	Duration float64 `json:"duration_s"`
+	// Conns is the connections held at the phase end, as the gateway
+	// counts them (summed over instances).
+	Conns int `json:"conns"`
+	// Target is the connections the phase aimed to hold.
+	Target int `json:"target"`
+	// ConnectRate is logins completed per second in this phase.
+	ConnectRate float64 `json:"connect_rate,omitempty"`
+	// Gateway is what the gateway processes held and spent.
+	Gateway Gateway `json:"gateway"`
+	// Deliveries is messages delivered to clients per second.
+	Deliveries float64 `json:"deliveries_per_s,omitempty"`
+	// Latency is end to end, from the push call (or request) to the
+	// client's receipt; nil when the phase measured none.
+	Latency *Latency `json:"latency,omitempty"`
+
+	// Completeness: every message sent is delivered or accounted for.
+	// Missing = Sent - Delivered - Offline - Failed, and must be 0 for a
+	// good run (see Unaccounted and Check).
+	Sent      int64 `json:"sent"`
+	Delivered int64 `json:"delivered"`
+	Missing   int64 `json:"missing"`
+	Offline   int64 `json:"offline"` // addressed to a device not connected, reported by the gateway
+	Failed    int64 `json:"failed"`  // rejected with an error the sender saw
+
+	// Errors counts client-side errors by reason (dial, login, timeout…).
+	Errors map[string]int64 `json:"errors,omitempty"`
+}
+
+// Unaccounted returns Sent - Delivered - Offline - Failed: the messages
+// neither delivered nor accounted for. The load generator stores it in
+// Missing; a negative value means more deliveries than sends (duplicates).
+func (p *Phase) Unaccounted() int64 {
+	return p.Sent - p.Delivered - p.Offline - p.Failed
+}
+
+// Gateway is what the gateway processes held and spent during a phase,
+// summed over instances where there are several.
+type Gateway struct {
+	// Instances is the number of gateway processes measured.
+	Instances int `json:"instances"`
+	// RSSBytes is the resident set size at the phase end.
+	RSSBytes uint64 `json:"rss_bytes"`
+	// RSSPerConn is (RSS - RSS before the first connection) / conns, in bytes.
+	RSSPerConn float64 `json:"rss_per_conn"`
+	// HeapBytes is the Go heap in use at the phase end.
+	HeapBytes uint64 `json:"heap_bytes"`
+	// HeapPerConn is (heap - heap before the first connection) / conns, in bytes.
+	HeapPerConn float64 `json:"heap_per_conn"`
+	// Goroutines is the goroutine count at the phase end.
+	Goroutines int `json:"goroutines"`
+	// GC stop-the-world pauses during the phase, in seconds.
+	GCPauseP50 float64 `json:"gc_pause_p50_s"`
+	GCPauseP99 float64 `json:"gc_pause_p99_s"`
+	GCPauseMax float64 `json:"gc_pause_max_s"`
+	// GCCount is the GC cycles completed during the phase.
+	GCCount uint64 `json:"gc_count"`
+	// GCCPUShare is GC CPU seconds / total CPU seconds during the phase (0..1).
+	GCCPUShare float64 `json:"gc_cpu_share"`
+	// CPUSeconds is the process CPU time (user + system) during the phase.
+	CPUSeconds float64 `json:"cpu_s"`
+}
+
+// Latency summarizes a latency histogram, in milliseconds.
+type Latency struct {
+	Count int64   `json:"count"` // samples recorded
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p999_ms"`
+	Max   float64 `json:"max_ms"`
+	Mean  float64 `json:"mean_ms"`
+}
+
+// NewID returns the ID of a run started at t on engine and transport:
+// "<UTC time 20060102T150405Z>-<engine>-<transport>", for example
+// "20250102T150405Z-gnet-tcp". Characters of engine and transport that are
+// unsafe in a file name, and '-', become '_'; an empty one becomes "unknown".
+func NewID(t time.Time, engine, transport string) string {
+	return t.UTC().Format(idTimeLayout) + "-" + idPart(engine) + "-" + idPart(transport)
+}
+
+// idPart makes s safe as one dash-separated part of an ID and a file name.
+func idPart(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
+			r == '.', r == '_', r == '+':
+			return r
+		}
+		return '_'
+	}, s)
+}

@@ -1,0 +1,214 @@
+package results
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestSummary(t *testing.T) {
+	long := sample()
+	long.Env.CPUModel = strings.Repeat("Very Long CPU Model Name ", 8)
+	long.Phases[3].Name = "upstream-with-a-very-long-phase-name"
+	long.Engine = strings.Repeat("e", 90)
+
+	bad := sample()
+	bad.Phases[0].Conns = 9990
+	bad.Phases[4].Missing, bad.Phases[4].Delivered = 12, bad.Phases[4].Delivered-12
+	bad.Errors = []string{"one", "two", "three", "four\nfive", "six"}
+
+	tests := []struct {
+		name    string
+		r       *Result
+		want    []string
+		notWant []string
+	}{
+		{"good", sample(), []string{
+			"pushwire gnet/tcp  commit 0123456789ab  go1.26.8  GOMAXPROCS 2\n",
+			"cpu Intel Xeon Processor  2 cores  24.0 GB RAM  linux 6.18.44  nofile 20000\n",
+			"run 20250102T150405Z-gnet-tcp  5m13s  host bench1\n",
+			"ramp", "idle", "heartbeat", "upstream", "push", "group", "broadcast",
+			"12.3k",   // connect rate
+			"1.18",    // idle RSS per connection in KB
+			"75.0k",   // push deliveries/s
+			"2250000", // sent, exact below a million
+			"2940000", // group sent
+			"client errors: ramp dial=12 login=3",
+			"check: ok",
+		}, nil},
+		{"problems", bad, []string{
+			"check: 7 problems",
+			"phase ramp: held 9990 of 10000",
+			"phase push: 12 of 2250000 messages missing",
+			"run: three",
+			"… and 2 more",
+		}, []string{"check: ok", "four", "six"}},
+		{"long fields", long, []string{"…", "upstream-…"}, nil},
+		{"empty", &Result{}, []string{"?/?", "(no phases)", "no phases"}, []string{"deliv/s"}},
+		{"no traffic", &Result{Engine: "std", Transport: "tcp", Phases: []Phase{{Name: PhaseRamp, Conns: 5, Target: 5}}},
+			[]string{"ramp", "check: ok"}, []string{"deliv/s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := tt.r.Summary(&buf); err != nil {
+				t.Fatal(err)
+			}
+			out := buf.String()
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			for i, l := range lines {
+				if n := utf8.RuneCountInString(l); n > 80 {
+					t.Errorf("line %d has %d columns: %q", i+1, n, l)
+				}
+			}
+			if len(lines) > 30 {
+				t.Errorf("%d lines, want at most 30", len(lines))
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("summary lacks %q", w)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("summary contains %q", w)
+				}
+			}
+			if t.Failed() || testing.Verbose() {
+				t.Logf("summary:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestSummaryColumns checks that every cell of a phase row starts where
+// its column's header starts.
+func TestSummaryColumns(t *testing.T) {
+	var buf bytes.Buffer
+	if err := sample().Summary(&buf); err != nil {
+		t.Fatal(err)
+	}
+	// starts returns the offsets of the cells of a line, cells being
+	// separated by two spaces or more.
+	starts := func(l string) []int {
+		var s []int
+		for i := range l {
+			if l[i] != ' ' && (i == 0 || i >= 2 && l[i-2:i] == "  ") {
+				s = append(s, i)
+			}
+		}
+		return s
+	}
+	var header []int
+	rows := 0
+	for l := range strings.Lines(buf.String()) {
+		l = strings.TrimSuffix(l, "\n")
+		switch {
+		case strings.HasPrefix(l, "phase "):
+			header = starts(l)
+		case l == "":
+			header = nil
+		case header != nil:
+			rows++
+			if got := starts(l); !slices.Equal(got, header) {
+				t.Errorf("row %q cells start at %v, header columns at %v", l, got, header)
+			}
+		}
+	}
+	if rows != 7+5 {
+		t.Errorf("%d table rows, want 12", rows)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestSummaryWriteError(t *testing.T) {
+	if err := sample().Summary(failWriter{}); err == nil {
+		t.Error("Summary hid the write error")
+	}
+}
+
+func TestHuman(t *testing.T) {
+	tests := []struct {
+		v    float64
+		want string
+	}{
+		{0, "0"}, {0.0004, "<0.001"}, {0.0123, "0.012"}, {0.85, "0.850"}, {1.234, "1.23"},
+		{12.34, "12.3"}, {999.4, "999"}, {999.6, "1.0k"}, {10000, "10.0k"}, {12345.6, "12.3k"},
+		{999960, "1.0M"}, {1.5e6, "1.5M"}, {2e9, "2.0G"}, {-1500, "-1.5k"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.v), func(t *testing.T) {
+			if got := human(tt.v); got != tt.want {
+				t.Errorf("human(%v) = %q, want %q", tt.v, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	tests := []struct {
+		b    uint64
+		want string
+	}{
+		{0, "0 B"}, {1023, "1023 B"}, {1024, "1.00 KB"}, {1290240, "1.23 MB"},
+		{24 << 30, "24.0 GB"}, {512 << 20, "512 MB"},
+	}
+	for _, tt := range tests {
+		if got := humanBytes(tt.b); got != tt.want {
+			t.Errorf("humanBytes(%d) = %q, want %q", tt.b, got, tt.want)
+		}
+	}
+}
+
+// TestSummaryWidestValues fills every column with its widest value: the
+// tables must fit 80 columns without being cut.
+func TestSummaryWidestValues(t *testing.T) {
+	r := sample()
+	for i := range r.Phases {
+		p := &r.Phases[i]
+		p.Name = "abcdefghij"
+		p.Conns, p.ConnectRate = 9999999, 999.9e3
+		p.Gateway.RSSPerConn, p.Gateway.HeapPerConn = -999.9e3*1024, 999.9e3*1024
+		p.Gateway.Goroutines = 9999999
+		p.Gateway.GCPauseP99, p.Gateway.GCCPUShare = 999.9e3, 9999
+		p.Deliveries = 999.9e3
+		p.Latency = &Latency{Count: 1, P50: 0.0001, P99: 999.9e3, Max: 999.9e3}
+		p.Sent, p.Delivered, p.Offline, p.Missing = 9999999, 9999999, 9999999, -9999999
+	}
+	r.Phases = r.Phases[:2]
+	var buf bytes.Buffer
+	if err := r.Summary(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(buf.String()) {
+		if strings.HasPrefix(l, "abcdefghij") && strings.Contains(l, "…") {
+			t.Errorf("table row cut: %q", l)
+		}
+		if n := utf8.RuneCountInString(strings.TrimSuffix(l, "\n")); n > 80 {
+			t.Errorf("line has %d columns: %q", n, l)
+		}
+	}
+	if t.Failed() {
+		t.Logf("summary:\n%s", buf.String())
+	}
+}
+
+func TestSummaryHostileNames(t *testing.T) {
+	r := sample()
+	r.Phases[1].Name = "id\tle\nx"
+	r.Phases[1].Errors = map[string]int64{"a\tb": 1}
+	var buf bytes.Buffer
+	if err := r.Summary(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "\nid le x  ") || !strings.Contains(buf.String(), "id le x a b=1") {
+		t.Errorf("names not flattened:\n%s", buf.String())
+	}
+}
