@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,6 +124,9 @@ type Node struct {
 	msgSeq   atomic.Uint64
 	lastGen  atomic.Uint64
 	draining atomic.Bool
+
+	forcedMu sync.Mutex // serializes forced collections and guards forced
+	forced   Stats      // what collections forced by Stats(true) cost, subtracted from readings
 }
 
 // The engines.Handler the node implements.

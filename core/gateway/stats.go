@@ -55,10 +55,52 @@ var statSamples = []string{
 
 // Stats reads the instance's figures. With gc, it runs a full garbage collection first so the
 // heap figures show live memory only (the benchmark does this at the end of its idle phase).
+//
+// The CPU and GC counters (CPU seconds, GC CPU seconds, GC cycles, pauses) leave out every
+// collection forced this way: it is the measurement's own work, and counting it would make a
+// quiet phase look GC-bound.
 func (n *Node) Stats(gc bool) Stats {
-	if gc {
-		runtime.GC()
+	if !gc {
+		return n.stats()
 	}
+	n.forcedMu.Lock()
+	before := n.rawStats()
+	runtime.GC()
+	after := n.rawStats()
+	f := &n.forced
+	f.GCCycles += after.GCCycles - before.GCCycles
+	f.GCCPUSeconds += after.GCCPUSeconds - before.GCCPUSeconds
+	f.CPUSeconds += after.CPUSeconds - before.CPUSeconds
+	if f.GCPauses.Counts == nil {
+		f.GCPauses.Counts = make([]uint64, len(after.GCPauses.Counts))
+	}
+	if len(after.GCPauses.Counts) == len(f.GCPauses.Counts) && len(before.GCPauses.Counts) == len(f.GCPauses.Counts) {
+		for i := range f.GCPauses.Counts {
+			f.GCPauses.Counts[i] += after.GCPauses.Counts[i] - before.GCPauses.Counts[i]
+		}
+	}
+	n.forcedMu.Unlock()
+	return n.stats()
+}
+
+// stats reads the figures, less what forced collections cost.
+func (n *Node) stats() Stats {
+	st := n.rawStats()
+	n.forcedMu.Lock()
+	defer n.forcedMu.Unlock()
+	f := &n.forced
+	st.GCCycles -= f.GCCycles
+	st.GCCPUSeconds -= f.GCCPUSeconds
+	st.CPUSeconds -= f.CPUSeconds
+	if len(f.GCPauses.Counts) == len(st.GCPauses.Counts) {
+		for i, c := range f.GCPauses.Counts {
+			st.GCPauses.Counts[i] -= c
+		}
+	}
+	return st
+}
+
+func (n *Node) rawStats() Stats {
 	st := Stats{
 		Node:      n.cfg.Node,
 		Engine:    n.cfg.Engine,
