@@ -7,16 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/pushwire/pushwire/control/token"
+	"github.com/pushwire/pushwire/core/forward"
 )
 
 // Defaults for zero-valued Config settings, applied in one place (Config.Validate).
@@ -82,6 +85,10 @@ type Config struct {
 	// Endpoints are the gateway access points, in preference order. The file may leave them
 	// empty when they come from elsewhere (WithEndpoints); a Server with none answers 503.
 	Endpoints []Endpoint `yaml:"endpoints"`
+	// Businesses configure upstream forwarding per business ID (the frames' biz): backend URL,
+	// timeout, pool size, queue length, notify URL, whether clients may join groups, and the
+	// slow-consumer policy. Read by gateways; see forward.Biz for each setting and its default.
+	Businesses map[uint16]forward.Biz `yaml:"businesses"`
 
 	index *configIndex // built by Validate; nil before
 }
@@ -131,10 +138,11 @@ type configIndex struct {
 // fileConfig mirrors Config as written in YAML, with durations as text so that a bad duration
 // is reported with the name of its setting.
 type fileConfig struct {
-	Token     fileToken  `yaml:"token"`
-	Heartbeat string     `yaml:"heartbeat"`
-	Apps      []App      `yaml:"apps"`
-	Endpoints []Endpoint `yaml:"endpoints"`
+	Token      fileToken              `yaml:"token"`
+	Heartbeat  string                 `yaml:"heartbeat"`
+	Apps       []App                  `yaml:"apps"`
+	Endpoints  []Endpoint             `yaml:"endpoints"`
+	Businesses map[uint16]forward.Biz `yaml:"businesses"`
 }
 
 type fileToken struct {
@@ -150,6 +158,7 @@ var yamlParents = map[string]string{
 	"control.Key":        "token.keys[].",
 	"control.App":        "apps[].",
 	"control.Endpoint":   "endpoints[].",
+	"forward.Biz":        "businesses.<biz>.",
 }
 
 var (
@@ -220,9 +229,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 
 	c := &Config{
-		Token:     TokenConfig{Keys: f.Token.Keys},
-		Apps:      f.Apps,
-		Endpoints: f.Endpoints,
+		Token:      TokenConfig{Keys: f.Token.Keys},
+		Apps:       f.Apps,
+		Endpoints:  f.Endpoints,
+		Businesses: f.Businesses,
 	}
 	var errs []error
 	for _, d := range []struct {
@@ -283,6 +293,14 @@ func (c *Config) Validate() error {
 	}
 	checkSeconds("token.ttl", c.Token.TTL)
 	checkSeconds("heartbeat", c.Heartbeat)
+
+	if len(c.Businesses) > 0 {
+		fc := forward.Config{Biz: maps.Clone(c.Businesses)}
+		fc.SetDefaults()
+		if err := fc.Validate(); err != nil {
+			bad("businesses", "%v", strings.TrimPrefix(err.Error(), "forward: "))
+		}
+	}
 
 	if len(c.Token.Keys) == 0 {
 		bad("token.keys", "empty: at least one key is needed to sign tokens")
@@ -474,6 +492,7 @@ func (c *Config) clone() *Config {
 	d.Token.Keys = slices.Clone(c.Token.Keys)
 	d.Apps = slices.Clone(c.Apps)
 	d.Endpoints = slices.Clone(c.Endpoints)
+	d.Businesses = maps.Clone(c.Businesses)
 	d.index = nil
 	return &d
 }

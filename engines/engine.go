@@ -39,6 +39,16 @@ type Conn interface {
 	SetContext(v any)
 }
 
+// FrameWriter is an optional Conn capability. WriteFrame queues head followed by tail as one unit
+// (never interleaved with other writes), under the same rules and bound as Write, without copying
+// either: a fan-out encodes a message's meta and body once as tail and shares it across every
+// connection, each with its own small head (the frame header with that connection's sequence
+// number). The engine owns both slices after the call. Where a Conn lacks it, the core copies
+// head and tail into one buffer and calls Write.
+type FrameWriter interface {
+	WriteFrame(head, tail []byte) error
+}
+
 // Handler receives a connection's events. Calls for one connection are never concurrent.
 type Handler interface {
 	// OnOpen is called once when the connection is accepted, before any OnData.

@@ -31,7 +31,12 @@ func runGateway(args []string) error {
 	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long a peer may take to accept queued bytes")
 	workers := fs.Int("workers", 0, "engine writer/event-loop goroutines (0: the engine's default)")
 	tick := fs.Duration("wheel-tick", time.Second, "timing wheel granularity for login and idle timeouts")
-	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long a shutdown may take")
+	rateLimit := fs.Float64("rate-limit", 50, "REQUEST/JOIN/LEAVE frames per second per connection before RATE_LIMITED (-1: no limit)")
+	rateBurst := fs.Int("rate-burst", 100, "frames a connection may send at once above --rate-limit")
+	ackTTL := fs.Duration("ack-ttl", time.Minute, "how long an at-least-once push waits for PUSH_ACK when it names no ttl_ms")
+	drainWindow := fs.Duration("drain-window", 10*time.Second, "on SIGTERM, spread GOAWAYs over this long before closing")
+	retryMs := fs.Int("goaway-retry-ms", 1000, "retry_ms told to clients in GOAWAY (±50% jitter)")
+	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long a shutdown may take after the drain window")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -65,6 +70,12 @@ func runGateway(args []string) error {
 		MaxBody:         *maxBody,
 		MaxConnsPerUser: *perUser,
 		WheelTick:       *tick,
+		Businesses:      cfg.Businesses,
+		RateLimit:       *rateLimit,
+		RateBurst:       *rateBurst,
+		AckTTL:          *ackTTL,
+		DrainWindow:     *drainWindow,
+		RetryMs:         *retryMs,
 		Logger:          log,
 	}, tokenVerifier{verifier}, pushKeys{cfg})
 	if err != nil {
@@ -81,8 +92,13 @@ func runGateway(args []string) error {
 		return fmt.Errorf("gateway: --engine: %w", err)
 	}
 	node.Start()
-	defer node.Stop()
+	stopNode := func(ctx context.Context) {
+		if err := node.Stop(ctx); err != nil {
+			log.Warn("stopping the node", "err", err)
+		}
+	}
 	if err := eng.Start(); err != nil {
+		stopNode(context.Background())
 		return fmt.Errorf("gateway: --listen %s: %w", *listen, err)
 	}
 	api, err := listenHTTP("http", *httpAddr, node.Handler(), log)
@@ -107,12 +123,21 @@ func runGateway(args []string) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down", "conns", node.Stats(false).Conns)
+		log.Info("shutting down: draining", "conns", node.Stats(false).Conns, "window", *drainWindow)
+		// A second signal skips the rest of the drain.
+		dctx, cancelDrain := signalContext()
+		dctx, cancelTimeout := context.WithTimeout(dctx, *drainWindow+*shutdown)
+		if err := node.Drain(dctx); err != nil {
+			log.Warn("drain cut short", "err", err)
+		}
+		cancelTimeout()
+		cancelDrain()
 	case serveErr = <-api.errc:
 		log.Error("push API stopped", "err", serveErr)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
 	defer cancel()
+	defer stopNode(sctx)
 	if err := eng.Shutdown(sctx); err != nil {
 		log.Warn("engine shutdown incomplete", "err", err)
 	}

@@ -4,6 +4,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,7 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pushwire/pushwire/core/forward"
 	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/core/push"
 	"github.com/pushwire/pushwire/core/session"
 	"github.com/pushwire/pushwire/core/timewheel"
 	"github.com/pushwire/pushwire/engines"
@@ -56,6 +59,27 @@ type Config struct {
 	MaxConnsPerUser int
 	// WheelTick is the timing wheel's granularity. Default 1s (tests use less).
 	WheelTick time.Duration
+	// Businesses configures each business (biz ID → backend, pool, notify URL, join policy,
+	// slow-consumer policy). A REQUEST, JOIN or LEAVE of a biz not listed is UNKNOWN_BIZ.
+	Businesses map[uint16]forward.Biz
+	// RateLimit is the most REQUEST, JOIN and LEAVE frames one connection may send per second;
+	// past it (after Burst) they are answered RATE_LIMITED. PING and PUSH_ACK are never limited.
+	// Default 50; negative: no limit.
+	RateLimit float64
+	// RateBurst is how many such frames may arrive at once above the rate. Default 100.
+	RateBurst int
+	// AckTTL is how long an at-least-once push waits for PUSH_ACK when the push names no ttl_ms.
+	// Default 60s.
+	AckTTL time.Duration
+	// MaxPending bounds the unacknowledged messages kept per device; the oldest is dropped
+	// (counted) past it. Default 256.
+	MaxPending int
+	// DrainWindow is how long Drain spreads its GOAWAYs over. Default 10s.
+	DrainWindow time.Duration
+	// RetryMs is the retry_ms a GOAWAY tells clients, before jitter (±50%). Default 1000.
+	RetryMs int
+	// FanoutWorkers is the number of downlink fan-out goroutines. Default 2 × GOMAXPROCS.
+	FanoutWorkers int
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -89,6 +113,24 @@ func (c *Config) setDefaults() {
 	if c.WheelTick <= 0 {
 		c.WheelTick = time.Second
 	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 50
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = 100
+	}
+	if c.AckTTL <= 0 {
+		c.AckTTL = time.Minute
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 256
+	}
+	if c.DrainWindow <= 0 {
+		c.DrainWindow = 10 * time.Second
+	}
+	if c.RetryMs <= 0 {
+		c.RetryMs = 1000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -115,10 +157,20 @@ type Node struct {
 	apps     Apps
 	lim      frame.Limits
 	table    *session.Table
+	groups   *session.Groups
 	wheel    *timewheel.Wheel[*session.Session]
+	fanout   *push.Fanout[*session.Session]
+	fwd      *forward.Forwarder
+	notifier *forward.Notifier // nil when no business has a notify URL
+	acks     *ackStore
+	biz      map[uint16]forward.Biz // with defaults applied; read-only
 	m        *metrics
 	started  time.Time
 	hb       string // heartbeat seconds, for LOGIN_ACK
+	rateIvl  int64  // nanoseconds between limited frames; 0: no limit
+	rateTol  int64  // burst tolerance, nanoseconds
+	stop     chan struct{}
+	bg       sync.WaitGroup
 
 	conns    atomic.Int64 // open transport connections
 	msgSeq   atomic.Uint64
@@ -142,6 +194,11 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 	if v == nil || apps == nil {
 		return nil, errors.New("gateway: a token verifier and an app registry are required")
 	}
+	fcfg := forward.Config{Biz: cfg.Businesses, Logger: cfg.Logger}
+	fwd, err := forward.New(fcfg)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: businesses: %w", err)
+	}
 	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.Node),
@@ -149,20 +206,55 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 		apps:     apps,
 		lim:      frame.Limits{MaxBody: cfg.MaxBody},
 		table:    session.NewTable(max(cfg.MaxConnsPerUser, 0)),
+		groups:   session.NewGroups(),
+		fanout:   push.New[*session.Session](push.Config{Workers: cfg.FanoutWorkers}),
+		fwd:      fwd,
+		biz:      make(map[uint16]forward.Biz, len(cfg.Businesses)),
 		started:  time.Now(),
 		hb:       strconv.Itoa(int((cfg.Heartbeat + time.Second - 1) / time.Second)),
+		stop:     make(chan struct{}),
 	}
+	for id := range cfg.Businesses {
+		n.biz[id], _ = fwd.Biz(id)
+	}
+	if urls := fcfg.NotifyURLs(); len(urls) > 0 {
+		if n.notifier, err = forward.NewNotifier(forward.NotifyConfig{URLs: urls, Logger: cfg.Logger}); err != nil {
+			_ = fwd.Close(context.Background())
+			return nil, fmt.Errorf("gateway: businesses: %w", err)
+		}
+	}
+	if cfg.RateLimit > 0 {
+		n.rateIvl = int64(float64(time.Second) / cfg.RateLimit)
+		n.rateTol = n.rateIvl * int64(cfg.RateBurst)
+	}
+	n.acks = newAckStore(cfg.MaxPending)
 	n.m = newMetrics(n)
 	slots := int((cfg.IdleTimeout+cfg.LoginTimeout)/cfg.WheelTick) + 2
 	n.wheel = timewheel.New(cfg.WheelTick, min(slots, 1<<16), n.expire)
 	return n, nil
 }
 
-// Start starts the node's timing wheel.
-func (n *Node) Start() { n.wheel.Start() }
+// Start starts the node's timing wheel, fan-out workers and the expiry of unacknowledged pushes.
+func (n *Node) Start() {
+	n.wheel.Start()
+	n.fanout.Start()
+	n.bg.Add(1)
+	go n.expireAcks()
+}
 
-// Stop stops the timing wheel. Call it after the engine has shut down.
-func (n *Node) Stop() { n.wheel.Stop() }
+// Stop stops what Start started and the forward pools and notifier, waiting for the requests in
+// flight until ctx ends. Call it after the engine has shut down.
+func (n *Node) Stop(ctx context.Context) error {
+	close(n.stop)
+	n.bg.Wait()
+	n.wheel.Stop()
+	n.fanout.Stop()
+	err := n.fwd.Close(ctx)
+	if n.notifier != nil {
+		err = errors.Join(err, n.notifier.Close(ctx))
+	}
+	return err
+}
 
 // Config returns the node's effective configuration.
 func (n *Node) Config() Config { return n.cfg }
@@ -181,6 +273,15 @@ func (n *Node) OnOpen(c engines.Conn) {
 	n.conns.Add(1)
 	n.m.conns.Inc()
 	n.wheel.Add(now.Add(n.cfg.LoginTimeout), s)
+	if n.draining.Load() {
+		// Draining: no new sessions. The client reconnects through the control layer.
+		var meta frame.Meta
+		meta = frame.AppendMetaString(meta, "reason", "shutting down")
+		meta = frame.AppendMetaString(meta, "retry_ms", strconv.Itoa(n.cfg.RetryMs))
+		n.m.goaways.Inc()
+		_ = n.send(s, frame.Header{Type: frame.TypeGoaway, Code: frame.CodeShuttingDown}, meta, nil)
+		n.kill(s, frame.CodeShuttingDown)
+	}
 }
 
 // OnData implements engines.Handler: it decodes every whole frame in in and leaves a partial one.
@@ -238,7 +339,10 @@ func (n *Node) OnClose(c engines.Conn, err error) {
 		label = "local"
 	}
 	n.m.closes.WithLabelValues(label).Inc()
-	n.table.Remove(s)
+	n.groups.LeaveAll(s)
+	if n.table.Remove(s) {
+		n.notify(forward.EventDisconnect, s, label)
+	}
 	n.log.Debug("connection closed", "conn", c.ID(), "device", s.Device, "reason", label, "err", err)
 }
 
@@ -250,10 +354,20 @@ func (n *Node) handle(s *session.Session, f *frame.Frame) {
 		n.send(s, frame.Header{Type: frame.TypePong, Seq: f.Seq}, nil, nil)
 	case frame.TypePushAck:
 		n.m.pushAcks.Inc()
+		if id, ok := f.Meta.Get("id"); ok {
+			n.acks.ack(s.App, s.Device, id)
+		}
 	case frame.TypeRequest, frame.TypeJoin, frame.TypeLeave:
-		// No business is configured on this node: every biz is unknown.
-		meta := frame.AppendMetaString(nil, "msg", "no backend configured for biz "+strconv.Itoa(int(f.Biz)))
-		n.send(s, frame.Header{Type: frame.TypeResponse, Code: frame.CodeUnknownBiz, Biz: f.Biz, Seq: f.Seq}, meta, nil)
+		if !n.allow(s) {
+			n.m.rateLimited.Inc()
+			n.respond(s, f, frame.CodeRateLimited, "over "+strconv.FormatFloat(n.cfg.RateLimit, 'g', -1, 64)+" requests/s")
+			return
+		}
+		if f.Type == frame.TypeRequest {
+			n.request(s, f)
+		} else {
+			n.joinLeave(s, f)
+		}
 	default:
 		// session.Check lets nothing else through.
 		n.fail(s, frame.CodeBadFrame, "unexpected "+f.Type.String())
@@ -301,6 +415,100 @@ func (n *Node) login(s *session.Session, f *frame.Frame) {
 	meta = frame.AppendMetaString(meta, "node", n.cfg.Node)
 	n.send(s, frame.Header{Type: frame.TypeLoginAck, Seq: f.Seq}, meta, nil)
 	n.m.logins.WithLabelValues("ok").Inc()
+	if n.draining.Load() {
+		// Logged in while the drain's GOAWAYs were going out: send this one its own.
+		n.goaway(s)
+	}
+	n.notify(forward.EventConnect, s, "")
+	n.resendPending(s)
+}
+
+// notify posts a connection state change to the businesses' notify URLs, never blocking.
+func (n *Node) notify(typ string, s *session.Session, reason string) {
+	if n.notifier == nil || s.LoginAt == 0 {
+		return
+	}
+	n.notifier.Notify(forward.Event{Type: typ, App: s.App, Device: s.Device, User: s.User, Conn: s.ID(),
+		Node: n.cfg.Node, Gen: s.Gen, Reason: reason, At: time.Now().UnixMilli()})
+}
+
+// allow is the connection's inbound rate limit (GCRA): it reports whether one more limited frame
+// may pass now.
+func (n *Node) allow(s *session.Session) bool {
+	if n.rateIvl == 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	tat := max(s.RateTAT, now)
+	if tat-now > n.rateTol {
+		return false
+	}
+	s.RateTAT = tat + n.rateIvl
+	return true
+}
+
+// respond answers a REQUEST, JOIN or LEAVE with RESPONSE: same biz and seq, msg on failure.
+func (n *Node) respond(s *session.Session, f *frame.Frame, code frame.Code, msg string) {
+	var meta frame.Meta
+	if msg != "" {
+		meta = frame.AppendMetaString(nil, "msg", msg)
+	}
+	n.send(s, frame.Header{Type: frame.TypeResponse, Code: code, Biz: f.Biz, Seq: f.Seq}, meta, nil)
+}
+
+// request hands a REQUEST to its business's forward pool; the answer comes back as RESPONSE from
+// a pool worker.
+func (n *Node) request(s *session.Session, f *frame.Frame) {
+	n.m.requests.Inc()
+	biz, seq := f.Biz, f.Seq
+	err := n.fwd.Submit(&forward.Request{
+		App: s.App, Device: s.Device, User: s.User, Biz: biz, Conn: s.ID(), Node: n.cfg.Node, Seq: seq,
+		Meta: f.Meta, Body: f.Body,
+		Done: func(r forward.Response) {
+			var meta frame.Meta
+			if r.Msg != "" {
+				meta = frame.AppendMetaString(nil, "msg", r.Msg)
+			}
+			n.m.responses.WithLabelValues(r.Code.String()).Inc()
+			_ = n.send(s, frame.Header{Type: frame.TypeResponse, Code: r.Code, Biz: biz, Seq: seq}, meta, r.Body)
+		},
+	})
+	if err != nil {
+		var fe *forward.Error
+		code := frame.CodeBackendError
+		if errors.As(err, &fe) {
+			code = fe.Code
+		}
+		n.m.responses.WithLabelValues(code.String()).Inc()
+		n.respond(s, f, code, err.Error())
+	}
+}
+
+// maxGroupLen bounds a group name.
+const maxGroupLen = 128
+
+// joinLeave serves JOIN and LEAVE: the biz must be configured and allow client joins.
+func (n *Node) joinLeave(s *session.Session, f *frame.Frame) {
+	b, ok := n.biz[f.Biz]
+	switch {
+	case !ok:
+		n.respond(s, f, frame.CodeUnknownBiz, "no backend configured for biz "+strconv.Itoa(int(f.Biz)))
+		return
+	case !b.AllowJoin:
+		n.respond(s, f, frame.CodeForbidden, "biz "+strconv.Itoa(int(f.Biz))+" does not let clients join groups")
+		return
+	}
+	g := f.Meta.GetString("group")
+	if g == "" || len(g) > maxGroupLen {
+		n.respond(s, f, frame.CodeBadFrame, "meta group must be 1.."+strconv.Itoa(maxGroupLen)+" bytes")
+		return
+	}
+	if f.Type == frame.TypeJoin {
+		n.groups.Join(s, g)
+	} else {
+		n.groups.Leave(s, g)
+	}
+	n.respond(s, f, frame.CodeOK, "")
 }
 
 // nextGen returns a connection generation above every one this node handed out and at least

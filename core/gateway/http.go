@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -17,11 +18,13 @@ import (
 const (
 	maxPushTargets = 100_000
 	maxIDLen       = 128
+	maxTTLMs       = 24 * 3600 * 1000
 )
 
 // Handler serves the instance's HTTP API:
 //
-//	POST /v1/push     push to devices or users (Authorization: Bearer <push key>)
+//	POST /v1/push     push to devices, users, a group or every connection (Authorization: Bearer <push key>)
+//	PUT|DELETE /v1/groups/{group}/members   add or remove devices' live connections
 //	GET  /v1/stats    JSON statistics (?gc=1 runs a garbage collection first)
 //	GET  /healthz     200 while the process serves
 //	GET  /readyz      200 while serving, 503 while draining
@@ -30,6 +33,7 @@ func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/push", n.handlePush)
 	mux.HandleFunc("/v1/stats", n.handleStats)
+	mux.HandleFunc("/v1/groups/{group}/members", n.handleMembers)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
@@ -83,14 +87,8 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 		n.writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 		return
 	}
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || key == "" {
-		n.writeError(w, http.StatusUnauthorized, "unauthorized", "Authorization: Bearer <push key> required")
-		return
-	}
-	app, ok := n.apps.AppByPushKey(key)
+	app, ok := n.authApp(w, r)
 	if !ok {
-		n.writeError(w, http.StatusUnauthorized, "unauthorized", "unknown push key")
 		return
 	}
 	// Room for every target ID at its longest plus the payload in base64.
@@ -146,11 +144,14 @@ func (n *Node) checkPush(b *pushBody, app string) (req *PushRequest, status int,
 	if kinds != 1 {
 		return bad("name exactly one of devices, users, group, broadcast")
 	}
-	if b.Group != "" || b.Broadcast {
-		return nil, http.StatusNotImplemented, "not_implemented", "group and broadcast pushes are not supported by this gateway version"
+	if len(b.Group) > maxGroupLen {
+		return bad(fmt.Sprintf("group is 1..%d bytes", maxGroupLen))
 	}
-	if b.Ack || b.TTLMs != 0 {
-		return nil, http.StatusNotImplemented, "not_implemented", "at-least-once delivery (ack, ttl_ms) is not supported by this gateway version"
+	if b.TTLMs < 0 || b.TTLMs > maxTTLMs {
+		return bad(fmt.Sprintf("ttl_ms must be 0..%d", maxTTLMs))
+	}
+	if b.TTLMs != 0 && !b.Ack {
+		return bad("ttl_ms applies to at-least-once pushes: set ack")
 	}
 	if len(b.Devices)+len(b.Users) > maxPushTargets {
 		return bad(fmt.Sprintf("at most %d targets per push", maxPushTargets))
@@ -178,7 +179,8 @@ func (n *Node) checkPush(b *pushBody, app string) (req *PushRequest, status int,
 	if len(payload) > n.cfg.MaxBody {
 		return nil, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload over the max body of %d bytes", n.cfg.MaxBody)
 	}
-	return &PushRequest{App: app, Biz: uint16(b.Biz), Devices: b.Devices, Users: b.Users, Payload: payload}, 0, "", ""
+	return &PushRequest{App: app, Biz: uint16(b.Biz), Devices: b.Devices, Users: b.Users, Group: b.Group,
+		Broadcast: b.Broadcast, Payload: payload, Ack: b.Ack, TTL: time.Duration(b.TTLMs) * time.Millisecond}, 0, "", ""
 }
 
 func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
@@ -188,4 +190,95 @@ func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, n.Stats(r.URL.Query().Get("gc") == "1"))
+}
+
+// membersBody is the JSON body of PUT and DELETE /v1/groups/{group}/members.
+type membersBody struct {
+	Devices []string `json:"devices"`
+}
+
+// membersResult answers a membership change: Changed counts the connections added or removed,
+// Offline the devices with no live connection here, Unchanged those already (not) members.
+type membersResult struct {
+	Group     string `json:"group"`
+	Changed   int    `json:"changed"`
+	Unchanged int    `json:"unchanged"`
+	Offline   int    `json:"offline"`
+	Size      int    `json:"size"`
+}
+
+// authApp checks the push key and answers the error itself when it is missing or unknown.
+func (n *Node) authApp(w http.ResponseWriter, r *http.Request) (string, bool) {
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || key == "" {
+		n.writeError(w, http.StatusUnauthorized, "unauthorized", "Authorization: Bearer <push key> required")
+		return "", false
+	}
+	app, ok := n.apps.AppByPushKey(key)
+	if !ok {
+		n.writeError(w, http.StatusUnauthorized, "unauthorized", "unknown push key")
+		return "", false
+	}
+	return app, true
+}
+
+func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut && r.Method != http.MethodDelete {
+		w.Header().Set("Allow", "PUT, DELETE")
+		n.writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use PUT to add members, DELETE to remove them")
+		return
+	}
+	app, ok := n.authApp(w, r)
+	if !ok {
+		return
+	}
+	group := r.PathValue("group")
+	if group == "" || len(group) > maxGroupLen {
+		n.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("group is 1..%d bytes", maxGroupLen))
+		return
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(maxPushTargets*(maxIDLen+4)+4096)))
+	dec.DisallowUnknownFields()
+	var b membersBody
+	if err := dec.Decode(&b); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			n.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", mbe.Limit))
+			return
+		}
+		n.writeError(w, http.StatusBadRequest, "bad_json", "malformed body: "+err.Error())
+		return
+	}
+	if len(b.Devices) == 0 || len(b.Devices) > maxPushTargets {
+		n.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("devices: 1..%d device IDs", maxPushTargets))
+		return
+	}
+	for _, id := range b.Devices {
+		if id == "" || len(id) > maxIDLen {
+			n.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("device IDs are 1..%d bytes", maxIDLen))
+			return
+		}
+	}
+	res := membersResult{Group: group}
+	for _, d := range b.Devices {
+		s := n.table.ByDevice(app, d)
+		if s == nil {
+			res.Offline++
+			continue
+		}
+		var changed bool
+		if r.Method == http.MethodPut {
+			changed = n.groups.Join(s, group)
+		} else {
+			changed = n.groups.Leave(s, group)
+		}
+		if changed {
+			res.Changed++
+		} else {
+			res.Unchanged++
+		}
+	}
+	res.Size = n.groups.Size(app, group)
+	n.m.pushRequests.WithLabelValues("200").Inc()
+	writeJSON(w, http.StatusOK, res)
 }

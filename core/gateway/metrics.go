@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"regexp"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,6 +25,11 @@ type metrics struct {
 	slowConsumers  prometheus.Counter
 	evictions      prometheus.Counter
 	pushAcks       prometheus.Counter
+	goaways        prometheus.Counter
+	rateLimited    prometheus.Counter
+	requests       prometheus.Counter
+	responses      *prometheus.CounterVec
+	resent         prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -61,6 +67,23 @@ func newMetrics(n *Node) *metrics {
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts(f("evictions_total", "Connections closed by a newer one of the same device or user.")))
 	m.pushAcks = prometheus.NewCounter(prometheus.CounterOpts(f("push_acks_total", "PUSH_ACK frames received.")))
 
+	m.goaways = prometheus.NewCounter(prometheus.CounterOpts(f("goaways_total", "GOAWAY frames sent (drain, refused while draining).")))
+	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts(f("rate_limited_total", "REQUEST, JOIN and LEAVE frames answered RATE_LIMITED.")))
+	m.requests = prometheus.NewCounter(prometheus.CounterOpts(f("upstream_requests_total", "REQUEST frames received for forwarding.")))
+	m.responses = prometheus.NewCounterVec(prometheus.CounterOpts(f("upstream_responses_total", "RESPONSE frames to REQUESTs by code.")), []string{"code"})
+	m.resent = prometheus.NewCounter(prometheus.CounterOpts(f("pushes_resent_total", "Unacknowledged pushes resent to a device's new connection.")))
+	acked := prometheus.NewCounter(prometheus.CounterOpts(f("push_acked_total", "At-least-once pushes acknowledged.")))
+	expired := prometheus.NewCounter(prometheus.CounterOpts(f("push_ack_expired_total", "At-least-once pushes dropped unacknowledged after their ttl.")))
+	overflow := prometheus.NewCounter(prometheus.CounterOpts(f("push_ack_overflow_total", "At-least-once pushes dropped because a device had too many pending.")))
+	n.acks.acked = func(k int) { acked.Add(float64(k)) }
+	n.acks.expired = func(k int) { expired.Add(float64(k)) }
+	n.acks.overflow = func(k int) { overflow.Add(float64(k)) }
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("push_pending", "At-least-once pushes waiting for PUSH_ACK.")),
+		func() float64 { return float64(n.acks.Len()) })
+	groups := prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("groups", "Groups with at least one member on this instance.")),
+		func() float64 { return float64(n.groups.Len()) })
+	reg.MustRegister(m.goaways, m.rateLimited, m.requests, m.responses, m.resent, acked, expired, overflow, pending, groups,
+		&forwardCollector{n: n, constLabels: constLabels})
 	reg.MustRegister(m.conns, sessions, draining, m.logins, m.closes, m.timeouts, m.pushes, m.pushRequests,
 		framesIn, framesOut, m.protocolErrors, m.slowConsumers, m.evictions, m.pushAcks)
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
@@ -69,6 +92,48 @@ func newMetrics(n *Node) *metrics {
 	)))
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// forwardCollector exports the forward pools' and the notifier's counters at scrape time.
+type forwardCollector struct {
+	n           *Node
+	constLabels prometheus.Labels
+}
+
+var fwdLabels = []string{"biz", "name"}
+
+func (c *forwardCollector) desc(name, help string, labels []string) *prometheus.Desc {
+	return prometheus.NewDesc("pushwire_"+name, help, labels, c.constLabels)
+}
+
+func (c *forwardCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c *forwardCollector) Collect(ch chan<- prometheus.Metric) {
+	submitted := c.desc("forward_submitted_total", "Requests accepted into a business's queue.", fwdLabels)
+	busy := c.desc("forward_busy_total", "Requests refused BUSY: the business's queue was full.", fwdLabels)
+	answered := c.desc("forward_answers_total", "Backend answers by result.", append(fwdLabels, "result"))
+	queued := c.desc("forward_queued", "Requests waiting for a worker.", fwdLabels)
+	inflight := c.desc("forward_in_flight", "Requests at the backend now.", fwdLabels)
+	for _, st := range c.n.fwd.Stats() {
+		id := strconv.Itoa(int(st.Biz))
+		ch <- prometheus.MustNewConstMetric(submitted, prometheus.CounterValue, float64(st.Submitted), id, st.Name)
+		ch <- prometheus.MustNewConstMetric(busy, prometheus.CounterValue, float64(st.Busy), id, st.Name)
+		ch <- prometheus.MustNewConstMetric(answered, prometheus.CounterValue, float64(st.OK), id, st.Name, "ok")
+		ch <- prometheus.MustNewConstMetric(answered, prometheus.CounterValue, float64(st.BackendError), id, st.Name, "backend_error")
+		ch <- prometheus.MustNewConstMetric(answered, prometheus.CounterValue, float64(st.Timeout), id, st.Name, "timeout")
+		ch <- prometheus.MustNewConstMetric(queued, prometheus.GaugeValue, float64(st.Queued), id, st.Name)
+		ch <- prometheus.MustNewConstMetric(inflight, prometheus.GaugeValue, float64(st.InFlight), id, st.Name)
+	}
+	if c.n.notifier == nil {
+		return
+	}
+	notify := c.desc("notify_events_total", "Connection state notifications by result.", []string{"url", "result"})
+	for _, st := range c.n.notifier.Stats() {
+		ch <- prometheus.MustNewConstMetric(notify, prometheus.CounterValue, float64(st.Sent), st.URL, "sent")
+		ch <- prometheus.MustNewConstMetric(notify, prometheus.CounterValue, float64(st.Failed), st.URL, "failed")
+		ch <- prometheus.MustNewConstMetric(notify, prometheus.CounterValue, float64(st.Dropped), st.URL, "dropped")
+		ch <- prometheus.MustNewConstMetric(notify, prometheus.CounterValue, float64(st.Retries), st.URL, "retried")
+	}
 }
 
 // Registry is the node's Prometheus registry: its own metrics, the Go runtime's (with GC pause

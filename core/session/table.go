@@ -29,6 +29,14 @@ type Session struct {
 	lastSeen atomic.Int64  // unix nanoseconds of the last frame received (coarse)
 	pushSeq  atomic.Uint32 // seq of the last PUSH sent
 	closeBy  atomic.Uint32 // frame.Code of the first close reason; 0: none yet
+
+	// RateTAT is the inbound rate limiter's theoretical arrival time (GCRA, unix nanoseconds).
+	// Only the connection's OnData touches it; calls for one connection are never concurrent.
+	RateTAT int64
+
+	gmu        sync.Mutex // guards groups and groupsLeft
+	groups     []string   // the groups this session joined
+	groupsLeft bool       // LeaveAll ran: no more joins
 }
 
 // New returns a session in state CONNECTED.

@@ -1,0 +1,199 @@
+package session
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// Groups keeps group membership on one instance: which live sessions belong to each group of an
+// app. Membership is per connection: a closed connection leaves all its groups (LeaveAll). It is
+// safe for concurrent use.
+//
+// Lock order: a group shard, then a group, then a session's group list (Session.gmu).
+type Groups struct {
+	seed   maphash.Seed
+	shards [numShards]groupShard
+}
+
+type groupShard struct {
+	mu sync.RWMutex
+	m  map[string]*group // app + "\x00" + group
+}
+
+// group is one group's members: a slice for fast snapshots and an index for O(1) removal.
+type group struct {
+	mu      sync.RWMutex
+	members []*Session
+	index   map[*Session]int
+}
+
+// NewGroups returns an empty membership.
+func NewGroups() *Groups {
+	g := &Groups{seed: maphash.MakeSeed()}
+	for i := range g.shards {
+		g.shards[i].m = make(map[string]*group)
+	}
+	return g
+}
+
+func (g *Groups) shard(k string) *groupShard {
+	return &g.shards[maphash.String(g.seed, k)%numShards]
+}
+
+// Join adds s to the app's group name. It reports whether s was added (false: already a member,
+// or s is closed).
+func (g *Groups) Join(s *Session, name string) bool {
+	if s.State() == StateClosed {
+		return false
+	}
+	k := key(s.App, name)
+	sh := g.shard(k)
+	sh.mu.Lock()
+	gr := sh.m[k]
+	if gr == nil {
+		gr = &group{index: make(map[*Session]int)}
+		sh.m[k] = gr
+	}
+	gr.mu.Lock()
+	sh.mu.Unlock()
+	if _, ok := gr.index[s]; ok {
+		gr.mu.Unlock()
+		return false
+	}
+	s.gmu.Lock()
+	if s.groupsLeft {
+		// LeaveAll already ran: joining now would leave a closed session behind.
+		s.gmu.Unlock()
+		gr.mu.Unlock()
+		g.dropIfEmpty(k)
+		return false
+	}
+	s.groups = append(s.groups, name)
+	s.gmu.Unlock()
+	gr.index[s] = len(gr.members)
+	gr.members = append(gr.members, s)
+	gr.mu.Unlock()
+	return true
+}
+
+// Leave removes s from the app's group name. It reports whether s was a member.
+func (g *Groups) Leave(s *Session, name string) bool {
+	k := key(s.App, name)
+	if !g.remove(k, s) {
+		return false
+	}
+	s.gmu.Lock()
+	for i, n := range s.groups {
+		if n == name {
+			s.groups = append(s.groups[:i:i], s.groups[i+1:]...)
+			break
+		}
+	}
+	s.gmu.Unlock()
+	return true
+}
+
+// LeaveAll removes s from every group it joined. Call it when the session closes; later Joins of
+// s are refused.
+func (g *Groups) LeaveAll(s *Session) int {
+	s.gmu.Lock()
+	names := s.groups
+	s.groups = nil
+	s.groupsLeft = true
+	s.gmu.Unlock()
+	for _, name := range names {
+		g.remove(key(s.App, name), s)
+	}
+	return len(names)
+}
+
+func (g *Groups) remove(k string, s *Session) bool {
+	sh := g.shard(k)
+	sh.mu.RLock()
+	gr := sh.m[k]
+	sh.mu.RUnlock()
+	if gr == nil {
+		return false
+	}
+	gr.mu.Lock()
+	i, ok := gr.index[s]
+	if ok {
+		last := len(gr.members) - 1
+		moved := gr.members[last]
+		gr.members[i] = moved
+		gr.index[moved] = i
+		gr.members[last] = nil
+		gr.members = gr.members[:last]
+		delete(gr.index, s)
+	}
+	empty := len(gr.members) == 0
+	gr.mu.Unlock()
+	if empty {
+		g.dropIfEmpty(k)
+	}
+	return ok
+}
+
+// dropIfEmpty forgets a group with no members.
+func (g *Groups) dropIfEmpty(k string) {
+	sh := g.shard(k)
+	sh.mu.Lock()
+	if gr := sh.m[k]; gr != nil {
+		gr.mu.RLock()
+		if len(gr.members) == 0 {
+			delete(sh.m, k)
+		}
+		gr.mu.RUnlock()
+	}
+	sh.mu.Unlock()
+}
+
+// Members appends the app's group name's members to dst (a snapshot: later changes are not seen).
+func (g *Groups) Members(dst []*Session, app, name string) []*Session {
+	k := key(app, name)
+	sh := g.shard(k)
+	sh.mu.RLock()
+	gr := sh.m[k]
+	sh.mu.RUnlock()
+	if gr == nil {
+		return dst
+	}
+	gr.mu.RLock()
+	dst = append(dst, gr.members...)
+	gr.mu.RUnlock()
+	return dst
+}
+
+// Size is the number of members of the app's group name.
+func (g *Groups) Size(app, name string) int {
+	k := key(app, name)
+	sh := g.shard(k)
+	sh.mu.RLock()
+	gr := sh.m[k]
+	sh.mu.RUnlock()
+	if gr == nil {
+		return 0
+	}
+	gr.mu.RLock()
+	defer gr.mu.RUnlock()
+	return len(gr.members)
+}
+
+// Len is the number of groups with at least one member.
+func (g *Groups) Len() int {
+	n := 0
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
+
+// GroupsOf returns the names of the groups s belongs to.
+func (s *Session) GroupsOf() []string {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	return append([]string(nil), s.groups...)
+}
