@@ -2,5 +2,6 @@
 package all
 
 import (
-	_ "github.com/pushwire/pushwire/engines/std" // "std"
+	_ "github.com/pushwire/pushwire/engines/gnet" // "gnet"
+	_ "github.com/pushwire/pushwire/engines/std"  // "std"
 )

@@ -1,0 +1,652 @@
+// Package gnetengine is the gnet v2 engine: a few event loops (epoll) serve every connection, with
+// no goroutine per connection.
+//
+// Reads: gnet calls OnTraffic on the connection's event loop; the engine offers everything
+// buffered (Peek(-1)) to the handler and discards only what it consumed. A partial frame stays in
+// gnet's own inbound ring buffer. When unconsumed input reaches Config.MaxFrame the connection is
+// closed with engines.ErrFrameTooLarge.
+//
+// Writes: Conn.Write hands the caller's buffer to gnet's AsyncWrite, which queues it on the
+// connection's event loop; the loop writes it to the socket or, when the socket is full, copies the
+// rest into gnet's outbound buffer (which gnet does not bound). The engine bounds a connection's
+// queue itself: the bytes handed to AsyncWrite and not yet processed by the loop (an atomic counter,
+// decremented in the AsyncWrite callback) plus the loop's last reading of gnet's outbound buffer.
+// That reading is refreshed after every write, on every tick for connections with output pending,
+// and on demand when a Write is refused, so a refusal can be up to one tick stale for a peer that
+// has just caught up. A connection whose pending output makes no progress for Config.WriteTimeout
+// is closed with engines.ErrWriteTimeout; the check runs on gnet's ticker over only the
+// connections with output pending (no timer per connection).
+//
+// Close (or a handler error, or an oversized frame) stops delivering input at once, lets the event
+// loop write what was queued before it, and closes the socket when that is written or the write
+// timeout passes.
+//
+// Options (Config.Options):
+//
+//	write_buffer_cap  bytes of gnet's per-connection outbound ring before it spills into a list
+//	                  of copies (default 16384; the ring is pooled and idle connections hold none)
+//	tcp_keepalive     TCP keepalive period as a Go duration, e.g. "30s" (default off)
+//	tick              how often slow consumers are checked, a Go duration (default 100ms, never
+//	                  more than WriteTimeout/5)
+//	load_balancing    round_robin (default), least_connections or source_addr_hash
+//	lock_os_thread    true to lock each event loop to an OS thread (default false)
+//
+// Traps (see also ENGINE-NOTES.md): gnet's Discard(0) discards everything, so the engine only
+// discards a positive count; gnet shuts the whole engine down when accept fails with anything but
+// EAGAIN/EINTR/ECONNRESET/ECONNABORTED (notably EMFILE at the open-files limit): the engine logs
+// this at error level, and every connection still gets its OnClose. Keep connections per process
+// well under the open-files limit.
+//
+// Registered as "gnet".
+package gnetengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/pushwire/pushwire/engines"
+)
+
+// Name is the registered engine name.
+const Name = "gnet"
+
+func init() { engines.Register(Name, New) }
+
+const (
+	defaultWriteBufferCap = 16 << 10
+	defaultTick           = 100 * time.Millisecond
+	minTick               = 10 * time.Millisecond
+)
+
+type engine struct {
+	cfg  engines.Config
+	h    engines.Handler
+	log  *slog.Logger
+	opts []gnet.Option
+	tick time.Duration
+
+	nextID   atomic.Uint64
+	open     atomic.Int64 // connections opened and not yet closed
+	started  atomic.Bool
+	stopping atomic.Bool
+	booted   atomic.Bool
+
+	ready   chan struct{} // closed at the first tick: the event loops run
+	runDone chan struct{} // closed when gnet.Run returns
+	runErr  error         // gnet.Run's result, set before runDone closes
+	addr    net.Addr      // set in OnBoot, before ready closes
+	bootErr error         // set in OnBoot, before ready closes
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loopState
+}
+
+// New builds a gnet engine. See the package comment for the options.
+func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
+	if h == nil {
+		return nil, errors.New("gnetengine: nil handler")
+	}
+	cfg = cfg.WithDefaults()
+	e := &engine{
+		cfg:     cfg,
+		h:       h,
+		log:     slog.Default().With("engine", Name),
+		ready:   make(chan struct{}),
+		runDone: make(chan struct{}),
+		loops:   make(map[gnet.EventLoop]*loopState),
+	}
+	loops := cfg.Workers
+	if loops <= 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	writeCap := defaultWriteBufferCap
+	e.tick = defaultTick
+	var keepAlive time.Duration
+	lb := gnet.RoundRobin
+	lockOS := false
+	for k, v := range cfg.Options {
+		var err error
+		switch k {
+		case "write_buffer_cap":
+			writeCap, err = strconv.Atoi(v)
+			if err == nil && writeCap <= 0 {
+				err = errors.New("must be positive")
+			}
+		case "tcp_keepalive":
+			keepAlive, err = time.ParseDuration(v)
+			if err == nil && keepAlive < 0 {
+				err = errors.New("must not be negative")
+			}
+		case "tick":
+			e.tick, err = time.ParseDuration(v)
+			if err == nil && e.tick <= 0 {
+				err = errors.New("must be positive")
+			}
+		case "load_balancing":
+			switch v {
+			case "round_robin":
+				lb = gnet.RoundRobin
+			case "least_connections":
+				lb = gnet.LeastConnections
+			case "source_addr_hash":
+				lb = gnet.SourceAddrHash
+			default:
+				err = errors.New("want round_robin, least_connections or source_addr_hash")
+			}
+		case "lock_os_thread":
+			lockOS, err = strconv.ParseBool(v)
+		default:
+			err = errors.New("unknown option")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gnetengine: option %s=%q: %w", k, v, err)
+		}
+	}
+	e.tick = max(min(e.tick, cfg.WriteTimeout/5), minTick)
+	e.opts = []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(loops),
+		gnet.WithReuseAddr(true),
+		gnet.WithReadBufferCap(cfg.ReadBufferSize),
+		gnet.WithWriteBufferCap(writeCap),
+		gnet.WithTicker(true),
+		gnet.WithLoadBalancing(lb),
+		gnet.WithLockOSThread(lockOS),
+		gnet.WithLogger(gnetLogger{e.log}),
+	}
+	if keepAlive > 0 {
+		e.opts = append(e.opts, gnet.WithTCPKeepAlive(keepAlive))
+	}
+	return e, nil
+}
+
+func (e *engine) Name() string { return Name }
+
+// Addr is the bound listen address once Start has returned without error.
+func (e *engine) Addr() net.Addr {
+	if !e.booted.Load() {
+		return nil
+	}
+	return e.addr
+}
+
+// Start binds the listener and returns when the event loops run.
+func (e *engine) Start() error {
+	if !e.started.CompareAndSwap(false, true) {
+		return errors.New("gnetengine: already started")
+	}
+	go func() {
+		defer close(e.runDone)
+		e.runErr = gnet.Run(eventHandler{e}, "tcp://"+e.cfg.Addr, e.opts...)
+		switch {
+		case e.runErr != nil:
+			e.log.Error("gnet stopped", "err", e.runErr)
+		case !e.stopping.Load() && e.booted.Load():
+			// gnet shuts itself down when accept fails (EMFILE at the open-files limit, say).
+			e.log.Error("gnet stopped without Shutdown (accept failed?); no longer serving", "addr", e.addr)
+		}
+	}()
+	select {
+	case <-e.ready:
+		if e.bootErr != nil {
+			e.stopping.Store(true)
+			<-e.runDone
+			return e.bootErr
+		}
+		e.booted.Store(true)
+		return nil
+	case <-e.runDone:
+		if e.runErr != nil {
+			return fmt.Errorf("gnetengine: listen %s: %w", e.cfg.Addr, e.runErr)
+		}
+		if e.bootErr != nil {
+			return e.bootErr
+		}
+		return fmt.Errorf("gnetengine: listen %s: gnet stopped before serving", e.cfg.Addr)
+	}
+}
+
+// Shutdown stops accepting and closes every connection (each gets its OnClose, after gnet has
+// tried to write what it holds without waiting), then waits for gnet's goroutines. It takes up to
+// one tick to begin.
+func (e *engine) Shutdown(ctx context.Context) error {
+	if !e.started.Load() {
+		return nil
+	}
+	e.stopping.Store(true)
+	select {
+	case <-e.runDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loopState is the engine's view of one gnet event loop.
+type loopState struct {
+	e  *engine
+	el gnet.EventLoop
+	// busy holds the loop's connections with output pending or a close waiting for it, with
+	// their progress. Only the loop touches it.
+	busy       map[*conn]*progress
+	nbusy      atomic.Int32 // len(busy), for the ticker
+	scanQueued atomic.Bool
+	scanFn     gnet.RunnableFunc
+}
+
+func (e *engine) loopFor(el gnet.EventLoop) *loopState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ls := e.loops[el]
+	if ls == nil {
+		ls = &loopState{e: e, el: el, busy: make(map[*conn]*progress)}
+		ls.scanFn = func(context.Context) error {
+			ls.scanQueued.Store(false)
+			now := time.Now().UnixNano()
+			for c := range ls.busy {
+				c.check(now)
+			}
+			return nil
+		}
+		e.loops[el] = ls
+	}
+	return ls
+}
+
+func (ls *loopState) add(c *conn, p *progress) {
+	ls.busy[c] = p
+	ls.nbusy.Store(int32(len(ls.busy)))
+}
+
+func (ls *loopState) remove(c *conn) {
+	delete(ls.busy, c)
+	ls.nbusy.Store(int32(len(ls.busy)))
+}
+
+// progress tracks a connection with output pending, only while it has some (most connections are
+// idle and carry none of it). Only the loop touches it.
+type progress struct {
+	handed   int64 // bytes gnet took (written or buffered) since the connection became busy, plus the outbound buffer then
+	lastSent int64 // handed minus outbound at the last progress
+	lastTime int64 // unix nanoseconds of the last progress
+}
+
+// conn is one connection. Fields marked "loop" are only touched on the connection's event loop.
+type conn struct {
+	id     uint64
+	gc     gnet.Conn
+	ls     *loopState
+	remote string
+	ctx    atomic.Pointer[any]
+
+	pending       atomic.Int64 // bytes handed to AsyncWrite whose callback has not run
+	outbound      atomic.Int64 // gnet's outbound buffer as last read on the loop
+	refreshQueued atomic.Bool
+
+	mu     sync.Mutex
+	closed bool // no more Writes; after OnClose the gnet.Conn is never touched again
+
+	busy     *progress // loop: non-nil while in ls.busy
+	reason   error     // loop: why the engine closes it
+	gone     bool      // loop: OnClose happened
+	closeReq bool      // loop: close once the output is written
+}
+
+func (c *conn) ID() uint64         { return c.id }
+func (c *conn) RemoteAddr() string { return c.remote }
+func (c *conn) Context() any {
+	if p := c.ctx.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+func (c *conn) SetContext(v any) { c.ctx.Store(&v) }
+
+// Write queues b with gnet's AsyncWrite. It never blocks on the peer.
+func (c *conn) Write(b []byte) error {
+	n := len(b)
+	if n == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return engines.ErrClosed
+	}
+	out := c.outbound.Load()
+	if c.pending.Load()+out+int64(n) > int64(c.ls.e.cfg.MaxWriteQueue) {
+		if out > 0 && c.refreshQueued.CompareAndSwap(false, true) {
+			// The outbound reading may be stale: have the loop refresh it for the next Write.
+			if err := c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(c.refresh)); err != nil {
+				c.refreshQueued.Store(false)
+			}
+		}
+		return engines.ErrQueueFull
+	}
+	c.pending.Add(int64(n))
+	if err := c.gc.AsyncWrite(b, func(gc gnet.Conn, err error) error { return c.written(n, err) }); err != nil {
+		c.pending.Add(-int64(n))
+		return fmt.Errorf("%w: %w", engines.ErrClosed, err)
+	}
+	return nil
+}
+
+// written runs on the loop after gnet has written b or copied it into its outbound buffer.
+func (c *conn) written(n int, err error) error {
+	c.pending.Add(-int64(n))
+	if c.gone || err != nil {
+		return nil // gnet closes the connection on a write error
+	}
+	if c.busy != nil {
+		c.busy.handed += int64(n)
+	}
+	out := int64(c.gc.OutboundBuffered())
+	c.outbound.Store(out)
+	if out > 0 || c.busy != nil || c.closeReq {
+		c.check(time.Now().UnixNano())
+	}
+	return nil
+}
+
+func (c *conn) refresh(context.Context) error {
+	c.refreshQueued.Store(false)
+	if !c.gone {
+		c.check(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// check runs on the loop: it refreshes the outbound reading, tracks progress, finishes a waiting
+// close when the output is written, and closes a connection that made no progress for WriteTimeout.
+func (c *conn) check(now int64) {
+	if c.gone {
+		return
+	}
+	out := int64(c.gc.OutboundBuffered())
+	c.outbound.Store(out)
+	idle := out == 0 && c.pending.Load() == 0
+	p := c.busy
+	if p == nil {
+		if idle {
+			if c.closeReq {
+				c.closeNow()
+			}
+			return
+		}
+		p = &progress{handed: out, lastTime: now}
+		c.busy = p
+		c.ls.add(c, p)
+		return
+	}
+	if sent := p.handed - out; sent != p.lastSent {
+		p.lastSent, p.lastTime = sent, now
+	}
+	switch {
+	case idle:
+		c.busy = nil
+		c.ls.remove(c)
+		if c.closeReq {
+			c.closeNow()
+		}
+	case out > 0 && time.Duration(now-p.lastTime) >= c.ls.e.cfg.WriteTimeout:
+		c.ls.e.log.Debug("slow consumer; closing", "conn", c.id, "remote", c.remote, "queued", out)
+		if c.reason == nil {
+			c.reason = engines.ErrWriteTimeout
+		}
+		// Abortive close (RST): what the peer has not taken in WriteTimeout is dropped now
+		// instead of lingering in the kernel's send queue (up to several MB) of an orphan socket.
+		if err := c.gc.SetLinger(0); err != nil {
+			c.ls.e.log.Debug("set linger failed", "conn", c.id, "err", err)
+		}
+		c.closeNow()
+	}
+}
+
+// closeNow closes the socket on the loop; gnet calls OnClose before returning.
+func (c *conn) closeNow() {
+	c.markClosed()
+	if err := c.ls.el.Close(c.gc); err != nil {
+		c.ls.e.log.Debug("close failed", "conn", c.id, "err", err)
+	}
+}
+
+func (c *conn) markClosed() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+}
+
+// Close refuses further Writes at once; input stops as soon as the loop runs the close (no later
+// than the writes queued before it), and the socket closes when those writes are written or the
+// write timeout passes. OnClose then gets nil, or engines.ErrWriteTimeout.
+func (c *conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	// The task runs after the writes queued before it: AsyncWrite tasks have the higher priority.
+	err := c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		c.beginClose()
+		return nil
+	}))
+	if err != nil {
+		c.ls.e.log.Debug("close not scheduled; the engine is shutting down", "conn", c.id, "err", err)
+	}
+	return nil
+}
+
+// requestClose is Close from the loop with a reason: writes queued so far are still flushed.
+func (c *conn) requestClose(reason error) {
+	if c.reason == nil {
+		c.reason = reason
+	}
+	if c.closeReq {
+		return
+	}
+	c.closeReq = true // no more input
+	c.markClosed()
+	err := c.ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		c.beginClose()
+		return nil
+	}))
+	if err != nil {
+		c.closeNow()
+	}
+}
+
+// beginClose runs on the loop after the writes queued before the close.
+func (c *conn) beginClose() {
+	if c.gone {
+		return
+	}
+	c.closeReq = true
+	c.check(time.Now().UnixNano())
+}
+
+// eventHandler adapts the engine to gnet's callbacks without exporting them on the engine.
+type eventHandler struct{ e *engine }
+
+var _ gnet.EventHandler = eventHandler{}
+
+func (h eventHandler) OnBoot(eng gnet.Engine) gnet.Action {
+	e := h.e
+	addr, err := boundAddr(eng)
+	if err != nil {
+		e.bootErr = fmt.Errorf("gnetengine: bound address: %w", err)
+	}
+	e.addr = addr
+	return gnet.None
+}
+
+// boundAddr reads the listener's address (the real port when the configured one is 0).
+func boundAddr(eng gnet.Engine) (net.Addr, error) {
+	fd, err := eng.Dup()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("getsockname: %w", err)
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}, nil
+	case *unix.SockaddrInet6:
+		a := &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			} else {
+				a.Zone = strconv.Itoa(int(sa.ZoneId))
+			}
+		}
+		return a, nil
+	default:
+		return nil, fmt.Errorf("unexpected socket address %T", sa)
+	}
+}
+
+func (h eventHandler) OnShutdown(gnet.Engine) {}
+
+func (h eventHandler) OnTick() (time.Duration, gnet.Action) {
+	e := h.e
+	select {
+	case <-e.ready:
+	default:
+		close(e.ready) // the first tick: the event loops are running
+	}
+	if e.stopping.Load() {
+		return e.tick, gnet.Shutdown
+	}
+	e.mu.Lock()
+	for _, ls := range e.loops {
+		if ls.nbusy.Load() > 0 && ls.scanQueued.CompareAndSwap(false, true) {
+			if err := ls.el.Execute(context.Background(), ls.scanFn); err != nil {
+				ls.scanQueued.Store(false)
+			}
+		}
+	}
+	e.mu.Unlock()
+	return e.tick, gnet.None
+}
+
+func (h eventHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	e := h.e
+	c := &conn{id: e.nextID.Add(1), gc: gc, ls: e.loopFor(gc.EventLoop())}
+	if ra := gc.RemoteAddr(); ra != nil {
+		c.remote = ra.String()
+	}
+	gc.SetContext(c)
+	e.open.Add(1)
+	e.h.OnOpen(c)
+	return nil, gnet.None
+}
+
+func (h eventHandler) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	if c == nil {
+		return gnet.Close
+	}
+	if c.closeReq || c.gone {
+		discardAll(gc) // closing: input is dropped
+		return gnet.None
+	}
+	herr := h.deliver(c, gc)
+	if herr != nil {
+		discardAll(gc)
+		c.requestClose(herr)
+	}
+	return gnet.None
+}
+
+// deliver offers the buffered input to the handler, at most MaxFrame bytes at a time, so that the
+// handler never sees more than a MaxFrame-long partial frame (like the std engine, whose buffer
+// stops at MaxFrame). It returns engines.ErrFrameTooLarge when MaxFrame bytes are buffered and the
+// handler consumes none of them.
+func (h eventHandler) deliver(c *conn, gc gnet.Conn) error {
+	maxFrame := h.e.cfg.MaxFrame
+	for {
+		in, err := gc.Peek(-1)
+		if err != nil || len(in) == 0 {
+			return nil
+		}
+		cut := len(in) > maxFrame
+		if cut {
+			in = in[:maxFrame]
+		}
+		n, herr := h.e.h.OnData(c, in)
+		if herr != nil {
+			return herr
+		}
+		if n < 0 || n > len(in) {
+			return fmt.Errorf("gnetengine: handler consumed %d of %d bytes", n, len(in))
+		}
+		if n == 0 {
+			if len(in) >= maxFrame {
+				return engines.ErrFrameTooLarge
+			}
+			return nil
+		}
+		// Only a positive count: gnet's Discard(0) or a negative one discards everything.
+		if _, err := gc.Discard(n); err != nil {
+			return fmt.Errorf("gnetengine: discard: %w", err)
+		}
+		if !cut || c.closeReq {
+			return nil
+		}
+	}
+}
+
+func discardAll(gc gnet.Conn) {
+	if n := gc.InboundBuffered(); n > 0 {
+		_, _ = gc.Discard(n)
+	}
+}
+
+func (h eventHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	if c == nil || c.gone {
+		return gnet.None
+	}
+	c.gone = true
+	c.markClosed()
+	if c.busy != nil {
+		c.busy = nil
+		c.ls.remove(c)
+	}
+	reason := c.reason
+	if reason == nil && !c.closeReq && err != nil {
+		if errors.Is(err, io.EOF) {
+			reason = io.EOF
+		} else {
+			reason = err
+		}
+	}
+	h.e.open.Add(-1)
+	h.e.h.OnClose(c, reason)
+	return gnet.None
+}
+
+// gnetLogger sends gnet's own log lines to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Info(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
