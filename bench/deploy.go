@@ -166,13 +166,14 @@ apps:
 		}
 	}()
 	if err := d.start("control", "control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
-		"--endpoint", strings.Join(endpoints, ",")); err != nil {
+		"--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ",")); err != nil {
 		return nil, err
 	}
 	for i := range cfg.Instances {
 		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.Engine,
 			"--listen", d.GatewayAddrs[i], "--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
-			"--admin", "127.0.0.1:" + strconv.Itoa(ports[3+3*i]), "--node", fmt.Sprintf("gw%d", i)}
+			"--admin", "127.0.0.1:" + strconv.Itoa(ports[3+3*i]), "--node", fmt.Sprintf("gw%d", i),
+			"--drain-window", "2s"}
 		args = append(args, cfg.GatewayArgs...)
 		if err := d.start(fmt.Sprintf("gateway-%d", i), args...); err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -128,6 +129,10 @@ type Endpoint struct {
 	Protocol string `yaml:"protocol" json:"protocol"`
 	// Addr is host:port, as reachable by clients.
 	Addr string `yaml:"addr" json:"addr"`
+	// Health, when set, is the gateway's HTTP base URL (e.g. http://10.0.0.5:7080): the control
+	// layer polls its /readyz and leaves the endpoint out of connect answers while the gateway is
+	// draining or does not answer. Never sent to clients.
+	Health string `yaml:"health" json:"-"`
 }
 
 type configIndex struct {
@@ -385,6 +390,12 @@ func validateEndpoints(name string, eps []Endpoint) []error {
 		} else if host, port, err := net.SplitHostPort(e.Addr); err != nil || host == "" || !validPort(port) {
 			errs = append(errs, &ConfigError{at + ".addr", fmt.Sprintf("%q: want host:port as clients reach it", e.Addr)})
 		}
+		if e.Health != "" {
+			if u, err := url.Parse(e.Health); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, &ConfigError{at + ".health", fmt.Sprintf("%q: want the gateway's http(s)://host:port", e.Health)})
+			}
+		}
+		e.Health = ""
 		if j, dup := seen[e]; dup {
 			errs = append(errs, &ConfigError{at, fmt.Sprintf("same as %s[%d]", name, j)})
 		} else {

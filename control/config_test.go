@@ -40,7 +40,7 @@ func TestParseConfig(t *testing.T) {
 	if len(c.Apps) != 1 || c.Apps[0] != (App{ID: "demo", Secret: "demo-app-secret", PushKey: "demo-push-key"}) {
 		t.Errorf("apps: %+v", c.Apps)
 	}
-	if len(c.Endpoints) != 1 || c.Endpoints[0] != (Endpoint{ProtoTCP, "127.0.0.1:7000"}) {
+	if len(c.Endpoints) != 1 || c.Endpoints[0] != (Endpoint{Protocol: ProtoTCP, Addr: "127.0.0.1:7000"}) {
 		t.Errorf("endpoints: %+v", c.Endpoints)
 	}
 }

@@ -8,6 +8,7 @@
 package control
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -147,6 +149,10 @@ type Server struct {
 	registerer   prometheus.Registerer
 	connects     *prometheus.CounterVec // nil without WithMetrics
 	handler      http.Handler
+
+	// down[i] is set while endpoint i has a Health URL and its gateway is draining or silent.
+	// Every endpoint starts up; Watch keeps it current.
+	down []atomic.Bool
 }
 
 // NewServer returns a Server for a copy of cfg (validated, with defaults applied; cfg itself is
@@ -170,6 +176,7 @@ func NewServer(cfg *Config, opts ...Option) (*Server, error) {
 	} else {
 		s.endpoints = s.cfg.Endpoints
 	}
+	s.down = make([]atomic.Bool, len(s.endpoints))
 	var err error
 	if s.signer, err = s.cfg.signer(); err != nil {
 		return nil, err
@@ -279,10 +286,10 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) (*ConnectRespon
 	if app.Disabled {
 		return nil, &req, reject(http.StatusForbidden, CodeAppDisabled, "app %q is disabled", req.App)
 	}
-	eps := endpointsFor(s.endpoints, req.Platform)
+	eps := endpointsFor(s.liveEndpoints(), req.Platform)
 	if len(eps) == 0 {
 		return nil, &req, reject(http.StatusServiceUnavailable, CodeNoEndpoints,
-			"no gateway endpoint for platform %q", req.Platform)
+			"no serving gateway endpoint for platform %q", req.Platform)
 	}
 
 	iat := now.Truncate(time.Second)
@@ -382,6 +389,59 @@ func checkSign(secret string, req *ConnectRequest) bool {
 	}
 	want, _ := hex.DecodeString(Sign(secret, req.App, req.Device, req.User, req.TS))
 	return hmac.Equal(got, want)
+}
+
+// liveEndpoints is the endpoints whose gateway is serving (or not watched), in order.
+func (s *Server) liveEndpoints() []Endpoint {
+	live := make([]Endpoint, 0, len(s.endpoints))
+	for i, e := range s.endpoints {
+		if !s.down[i].Load() {
+			live = append(live, e)
+		}
+	}
+	return live
+}
+
+// Watch polls the /readyz of every endpoint that has a Health URL every interval until ctx ends,
+// and leaves out of connect answers each endpoint whose gateway is draining (503) or does not
+// answer within the interval. It logs each change.
+func (s *Server) Watch(ctx context.Context, interval time.Duration) {
+	hc := &http.Client{Timeout: interval}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		for i, e := range s.endpoints {
+			if e.Health == "" {
+				continue
+			}
+			up := probeReady(ctx, hc, strings.TrimSuffix(e.Health, "/")+"/readyz")
+			if ctx.Err() != nil {
+				return
+			}
+			if was := !s.down[i].Swap(!up); was != up {
+				s.log.Info("control: endpoint readiness changed", "endpoint", e.Protocol+"://"+e.Addr, "serving", up)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func probeReady(ctx context.Context, hc *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // endpointsFor is the dispatch policy: which endpoints a client gets, in order. For now every

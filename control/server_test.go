@@ -2,14 +2,18 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,7 +220,7 @@ func TestConnectNoEndpoints(t *testing.T) {
 	checkAnswer(t, do(t, "POST", ts.URL+"/v1/connect", good), 503, CodeNoEndpoints)
 
 	// Endpoints for native clients only: browsers get 503, native clients connect.
-	cfg.Endpoints = []Endpoint{{ProtoTCP, "gw1:7000"}, {ProtoQUIC, "gw1:7443"}}
+	cfg.Endpoints = []Endpoint{{Protocol: ProtoTCP, Addr: "gw1:7000"}, {Protocol: ProtoQUIC, Addr: "gw1:7443"}}
 	ts = newTestServer(t, cfg)
 	checkAnswer(t, do(t, "POST", ts.URL+"/v1/connect", good), 200, "")
 	web := signed(demoSecret, req("demo", "dev-1", "", "web", now.Unix()))
@@ -287,8 +291,8 @@ func TestConnectToken(t *testing.T) {
 
 func TestConnectEndpointPolicy(t *testing.T) {
 	ts := newTestServer(t, testConfig(t))
-	all := []Endpoint{{ProtoTCP, "gw1:7000"}, {ProtoWS, "gw1:8080"}, {ProtoQUIC, "gw1:7443"}, {ProtoWSS, "gw1:443"}}
-	web := []Endpoint{{ProtoWS, "gw1:8080"}, {ProtoWSS, "gw1:443"}}
+	all := []Endpoint{{Protocol: ProtoTCP, Addr: "gw1:7000"}, {Protocol: ProtoWS, Addr: "gw1:8080"}, {Protocol: ProtoQUIC, Addr: "gw1:7443"}, {Protocol: ProtoWSS, Addr: "gw1:443"}}
+	web := []Endpoint{{Protocol: ProtoWS, Addr: "gw1:8080"}, {Protocol: ProtoWSS, Addr: "gw1:443"}}
 	for _, tt := range []struct {
 		platform string
 		want     []Endpoint
@@ -310,7 +314,7 @@ func TestConnectEndpointPolicy(t *testing.T) {
 
 func TestWithEndpoints(t *testing.T) {
 	cfg := testConfig(t)
-	override := []Endpoint{{ProtoWSS, "edge:443"}, {ProtoTCP, "edge:7000"}}
+	override := []Endpoint{{Protocol: ProtoWSS, Addr: "edge:443"}, {Protocol: ProtoTCP, Addr: "edge:7000"}}
 	ts := newTestServer(t, cfg, WithEndpoints(override))
 	got := connectOK(t, ts.URL, req("demo", "dev-1", "", "native", now.Unix())).Endpoints
 	if fmt.Sprint(got) != fmt.Sprint(override) {
@@ -323,12 +327,12 @@ func TestWithEndpoints(t *testing.T) {
 	}
 
 	cfg.Endpoints = nil // endpoints only from the option, as from flags
-	ts = newTestServer(t, cfg, WithEndpoints([]Endpoint{{ProtoTCP, "flag:7000"}}))
+	ts = newTestServer(t, cfg, WithEndpoints([]Endpoint{{Protocol: ProtoTCP, Addr: "flag:7000"}}))
 	if got := connectOK(t, ts.URL, req("demo", "d", "", "", now.Unix())).Endpoints; len(got) != 1 || got[0].Addr != "flag:7000" {
 		t.Errorf("endpoints %v", got)
 	}
 
-	_, err := NewServer(cfg, WithEndpoints([]Endpoint{{"http", "x:1"}}))
+	_, err := NewServer(cfg, WithEndpoints([]Endpoint{{Protocol: "http", Addr: "x:1"}}))
 	if err == nil || !strings.Contains(err.Error(), `WithEndpoints[0].protocol: "http"`) {
 		t.Errorf("bad WithEndpoints: %v", err)
 	}
@@ -338,7 +342,7 @@ func TestNewServerDoesNotModifyConfig(t *testing.T) {
 	cfg := &Config{
 		Token:     TokenConfig{Keys: []Key{{ID: "k1", Secret: "0123456789abcdef"}}},
 		Apps:      []App{{ID: "demo", Secret: demoSecret, PushKey: "p"}},
-		Endpoints: []Endpoint{{ProtoTCP, "gw:1"}},
+		Endpoints: []Endpoint{{Protocol: ProtoTCP, Addr: "gw:1"}},
 	}
 	ts := newTestServer(t, cfg)
 	if cfg.Token.TTL != 0 || cfg.Heartbeat != 0 {
@@ -508,4 +512,84 @@ func FuzzConnect(f *testing.F) {
 			t.Fatalf("status %d with code %q (message %q)", rec.Code, e.Error, e.Message)
 		}
 	})
+}
+
+// Endpoints whose gateway drains (503 on /readyz) or stops answering leave the connect answers,
+// and come back when ready again.
+func TestWatchLeavesOutDrainingGateways(t *testing.T) {
+	var ready [2]atomic.Bool
+	ready[0].Store(true)
+	ready[1].Store(true)
+	var gws [2]*httptest.Server
+	for i := range gws {
+		gws[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/readyz" || !ready[i].Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		}))
+		t.Cleanup(gws[i].Close)
+	}
+	cfg := testConfig(t)
+	cfg.Endpoints = []Endpoint{
+		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: gws[0].URL},
+		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: gws[1].URL},
+		{Protocol: ProtoTCP, Addr: "unwatched:7000"},
+	}
+	s, err := NewServer(cfg, WithClock(func() time.Time { return now }), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Watch(ctx, 20*time.Millisecond) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	addrs := func() []string {
+		a := do(t, http.MethodPost, ts.URL+"/v1/connect", signed(demoSecret, req("demo", "d1", "", "native", now.Unix())))
+		if a.status != http.StatusOK {
+			return []string{strconv.Itoa(a.status)}
+		}
+		var r ConnectResponse
+		if err := json.Unmarshal(a.body, &r); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range r.Endpoints {
+			out = append(out, e.Addr)
+		}
+		return out
+	}
+	eventually := func(want []string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := addrs()
+			if reflect.DeepEqual(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("endpoints %v, want %v", got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	eventually([]string{"gw0:7000", "gw1:7000", "unwatched:7000"})
+	ready[0].Store(false) // gw0 drains
+	eventually([]string{"gw1:7000", "unwatched:7000"})
+	gws[1].Close() // gw1 is gone
+	eventually([]string{"unwatched:7000"})
+	ready[0].Store(true)
+	eventually([]string{"gw0:7000", "unwatched:7000"})
+}
+
+func TestEndpointHealthValidated(t *testing.T) {
+	cfg := testConfig(t)
+	_, err := NewServer(cfg, WithEndpoints([]Endpoint{{Protocol: ProtoTCP, Addr: "gw:1", Health: "gw:7080"}}))
+	if err == nil || !strings.Contains(err.Error(), ".health") {
+		t.Fatalf("NewServer: %v, want an error naming .health", err)
+	}
 }

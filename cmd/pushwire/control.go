@@ -18,6 +18,8 @@ func runControl(args []string) error {
 	cfgPath := fs.String("config", "", "deployment config file with apps, token keys and endpoints (required)")
 	listen := fs.String("listen", "127.0.0.1:7100", "HTTP address of the control API")
 	endpoints := fs.String("endpoint", "", "access points given to clients, replacing the config file's: comma-separated protocol://host:port (e.g. tcp://127.0.0.1:7000)")
+	health := fs.String("endpoint-health", "", "each --endpoint's gateway HTTP base URL, comma-separated in the same order (e.g. http://127.0.0.1:7080): endpoints whose /readyz is not 200 are left out of connect answers")
+	watch := fs.Duration("watch-interval", time.Second, "how often gateways' /readyz are polled")
 	admin := fs.String("admin", "", "address of /debug/pprof and /metrics (empty: off)")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long a shutdown may take")
 	logger := logFlags(fs)
@@ -39,7 +41,7 @@ func runControl(args []string) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := []control.Option{control.WithLogger(log), control.WithMetrics(reg)}
 	if *endpoints != "" {
-		eps, err := parseEndpoints(*endpoints)
+		eps, err := parseEndpoints(*endpoints, *health)
 		if err != nil {
 			return err
 		}
@@ -63,6 +65,12 @@ func runControl(args []string) error {
 	log.Info("control serving", "listen", api.Addr(), "apps", len(cfg.Apps), "version", version, "commit", commit)
 	ctx, stop := signalContext()
 	defer stop()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		srv.Watch(ctx, *watch)
+	}()
+	defer func() { stop(); <-watchDone }()
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -78,8 +86,9 @@ func runControl(args []string) error {
 	return serveErr
 }
 
-// parseEndpoints parses "tcp://127.0.0.1:7000,ws://…" for --endpoint.
-func parseEndpoints(s string) ([]control.Endpoint, error) {
+// parseEndpoints parses "tcp://127.0.0.1:7000,ws://…" for --endpoint, with the health URLs of
+// --endpoint-health (none, or one per endpoint).
+func parseEndpoints(s, health string) ([]control.Endpoint, error) {
 	var eps []control.Endpoint
 	for _, item := range splitList(s) {
 		proto, addr, ok := strings.Cut(item, "://")
@@ -87,6 +96,15 @@ func parseEndpoints(s string) ([]control.Endpoint, error) {
 			return nil, fmt.Errorf("--endpoint %q: want protocol://host:port", item)
 		}
 		eps = append(eps, control.Endpoint{Protocol: proto, Addr: addr})
+	}
+	if health != "" {
+		urls := splitList(health)
+		if len(urls) != len(eps) {
+			return nil, fmt.Errorf("--endpoint-health: %d URLs for %d endpoints: give one per --endpoint, in order", len(urls), len(eps))
+		}
+		for i, u := range urls {
+			eps[i].Health = u
+		}
 	}
 	return eps, nil
 }

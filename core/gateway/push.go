@@ -33,10 +33,10 @@ type PushRequest struct {
 type PushResult struct {
 	ID        string `json:"id"`
 	Targets   int    `json:"targets"`
-	Delivered int    `json:"delivered"` // queued to a connection on this instance
-	Forwarded int    `json:"forwarded"` // handed to other instances
-	Offline   int    `json:"offline"`   // no live connection
-	Failed    int    `json:"failed"`    // a connection that could not take it (slow consumer, closing)
+	Delivered int    `json:"delivered"`         // queued to a connection on this instance
+	Forwarded int    `json:"forwarded"`         // handed to other instances
+	Offline   int    `json:"offline"`           // no live connection
+	Failed    int    `json:"failed"`            // a connection that could not take it (slow consumer, closing)
 	Pending   int    `json:"pending,omitempty"` // with ack: kept for PUSH_ACK
 }
 
