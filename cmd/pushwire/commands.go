@@ -22,6 +22,7 @@ type command struct {
 var commands = map[string]command{
 	"gateway": {"run a gateway instance (connections, sessions, push API)", runGateway},
 	"control": {"run the control layer (tokens, access points)", runControl},
+	"backend": {"run the demo business server (echo, delay, errors, notification sink)", runBackend},
 	"loadgen": {"run the load generator against a running deployment", runLoadgen},
 	"bench":   {"start a local deployment, load it, and write a result file", runBench},
 	"results": {"show, check or compare result files", runResults},
