@@ -6,16 +6,21 @@
 // gnet's own inbound ring buffer. When unconsumed input reaches Config.MaxFrame the connection is
 // closed with engines.ErrFrameTooLarge.
 //
-// Writes: Conn.Write hands the caller's buffer to gnet's AsyncWrite, which queues it on the
-// connection's event loop; the loop writes it to the socket or, when the socket is full, copies the
-// rest into gnet's outbound buffer (which gnet does not bound). The engine bounds a connection's
-// queue itself: the bytes handed to AsyncWrite and not yet processed by the loop (an atomic counter,
-// decremented in the AsyncWrite callback) plus the loop's last reading of gnet's outbound buffer.
-// That reading is refreshed after every write, on every tick for connections with output pending,
-// and on demand when a Write is refused, so a refusal can be up to one tick stale for a peer that
-// has just caught up. A connection whose pending output makes no progress for Config.WriteTimeout
-// is closed with engines.ErrWriteTimeout; the check runs on gnet's ticker over only the
-// connections with output pending (no timer per connection).
+// Writes: Conn.Write appends the caller's buffer (never copied, never modified) to the
+// connection's batch and, unless one is already queued, queues a flush on the connection's event
+// loop with gnet's AsyncWritev (an empty one: its callback does the work, on the loop, in the
+// order of the high-priority queue). The flush hands the whole batch to gnet in one writev: frames
+// that reach a connection before its loop gets to it cost one system call together, which is what
+// lets sustained push traffic beat one write per frame. gnet writes what the socket takes and
+// copies the rest into its outbound buffer, which gnet does not bound. The engine bounds a
+// connection's queue itself: the bytes written and not yet flushed (an atomic counter, decremented
+// in the AsyncWritev callback) plus the loop's last reading of gnet's outbound buffer. That reading
+// is refreshed after every flush, on every tick for connections with output pending, and on demand
+// when a Write is refused, so a refusal can be up to one tick stale for a peer that has just
+// caught up. A connection whose pending output makes no progress for Config.WriteTimeout is
+// closed with engines.ErrWriteTimeout, abortively (RST: the kernel drops what the peer never
+// took); the check runs on gnet's ticker over only the connections with output pending (no timer
+// per connection).
 //
 // Close (or a handler error, or an oversized frame) stops delivering input at once, lets the event
 // loop write what was queued before it, and closes the socket when that is written or the write
@@ -240,7 +245,7 @@ type loopState struct {
 	el gnet.EventLoop
 	// busy holds the loop's connections with output pending or a close waiting for it, with
 	// their progress. Only the loop touches it.
-	busy       map[*conn]*progress
+	busy       map[*conn]struct{}
 	nbusy      atomic.Int32 // len(busy), for the ticker
 	scanQueued atomic.Bool
 	scanFn     gnet.RunnableFunc
@@ -251,7 +256,7 @@ func (e *engine) loopFor(el gnet.EventLoop) *loopState {
 	defer e.mu.Unlock()
 	ls := e.loops[el]
 	if ls == nil {
-		ls = &loopState{e: e, el: el, busy: make(map[*conn]*progress)}
+		ls = &loopState{e: e, el: el, busy: make(map[*conn]struct{})}
 		ls.scanFn = func(context.Context) error {
 			ls.scanQueued.Store(false)
 			now := time.Now().UnixNano()
@@ -265,8 +270,8 @@ func (e *engine) loopFor(el gnet.EventLoop) *loopState {
 	return ls
 }
 
-func (ls *loopState) add(c *conn, p *progress) {
-	ls.busy[c] = p
+func (ls *loopState) add(c *conn) {
+	ls.busy[c] = struct{}{}
 	ls.nbusy.Store(int32(len(ls.busy)))
 }
 
@@ -275,15 +280,18 @@ func (ls *loopState) remove(c *conn) {
 	ls.nbusy.Store(int32(len(ls.busy)))
 }
 
-// progress tracks a connection with output pending, only while it has some (most connections are
-// idle and carry none of it). Only the loop touches it.
-type progress struct {
-	handed   int64 // bytes gnet took (written or buffered) since the connection became busy, plus the outbound buffer then
+// extra is the loop's state of a connection that has output pending or is being closed by the
+// engine; idle connections (most of them) carry none. Only the loop touches it.
+type extra struct {
+	reason   error // why the engine closes the connection
+	inBusy   bool  // in ls.busy: output pending or a close waiting for it
+	handed   int64 // bytes gnet took (written or buffered) since it became busy, plus the outbound buffer then
 	lastSent int64 // handed minus outbound at the last progress
 	lastTime int64 // unix nanoseconds of the last progress
 }
 
 // conn is one connection. Fields marked "loop" are only touched on the connection's event loop.
+// (Field order keeps the struct in a small size class: most connections are idle.)
 type conn struct {
 	id     uint64
 	gc     gnet.Conn
@@ -291,17 +299,19 @@ type conn struct {
 	remote string
 	ctx    atomic.Pointer[any]
 
-	pending       atomic.Int64 // bytes handed to AsyncWrite whose callback has not run
-	outbound      atomic.Int64 // gnet's outbound buffer as last read on the loop
+	pending  atomic.Int64 // bytes queued by Write and not yet taken by gnet (batch and flush task)
+	outbound atomic.Int64 // gnet's outbound buffer as last read on the loop
+
+	mu    sync.Mutex
+	batch [][]byte // mu: frames written since the flush task last ran
+
+	x *extra // loop: allocated when output is pending or the engine closes it
+
 	refreshQueued atomic.Bool
-
-	mu     sync.Mutex
-	closed bool // no more Writes; after OnClose the gnet.Conn is never touched again
-
-	busy     *progress // loop: non-nil while in ls.busy
-	reason   error     // loop: why the engine closes it
-	gone     bool      // loop: OnClose happened
-	closeReq bool      // loop: close once the output is written
+	closed        bool // mu: no more Writes; after OnClose the gnet.Conn is never touched again
+	flushQueued   bool // mu: a flush task is queued on the loop
+	gone          bool // loop: OnClose happened
+	closeReq      bool // loop: close once the output is written
 }
 
 func (c *conn) ID() uint64         { return c.id }
@@ -314,7 +324,10 @@ func (c *conn) Context() any {
 }
 func (c *conn) SetContext(v any) { c.ctx.Store(&v) }
 
-// Write queues b with gnet's AsyncWrite. It never blocks on the peer.
+// Write adds b to the connection's batch and, unless one is already queued, queues a flush task
+// on the event loop with gnet's AsyncWritev (high priority, ahead of a later Close). Frames
+// written while the task waits join it, so a connection that receives several frames before its
+// loop gets to it costs one writev, not one write per frame. It never blocks on the peer.
 func (c *conn) Write(b []byte) error {
 	n := len(b)
 	if n == 0 {
@@ -335,26 +348,53 @@ func (c *conn) Write(b []byte) error {
 		}
 		return engines.ErrQueueFull
 	}
-	c.pending.Add(int64(n))
-	if err := c.gc.AsyncWrite(b, func(gc gnet.Conn, err error) error { return c.written(n, err) }); err != nil {
-		c.pending.Add(-int64(n))
-		return fmt.Errorf("%w: %w", engines.ErrClosed, err)
+	if !c.flushQueued {
+		// An empty AsyncWritev writes nothing; it runs c.flush on the loop in write order.
+		if err := c.gc.AsyncWritev(nil, c.flush); err != nil {
+			return fmt.Errorf("%w: %w", engines.ErrClosed, err)
+		}
+		c.flushQueued = true
 	}
+	c.batch = append(c.batch, b)
+	c.pending.Add(int64(n))
 	return nil
 }
 
-// written runs on the loop after gnet has written b or copied it into its outbound buffer.
-func (c *conn) written(n int, err error) error {
-	c.pending.Add(-int64(n))
-	if c.gone || err != nil {
-		return nil // gnet closes the connection on a write error
+// maxIov bounds one writev (IOV_MAX is 1024 on Linux; gnet passes larger batches on as they are).
+const maxIov = 1024
+
+// flush is the AsyncWritev callback: on the loop, it hands the batch to gnet, which writes what
+// the socket takes and copies the rest into its outbound buffer. err is non-nil when gnet had
+// already closed the connection.
+func (c *conn) flush(_ gnet.Conn, err error) error {
+	c.mu.Lock()
+	batch := c.batch
+	c.batch = nil
+	c.flushQueued = false
+	c.mu.Unlock()
+	total := 0
+	for _, b := range batch {
+		total += len(b)
 	}
-	if c.busy != nil {
-		c.busy.handed += int64(n)
+	if c.gone || err != nil {
+		c.pending.Add(-int64(total))
+		return nil
+	}
+	for len(batch) > 0 {
+		chunk := batch[:min(len(batch), maxIov)]
+		batch = batch[len(chunk):]
+		if _, err := c.gc.Writev(chunk); err != nil || c.gone {
+			c.pending.Add(-int64(total))
+			return nil // gnet has closed the connection (OnClose ran)
+		}
+	}
+	if c.busy() {
+		c.x.handed += int64(total)
 	}
 	out := int64(c.gc.OutboundBuffered())
 	c.outbound.Store(out)
-	if out > 0 || c.busy != nil || c.closeReq {
+	c.pending.Add(-int64(total))
+	if out > 0 || c.busy() || c.closeReq {
 		c.check(time.Now().UnixNano())
 	}
 	return nil
@@ -377,34 +417,35 @@ func (c *conn) check(now int64) {
 	out := int64(c.gc.OutboundBuffered())
 	c.outbound.Store(out)
 	idle := out == 0 && c.pending.Load() == 0
-	p := c.busy
-	if p == nil {
+	if !c.busy() {
 		if idle {
 			if c.closeReq {
 				c.closeNow()
 			}
 			return
 		}
-		p = &progress{handed: out, lastTime: now}
-		c.busy = p
-		c.ls.add(c, p)
+		x := c.extra()
+		x.inBusy, x.handed, x.lastSent, x.lastTime = true, out, 0, now
+		c.ls.add(c)
 		return
 	}
-	if sent := p.handed - out; sent != p.lastSent {
-		p.lastSent, p.lastTime = sent, now
+	x := c.x
+	if sent := x.handed - out; sent != x.lastSent {
+		x.lastSent, x.lastTime = sent, now
 	}
 	switch {
 	case idle:
-		c.busy = nil
+		x.inBusy = false
 		c.ls.remove(c)
+		if x.reason == nil {
+			c.x = nil
+		}
 		if c.closeReq {
 			c.closeNow()
 		}
-	case out > 0 && time.Duration(now-p.lastTime) >= c.ls.e.cfg.WriteTimeout:
+	case out > 0 && time.Duration(now-x.lastTime) >= c.ls.e.cfg.WriteTimeout:
 		c.ls.e.log.Debug("slow consumer; closing", "conn", c.id, "remote", c.remote, "queued", out)
-		if c.reason == nil {
-			c.reason = engines.ErrWriteTimeout
-		}
+		c.setReason(engines.ErrWriteTimeout)
 		// Abortive close (RST): what the peer has not taken in WriteTimeout is dropped now
 		// instead of lingering in the kernel's send queue (up to several MB) of an orphan socket.
 		if err := c.gc.SetLinger(0); err != nil {
@@ -412,6 +453,29 @@ func (c *conn) check(now int64) {
 		}
 		c.closeNow()
 	}
+}
+
+func (c *conn) busy() bool { return c.x != nil && c.x.inBusy }
+
+func (c *conn) extra() *extra {
+	if c.x == nil {
+		c.x = &extra{}
+	}
+	return c.x
+}
+
+// setReason records why the engine closes c, unless a reason is already set.
+func (c *conn) setReason(err error) {
+	if x := c.extra(); x.reason == nil {
+		x.reason = err
+	}
+}
+
+func (c *conn) reason() error {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.reason
 }
 
 // closeNow closes the socket on the loop; gnet calls OnClose before returning.
@@ -451,9 +515,7 @@ func (c *conn) Close() error {
 
 // requestClose is Close from the loop with a reason: writes queued so far are still flushed.
 func (c *conn) requestClose(reason error) {
-	if c.reason == nil {
-		c.reason = reason
-	}
+	c.setReason(reason)
 	if c.closeReq {
 		return
 	}
@@ -625,11 +687,11 @@ func (h eventHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	c.gone = true
 	c.markClosed()
-	if c.busy != nil {
-		c.busy = nil
+	if c.busy() {
+		c.x.inBusy = false
 		c.ls.remove(c)
 	}
-	reason := c.reason
+	reason := c.reason()
 	if reason == nil && !c.closeReq && err != nil {
 		if errors.Is(err, io.EOF) {
 			reason = io.EOF
