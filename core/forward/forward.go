@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,10 +101,10 @@ type Stats struct {
 
 // Forwarder holds one worker pool per business. It is safe for concurrent use.
 type Forwarder struct {
-	log     *slog.Logger
-	client  *http.Client
-	observe func(uint16, frame.Code, time.Duration)
-	pools   map[uint16]*pool // read-only after New
+	log       *slog.Logger
+	transport *http.Transport
+	observe   func(uint16, frame.Code, time.Duration)
+	pools     map[uint16]*pool // read-only after New
 
 	abort     context.Context // canceled when Close gives up waiting
 	cancel    context.CancelFunc
@@ -141,11 +142,9 @@ func New(cfg Config) (*Forwarder, error) {
 		log:     cfg.Logger,
 		observe: cfg.Observe,
 		pools:   make(map[uint16]*pool, len(cfg.Biz)),
-		client: &http.Client{
-			Transport: newTransport(max(conns, 2)),
-			// A redirect would turn the POST into a GET without its body: answer it as an error.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		// The transport directly, not an http.Client: no redirects to follow (one would turn the
+		// POST into a GET without its body, so a 3xx is an error), no cookies, no header copies.
+		transport: newTransport(max(conns, 2)),
 	}
 	f.abort, f.cancel = context.WithCancel(context.Background())
 	for id, b := range cfg.Biz {
@@ -192,6 +191,11 @@ func (f *Forwarder) Submit(req *Request) error {
 	}
 	if !validMeta(req.Meta) {
 		return ErrBadMeta
+	}
+	if len(p.queue) == cap(p.queue) {
+		// Overloaded: refuse before copying anything (the send below still decides the race).
+		p.busy.Add(1)
+		return ErrBusy
 	}
 	// One allocation holds both: the caller's buffers are only valid during this call.
 	if n := len(req.Meta) + len(req.Body); n > 0 {
@@ -258,8 +262,8 @@ func (f *Forwarder) call(p *pool, req *Request) Response {
 	if err != nil { // the URL was validated: unreachable
 		return Response{Code: frame.CodeBackendError, Msg: MsgUnreachable}
 	}
-	setHeaders(hreq.Header, req)
-	hresp, err := f.client.Do(hreq)
+	hreq.Header = headers(req)
+	hresp, err := f.transport.RoundTrip(hreq)
 	if err != nil {
 		return f.failure(p, req, ctx, err)
 	}
@@ -333,18 +337,46 @@ const (
 	HeaderMetaPrefix = "Pushwire-Meta-"
 )
 
-func setHeaders(h http.Header, req *Request) {
-	h[HeaderApp] = []string{req.App}
-	h[HeaderDevice] = []string{req.Device}
-	h[HeaderUser] = []string{req.User}
-	h[HeaderBiz] = []string{strconv.Itoa(int(req.Biz))}
-	h[HeaderConn] = []string{strconv.FormatUint(req.Conn, 10)}
-	h[HeaderNode] = []string{req.Node}
-	h["Content-Type"] = []string{"application/octet-stream"}
+// headers returns the request's headers, built with few allocations: every value slice shares
+// one backing array.
+func headers(req *Request) http.Header {
+	n := 0
+	req.Meta.Range(func(_, _ []byte) bool { n++; return true })
+	vals := make([]string, 7+2*n)
+	vals[0], vals[1], vals[2], vals[3] = req.App, req.Device, req.User, strconv.Itoa(int(req.Biz))
+	vals[4], vals[5], vals[6] = strconv.FormatUint(req.Conn, 10), req.Node, "application/octet-stream"
+	h := make(http.Header, 7+n)
+	for i, k := range [...]string{HeaderApp, HeaderDevice, HeaderUser, HeaderBiz, HeaderConn, HeaderNode, "Content-Type"} {
+		h[k] = vals[i : i+1 : i+1]
+	}
+	i := 7
 	req.Meta.Range(func(k, v []byte) bool {
-		h.Set(HeaderMetaPrefix+string(k), string(v))
+		vals[i] = string(v)
+		h[metaHeader(k)] = vals[i : i+1 : i+1]
+		i++
 		return true
 	})
+	return h
+}
+
+// metaHeader is the canonical header name Pushwire-Meta-<key> of a token key: "trace_id" gives
+// "Pushwire-Meta-Trace_id", "delay-ms" "Pushwire-Meta-Delay-Ms", as http.CanonicalHeaderKey does.
+func metaHeader(key []byte) string {
+	var b strings.Builder
+	b.Grow(len(HeaderMetaPrefix) + len(key))
+	b.WriteString(HeaderMetaPrefix)
+	upper := true
+	for _, c := range key {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+		upper = c == '-'
+	}
+	return b.String()
 }
 
 // validMeta reports whether every meta entry can travel as a header: a token key and a value
@@ -446,6 +478,6 @@ func (f *Forwarder) Close(ctx context.Context) error {
 		<-done
 	}
 	f.cancel()
-	f.client.CloseIdleConnections()
+	f.transport.CloseIdleConnections()
 	return err
 }

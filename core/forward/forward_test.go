@@ -559,3 +559,58 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkSubmitBusy is the refusal of a request to a saturated business: the overload path.
+func BenchmarkSubmitBusy(b *testing.B) {
+	release := make(chan struct{})
+	srv := backend(b, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body); <-release })
+	f := newForwarder(b, map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 1, QueueLen: 1, Timeout: time.Minute}})
+	meta := frame.AppendMetaString(nil, "trace", "t-0123456789")
+	body := bytes.Repeat([]byte("p"), 128)
+	b.Cleanup(func() { close(release) }) // before the forwarder's Close: cleanups run last first
+	submit(b, f, 1, "in flight")
+	waitFor(b, "the worker busy", func() bool { s, _ := f.BizStats(1); return s.InFlight == 1 })
+	submit(b, f, 1, "queued")
+	req := &forward.Request{Biz: 1, Meta: meta, Body: body}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := f.Submit(req); err != forward.ErrBusy {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestObserve(t *testing.T) {
+	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Pushwire-Meta-Fail") != "" {
+			w.WriteHeader(502)
+		}
+	})
+	type obs struct {
+		biz  uint16
+		code frame.Code
+	}
+	seen := make(chan obs, 2)
+	f, err := forward.New(forward.Config{Logger: quiet, Biz: map[uint16]forward.Biz{5: {BackendURL: srv.URL}},
+		Observe: func(biz uint16, code frame.Code, d time.Duration) {
+			if d <= 0 {
+				t.Errorf("latency %v", d)
+			}
+			seen <- obs{biz, code}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit(t, f, 5, "a").wait(t, 5*time.Second)
+	r := newResult()
+	if err := f.Submit(&forward.Request{Biz: 5, Meta: frame.AppendMetaString(nil, "fail", "1"), Done: r.done}); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, 5*time.Second)
+	if err := f.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := <-seen, <-seen; a != (obs{5, frame.CodeOK}) || b != (obs{5, frame.CodeBackendError}) {
+		t.Fatalf("observed %v then %v", a, b)
+	}
+}
