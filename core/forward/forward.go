@@ -3,6 +3,11 @@
 // (PROTOCOL.md "Backend contract"); a slow or dead business fills only its own queue and never
 // delays another. A Notifier posts connection state changes to the businesses that ask for them.
 //
+// Goroutines: New starts PoolSize workers per business and NewNotifier one sender per notify URL;
+// their Close stops and waits for them. Locks: each pool's mu and the Notifier's mu only order a
+// send on a queue against Close closing it; no lock is held while calling the backend, Done or
+// Observe, and no two locks are ever held together.
+//
 // The package uses the standard library only; statistics are plain structs that the gateway turns
 // into Prometheus metrics.
 package forward
@@ -108,6 +113,7 @@ type Forwarder struct {
 
 	abort     context.Context // canceled when Close gives up waiting
 	cancel    context.CancelFunc
+	closing   atomic.Bool // set first thing in Close: Submit's fast refusal
 	closeOnce sync.Once
 	workers   sync.WaitGroup
 }
@@ -191,6 +197,9 @@ func (f *Forwarder) Submit(req *Request) error {
 	}
 	if !validMeta(req.Meta) {
 		return ErrBadMeta
+	}
+	if f.closing.Load() {
+		return ErrClosed
 	}
 	if len(p.queue) == cap(p.queue) {
 		// Overloaded: refuse before copying anything (the send below still decides the race).
@@ -456,6 +465,7 @@ func (p *pool) stats() Stats {
 // Close may be called more than once; later calls wait like the first.
 func (f *Forwarder) Close(ctx context.Context) error {
 	f.closeOnce.Do(func() {
+		f.closing.Store(true)
 		for _, p := range f.pools {
 			p.mu.Lock()
 			p.closed = true
