@@ -14,7 +14,7 @@ VERSION  := $(shell git describe --tags --always 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS     := ./...
 
-.PHONY: help build deps vet fmt-check test unit race integration smoke-bench bench fuzz clean
+.PHONY: help build deps vet fmt-check test unit race integration smoke-bench bench fuzz clean tools tui-e2e
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -48,9 +48,15 @@ smoke-bench: build ## a small bench (a few hundred connections) whose result fil
 	$(BIN) bench --engine $(ENGINE) --conns 300 --rate 600 --idle 2s --push-rate 300 --push-duration 3s --out $$dir --check \
 	  && $(BIN) results check $$dir/*.json; st=$$?; rm -rf $$dir; exit $$st
 
-bench: build ## measured run: make bench ENGINE=std CONNS=10000 (writes results/<id>.json)
+bench: build ## measured run: make bench ENGINE=std CONNS=10000 (writes results/<id>.json); TUI=1 watches it live
 	$(BIN) bench --engine $(ENGINE) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
-	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --out results
+	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --out results$(if $(filter 1 yes true,$(TUI)), --tui)
+
+tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test)
+	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)
+
+tui-e2e: build tools ## the dashboard end-to-end test: pushwire tui in tmux against a live deployment
+	PUSHWIRE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -run TestE2ETmux -v ./tui/
 
 fuzz: deps ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test -run=none -fuzz=FuzzDecode -fuzztime=$${FUZZTIME:-30s} ./core/frame/

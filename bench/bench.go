@@ -29,6 +29,12 @@ type Config struct {
 	OutDir       string        // result files; default "results"
 	Commit       string        // recorded in the result
 	Progress     io.Writer     // the load generator's progress log; default os.Stderr
+	// LoadgenMetrics is the address the load generator serves its Prometheus /metrics on
+	// (loadgen --metrics); default "" (off).
+	LoadgenMetrics string
+	// OnDeploy, when set, is called once the deployment is up, before the load starts (pushwire
+	// bench --tui starts the dashboard from it).
+	OnDeploy func(*Deployment)
 }
 
 func (c *Config) setDefaults() {
@@ -101,6 +107,14 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		"--commit", cfg.Commit,
 		"--result-file", resultFile,
 	}
+	if cfg.LoadgenMetrics != "" {
+		args = append(args, "--metrics", cfg.LoadgenMetrics)
+	}
+	log.Info("watch it live", "gateways", strings.Join(dep.MetricsURLs(), ","), "loadgen", cfg.loadgenMetricsURL(),
+		"cmd", dep.TUICommand(cfg.loadgenMetricsURL()))
+	if cfg.OnDeploy != nil {
+		cfg.OnDeploy(dep)
+	}
 	cmd := exec.Command(dep.cfg.Binary, args...)
 	cmd.Stdout = cfg.Progress
 	cmd.Stderr = cfg.Progress
@@ -146,4 +160,31 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		return res, "", errors.Join(runErr, werr)
 	}
 	return res, path, runErr
+}
+
+// loadgenMetricsURL is the load generator's /metrics URL ("" when off).
+func (c *Config) loadgenMetricsURL() string {
+	if c.LoadgenMetrics == "" {
+		return ""
+	}
+	return "http://" + c.LoadgenMetrics + "/metrics"
+}
+
+// MetricsURLs returns every gateway's Prometheus /metrics URL.
+func (d *Deployment) MetricsURLs() []string {
+	out := make([]string, len(d.GatewayHTTP))
+	for i, u := range d.GatewayHTTP {
+		out[i] = u + "/metrics"
+	}
+	return out
+}
+
+// TUICommand is the command line that watches the deployment live (pushwire tui), with the load
+// generator's metrics URL when it is not empty.
+func (d *Deployment) TUICommand(loadgenMetrics string) string {
+	cmd := "pushwire tui --targets " + strings.Join(d.MetricsURLs(), ",")
+	if loadgenMetrics != "" {
+		cmd += " --loadgen " + loadgenMetrics
+	}
+	return cmd
 }

@@ -53,6 +53,7 @@ type Config struct {
 	ResultConfig   map[string]any
 	Logger         *slog.Logger
 	ProgressPeriod time.Duration // how often progress is logged; default 2s
+	MetricsAddr    string        // serve Prometheus /metrics here (see metrics.go); default "" (off)
 }
 
 func (c *Config) setDefaults() error {
@@ -130,6 +131,8 @@ type gen struct {
 	delivered atomic.Int64
 	dups      atomic.Int64
 	lastRecv  atomic.Int64
+
+	m *metrics // nil unless Config.MetricsAddr is set
 }
 
 // Run executes the phases (ramp, idle, push) and returns the result. It closes every connection
@@ -146,6 +149,11 @@ func Run(ctx context.Context, cfg Config) (*results.Result, error) {
 		errors: map[string]int64{},
 	}
 	defer tr.CloseIdleConnections()
+	stopMetrics, err := g.startMetrics()
+	if err != nil {
+		return nil, err
+	}
+	defer stopMetrics()
 	started := time.Now()
 	res := &results.Result{
 		Schema:    results.SchemaVersion,
@@ -195,6 +203,7 @@ func (g *gen) countErr(reason string) {
 	g.errMu.Lock()
 	g.errors[reason]++
 	g.errMu.Unlock()
+	g.m.countErr(reason)
 }
 
 func (g *gen) takeErrors() map[string]int64 {
@@ -251,6 +260,7 @@ func (g *gen) dialer(i int) func(ctx context.Context, network, addr string) (net
 // ramp opens Conns connections at ConnectRate and waits until they are all logged in.
 func (g *gen) ramp(ctx context.Context, base snapshot) (results.Phase, error) {
 	p := results.Phase{Name: results.PhaseRamp, Target: g.cfg.Conns}
+	g.m.setPhase(p.Name)
 	start, err := g.snapshot(ctx, false)
 	if err != nil {
 		return p, err
@@ -326,7 +336,8 @@ func (g *gen) newClient(i int) (*client.Client, error) {
 		HTTPClient: g.http,
 		Dial:       g.dialer(i),
 		OnPush:     g.onPush,
-		OnState: func(st client.State, _ error) {
+		OnState: func(st client.State, err error) {
+			g.m.onState(st, err)
 			switch st {
 			case client.Connected:
 				g.connected.Add(1)
@@ -360,6 +371,7 @@ func (g *gen) closeAll() {
 // idle holds the connections and measures memory per connection after a forced GC.
 func (g *gen) idle(ctx context.Context, base snapshot) (results.Phase, error) {
 	p := results.Phase{Name: results.PhaseIdle, Target: g.cfg.Conns}
+	g.m.setPhase(p.Name)
 	start, err := g.snapshot(ctx, false)
 	if err != nil {
 		return p, err
@@ -422,12 +434,14 @@ func (g *gen) onPush(p client.Push) {
 	g.histMu.Lock()
 	_ = g.hist.RecordValue(max(us, 1))
 	g.histMu.Unlock()
+	g.m.observeLatency(us)
 }
 
 // push sends PushRate unicast pushes per second for PushDuration through the push API, open
 // loop, then waits for the deliveries.
 func (g *gen) push(ctx context.Context, base snapshot) (results.Phase, error) {
 	p := results.Phase{Name: results.PhasePush, Target: g.cfg.Conns}
+	g.m.setPhase(p.Name)
 	total := int(g.cfg.PushRate * g.cfg.PushDuration.Seconds())
 	g.histMu.Lock()
 	g.hist = hdrhistogram.New(1, (5 * time.Minute).Microseconds(), 3)

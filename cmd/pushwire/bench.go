@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/pushwire/pushwire/bench"
+	"github.com/pushwire/pushwire/results"
+	"github.com/pushwire/pushwire/tui"
 )
 
 func runBench(args []string) error {
@@ -21,6 +28,8 @@ func runBench(args []string) error {
 	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval told to clients")
 	out := fs.String("out", "results", "directory for the result file and the processes' logs")
 	check := fs.Bool("check", false, "fail unless the result passes its checks (target reached, nothing missing)")
+	lgMetrics := fs.String("loadgen-metrics", "", "serve the load generator's Prometheus /metrics on this address, e.g. 127.0.0.1:7190 (empty: off; with --tui: a free port)")
+	watch := fs.Bool("tui", false, "watch the run live in the dashboard (pushwire tui) in the foreground: the bench's log goes to\n--out/bench-<time>.log, and quitting the dashboard stops the run")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -31,17 +40,26 @@ func runBench(args []string) error {
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	res, path, runErr := bench.Run(ctx, bench.Config{
-		DeployConfig: bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Logger: log},
-		Conns:        *conns,
-		ConnectRate:  *rate,
-		Idle:         *idle,
-		PushRate:     *pushRate,
-		PushDuration: *pushDur,
-		Sources:      *sources,
-		OutDir:       *out,
-		Commit:       commit,
-	})
+	cfg := bench.Config{
+		DeployConfig:   bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Logger: log},
+		Conns:          *conns,
+		ConnectRate:    *rate,
+		Idle:           *idle,
+		PushRate:       *pushRate,
+		PushDuration:   *pushDur,
+		Sources:        *sources,
+		OutDir:         *out,
+		Commit:         commit,
+		LoadgenMetrics: *lgMetrics,
+	}
+	var res *results.Result
+	var path string
+	var runErr error
+	if *watch {
+		res, path, runErr = benchWithTUI(ctx, cfg)
+	} else {
+		res, path, runErr = bench.Run(ctx, cfg)
+	}
 	if res != nil {
 		fmt.Println()
 		if err := res.Summary(os.Stdout); err != nil {
@@ -60,4 +78,80 @@ func runBench(args []string) error {
 		}
 	}
 	return nil
+}
+
+// benchWithTUI runs the bench with the dashboard in the foreground. The bench's log and the load
+// generator's progress go to a file; quitting the dashboard stops the run (a clean end: the
+// partial result is still written). When the run ends first, the dashboard says so and stays
+// until quit.
+func benchWithTUI(ctx context.Context, cfg bench.Config) (*results.Result, string, error) {
+	if cfg.LoadgenMetrics == "" {
+		port, err := bench.FreePort()
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.LoadgenMetrics = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, "", err
+	}
+	logPath := filepath.Join(cfg.OutDir, "bench-"+time.Now().UTC().Format("20060102T150405Z")+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	log := slog.New(slog.NewTextHandler(f, nil))
+	slog.SetDefault(log)
+	cfg.Logger, cfg.Progress = log, f
+	fmt.Printf("bench log: %s\n", logPath)
+
+	type outcome struct {
+		res  *results.Result
+		path string
+		err  error
+	}
+	deployed := make(chan *bench.Deployment, 1)
+	cfg.OnDeploy = func(d *bench.Deployment) { deployed <- d }
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	done := make(chan outcome, 1)
+	go func() {
+		res, path, err := bench.Run(runCtx, cfg)
+		done <- outcome{res, path, err}
+	}()
+	var dep *bench.Deployment
+	select {
+	case dep = <-deployed:
+	case o := <-done: // the deployment failed
+		return o.res, o.path, o.err
+	}
+	notes := make(chan string, 1)
+	finished := make(chan outcome, 1)
+	go func() {
+		o := <-done
+		msg := "bench finished: result " + o.path + " (quit with q)"
+		if o.err != nil {
+			msg = "bench ended: " + o.err.Error()
+		}
+		notes <- msg
+		finished <- o
+	}()
+	terr := tui.Run(ctx, tui.Config{Gateways: dep.MetricsURLs(), Loadgen: "http://" + cfg.LoadgenMetrics + "/metrics",
+		OutDir: cfg.OutDir, Log: log.With("component", "tui"), Notes: notes})
+	var o outcome
+	select {
+	case o = <-finished:
+	default: // quit (or signalled) before the run's end: stop it
+		cancelRun()
+		o = <-finished
+		if ctx.Err() == nil && terr == nil {
+			fmt.Println("run stopped from the dashboard before its end; the result holds the phases done")
+			o.err = nil
+		}
+	}
+	if terr != nil {
+		o.err = errors.Join(o.err, terr)
+	}
+	return o.res, o.path, o.err
 }

@@ -26,6 +26,7 @@ var commands = map[string]command{
 	"loadgen": {"run the load generator against a running deployment", runLoadgen},
 	"bench":   {"start a local deployment, load it, and write a result file", runBench},
 	"results": {"show, check or compare result files", runResults},
+	"tui":     {"watch a running deployment live", runTUI},
 	"version": {"print the version", func([]string) error { printVersion(os.Stdout); return nil }},
 }
 

@@ -30,6 +30,7 @@ func runLoadgen(args []string) error {
 	commitFlag := fs.String("commit", "", "commit recorded in the result (default: this binary's)")
 	resultFile := fs.String("result-file", "", "write the result here instead of --out/<id>.json")
 	outDir := fs.String("out", "results", "directory for the result file")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics (target, connected, errors, reconnects, push latency) on this address, e.g. 127.0.0.1:7190 (empty: off)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -64,6 +65,7 @@ func runLoadgen(args []string) error {
 		Commit:       cm,
 		ResultConfig: map[string]any{"instances": *instances},
 		Logger:       log,
+		MetricsAddr:  *metricsAddr,
 	})
 	if res == nil {
 		return runErr
