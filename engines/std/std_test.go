@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,9 +110,40 @@ func dial(t *testing.T, e engines.Engine) net.Conn {
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func TestEchoPartialAndCoalesced(t *testing.T) {
+// writers are the values of the "writer" option; every test runs with each.
+var writers = []string{WriterPool, WriterConn}
+
+// eachWriter runs test as a subtest "writer=<w>" for every write path.
+func eachWriter(t *testing.T, test func(t *testing.T, writer string)) {
+	for _, w := range writers {
+		t.Run(OptWriter+"="+w, func(t *testing.T) { test(t, w) })
+	}
+}
+
+// withWriter returns cfg with the "writer" option set.
+func withWriter(writer string, cfg engines.Config) engines.Config {
+	cfg.Options = map[string]string{OptWriter: writer}
+	return cfg
+}
+
+func TestWriterOption(t *testing.T) {
+	for _, v := range []string{"", WriterPool, WriterConn} {
+		e, err := New(engines.Config{Options: map[string]string{OptWriter: v}}, newLineHandler())
+		if err != nil || e == nil {
+			t.Fatalf("writer=%q: %v", v, err)
+		}
+	}
+	_, err := New(engines.Config{Options: map[string]string{OptWriter: "goroutine"}}, newLineHandler())
+	if err == nil || !strings.Contains(err.Error(), `writer="goroutine"`) {
+		t.Fatalf("writer=goroutine: err %v, want one naming the option", err)
+	}
+}
+
+func TestEchoPartialAndCoalesced(t *testing.T) { eachWriter(t, testEchoPartialAndCoalesced) }
+
+func testEchoPartialAndCoalesced(t *testing.T, writer string) {
 	h := newLineHandler()
-	e := start(t, h, engines.Config{ReadBufferSize: 16})
+	e := start(t, h, withWriter(writer, engines.Config{ReadBufferSize: 16}))
 	c := dial(t, e)
 	r := bufio.NewReader(c)
 	// One byte at a time, and a line longer than the read buffer.
@@ -141,8 +173,12 @@ func TestEchoPartialAndCoalesced(t *testing.T) {
 }
 
 func TestWritesFromOtherGoroutinesInOrder(t *testing.T) {
+	eachWriter(t, testWritesFromOtherGoroutinesInOrder)
+}
+
+func testWritesFromOtherGoroutinesInOrder(t *testing.T, writer string) {
 	h := newLineHandler()
-	e := start(t, h, engines.Config{})
+	e := start(t, h, withWriter(writer, engines.Config{}))
 	c := dial(t, e)
 	sc := h.conn(t)
 	const writers, each = 8, 200
@@ -175,9 +211,11 @@ func TestWritesFromOtherGoroutinesInOrder(t *testing.T) {
 	}
 }
 
-func TestCloseEitherSideOnce(t *testing.T) {
+func TestCloseEitherSideOnce(t *testing.T) { eachWriter(t, testCloseEitherSideOnce) }
+
+func testCloseEitherSideOnce(t *testing.T, writer string) {
 	h := newLineHandler()
-	e := start(t, h, engines.Config{})
+	e := start(t, h, withWriter(writer, engines.Config{}))
 
 	// Peer closes.
 	c := dial(t, e)
@@ -224,9 +262,11 @@ func TestCloseEitherSideOnce(t *testing.T) {
 	}
 }
 
-func TestSlowReaderBounded(t *testing.T) {
+func TestSlowReaderBounded(t *testing.T) { eachWriter(t, testSlowReaderBounded) }
+
+func testSlowReaderBounded(t *testing.T, writer string) {
 	h := newLineHandler()
-	e := start(t, h, engines.Config{MaxWriteQueue: 64 << 10, WriteTimeout: 500 * time.Millisecond})
+	e := start(t, h, withWriter(writer, engines.Config{MaxWriteQueue: 64 << 10, WriteTimeout: 500 * time.Millisecond}))
 	c := dial(t, e)
 	_ = c.(*net.TCPConn).SetReadBuffer(4096)
 	sc := h.conn(t)
@@ -266,9 +306,11 @@ func TestSlowReaderBounded(t *testing.T) {
 	}
 }
 
-func TestShutdownWithOpenConnections(t *testing.T) {
+func TestShutdownWithOpenConnections(t *testing.T) { eachWriter(t, testShutdownWithOpenConnections) }
+
+func testShutdownWithOpenConnections(t *testing.T, writer string) {
 	h := newLineHandler()
-	e, err := engines.New(Name, engines.Config{}, h)
+	e, err := engines.New(Name, withWriter(writer, engines.Config{}), h)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,361 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/engines"
+	_ "github.com/pushwire/pushwire/engines/all"
+)
+
+// TestMain fails the run if any goroutine outlives the tests (case 9).
+//
+// Ignored, because they belong to a library and live as long as the process by design, not to
+// one engine instance that Shutdown must stop:
+//   - github.com/cloudwego/netpoll.(*defaultPoll).Wait: netpoll's pollers (netpoll.Configure's
+//     PollerNum) start on first use and are never stopped.
+//   - github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers and .ticktock: the two
+//     housekeeping goroutines of gnet's package-level goroutine.DefaultWorkerPool (an ants pool
+//     made by a package variable's initializer, so before TestMain runs).
+//
+// Keep this list minimal: anything an engine starts per instance must be gone after Shutdown.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/cloudwego/netpoll.(*defaultPoll).Wait"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	)
+}
+
+// target is one engine under test: a registered engine and extra options.
+type target struct {
+	name   string            // subtest name
+	engine string            // registered name
+	opts   map[string]string // merged into Config.Options
+}
+
+// targets lists every registered engine, plus std with its per-connection writer.
+func targets() []target {
+	var ts []target
+	for _, name := range engines.Names() {
+		ts = append(ts, target{name: name, engine: name})
+		if name == "std" {
+			ts = append(ts, target{name: "std,writer=conn", engine: "std", opts: map[string]string{"writer": "conn"}})
+		}
+	}
+	return ts
+}
+
+// forEachEngine runs test as the subtest TestX/<engine> for every target.
+func forEachEngine(t *testing.T, test func(t *testing.T, tg target)) {
+	ts := targets()
+	if len(ts) == 0 {
+		t.Fatal("no engine registered: does the test import engines/all?")
+	}
+	for _, tg := range ts {
+		t.Run(tg.name, func(t *testing.T) { test(t, tg) })
+	}
+}
+
+// server is a started engine and its handler.
+type server struct {
+	engines.Engine
+	h    *handler
+	addr string
+	shut atomic.Bool
+}
+
+// start builds and starts tg's engine with cfg and h. Cleanup shuts it down (unless the test
+// did) and checks the handler saw every OnClose exactly once.
+func (tg target) start(t *testing.T, cfg engines.Config, h *handler) *server {
+	t.Helper()
+	if len(tg.opts) > 0 {
+		opts := maps.Clone(tg.opts)
+		maps.Copy(opts, cfg.Options)
+		cfg.Options = opts
+	}
+	e, err := engines.New(tg.engine, cfg, h)
+	if err != nil {
+		t.Fatalf("new %s: %v", tg.name, err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatalf("start %s: %v", tg.name, err)
+	}
+	s := &server{Engine: e, h: h, addr: e.Addr().String()}
+	t.Cleanup(func() {
+		if !s.shut.Load() {
+			if err := s.shutdown(10 * time.Second); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		}
+		h.check(t)
+	})
+	return s
+}
+
+// shutdown calls Shutdown with a deadline d.
+func (s *server) shutdown(d time.Duration) error {
+	s.shut.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// connState is the handler's per-connection state, kept in the Conn's context slot.
+type connState struct {
+	inCall atomic.Bool // inside OnData or OnClose
+	closed atomic.Bool // OnClose happened
+}
+
+// handler is the suite's engines.Handler. It decodes whole pushwire frames, keeps partial ones,
+// counts them, echoes them if echo is set, and records protocol violations of the seam.
+type handler struct {
+	lim  frame.Limits
+	echo bool
+
+	frames atomic.Int64 // whole frames decoded
+	opens  atomic.Int64
+	closes atomic.Int64
+
+	mu         sync.Mutex
+	open       map[uint64]engines.Conn // opened and not yet closed, by ID
+	order      []engines.Conn          // every connection, in OnOpen order
+	closeCount map[uint64]int
+	reasons    map[uint64]error
+	violations []string
+}
+
+func newHandler(lim frame.Limits, echo bool) *handler {
+	return &handler{lim: lim, echo: echo, open: map[uint64]engines.Conn{}, closeCount: map[uint64]int{}, reasons: map[uint64]error{}}
+}
+
+func (h *handler) violate(format string, args ...any) {
+	h.mu.Lock()
+	h.violations = append(h.violations, fmt.Sprintf(format, args...))
+	h.mu.Unlock()
+}
+
+// OnOpen records c.
+func (h *handler) OnOpen(c engines.Conn) {
+	if c.Context() != nil {
+		h.violate("conn %d: context set before OnOpen", c.ID())
+	}
+	c.SetContext(&connState{})
+	h.mu.Lock()
+	if _, dup := h.open[c.ID()]; dup {
+		h.violations = append(h.violations, fmt.Sprintf("conn %d: OnOpen for an ID already open", c.ID()))
+	}
+	h.open[c.ID()] = c
+	h.order = append(h.order, c)
+	h.mu.Unlock()
+	h.opens.Add(1)
+}
+
+// enter checks the callback discipline at the start of OnData or OnClose.
+func (h *handler) enter(c engines.Conn, what string) *connState {
+	st, ok := c.Context().(*connState)
+	if !ok {
+		h.violate("conn %d: %s before OnOpen", c.ID(), what)
+		return &connState{}
+	}
+	if st.closed.Load() {
+		h.violate("conn %d: %s after OnClose", c.ID(), what)
+	}
+	if !st.inCall.CompareAndSwap(false, true) {
+		h.violate("conn %d: %s concurrent with another callback", c.ID(), what)
+	}
+	return st
+}
+
+// OnData decodes every whole frame in in and returns the bytes they take; a partial frame
+// stays with the engine. A protocol error closes the connection.
+func (h *handler) OnData(c engines.Conn, in []byte) (int, error) {
+	st := h.enter(c, "OnData")
+	defer st.inCall.Store(false)
+	off := 0
+	for off < len(in) {
+		_, n, err := frame.Decode(in[off:], h.lim)
+		if errors.Is(err, frame.ErrShort) {
+			break
+		}
+		if err != nil {
+			return off, fmt.Errorf("conformance: conn %d: decode: %w", c.ID(), err)
+		}
+		h.frames.Add(1)
+		if h.echo {
+			if err := c.Write(append([]byte(nil), in[off:off+n]...)); err != nil {
+				return off, fmt.Errorf("conformance: conn %d: echo: %w", c.ID(), err)
+			}
+		}
+		off += n
+	}
+	return off, nil
+}
+
+// OnClose records the close and its reason.
+func (h *handler) OnClose(c engines.Conn, err error) {
+	st := h.enter(c, "OnClose")
+	st.closed.Store(true)
+	st.inCall.Store(false)
+	h.mu.Lock()
+	h.closeCount[c.ID()]++
+	h.reasons[c.ID()] = err
+	delete(h.open, c.ID())
+	h.mu.Unlock()
+	h.closes.Add(1)
+}
+
+// conns returns every connection opened so far, in OnOpen order.
+func (h *handler) conns() []engines.Conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]engines.Conn(nil), h.order...)
+}
+
+// waitOpens waits until n connections have been opened and returns the n-th.
+func (h *handler) waitOpens(t *testing.T, n int) engines.Conn {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d OnOpen", n), func() bool { return h.opens.Load() >= int64(n) })
+	return h.conns()[n-1]
+}
+
+// waitClosed waits for c's OnClose and returns its reason.
+func (h *handler) waitClosed(t *testing.T, c engines.Conn, d time.Duration) error {
+	t.Helper()
+	waitFor(t, d, fmt.Sprintf("OnClose of conn %d", c.ID()), func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.closeCount[c.ID()] > 0
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reasons[c.ID()]
+}
+
+// closeCountOf is how many times OnClose ran for c.
+func (h *handler) closeCountOf(c engines.Conn) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closeCount[c.ID()]
+}
+
+// check reports violations, and any connection whose OnClose did not run exactly once. It is
+// meant for after Shutdown, when every connection must have been closed.
+func (h *handler) check(t *testing.T) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, v := range h.violations {
+		if i == 10 {
+			t.Errorf("... and %d more violations", len(h.violations)-10)
+			break
+		}
+		t.Error(v)
+	}
+	bad := 0
+	for _, c := range h.order {
+		if n := h.closeCount[c.ID()]; n != 1 {
+			if bad++; bad <= 10 {
+				t.Errorf("conn %d: OnClose called %d times, want exactly 1", c.ID(), n)
+			}
+		}
+	}
+	if bad > 10 {
+		t.Errorf("... %d connections in all with OnClose not called exactly once", bad)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// client is the far end of one connection.
+type client struct {
+	*net.TCPConn
+	r *frame.Reader
+}
+
+// dial connects to s; cleanup closes the connection.
+func dial(t *testing.T, s *server) *client {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &client{TCPConn: c.(*net.TCPConn), r: frame.NewReader(c, frame.Limits{MaxBody: frame.MaxBodyLimit})}
+}
+
+// next reads one whole frame within d and returns a copy of its bytes on the wire.
+func (c *client) next(d time.Duration) (frame.Frame, []byte, error) {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	f, err := c.r.Next()
+	if err != nil {
+		return frame.Frame{}, nil, err
+	}
+	raw := frame.Append(nil, &f)
+	g, _, err := frame.Decode(raw, frame.Limits{MaxBody: frame.MaxBodyLimit})
+	return g, raw, err
+}
+
+// mustNext is next that fails the test on an error.
+func (c *client) mustNext(t *testing.T, d time.Duration) (frame.Frame, []byte) {
+	t.Helper()
+	f, raw, err := c.next(d)
+	if err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	return f, raw
+}
+
+// expectEnd reads until the connection ends, within d, and returns the error that ended it
+// (io.EOF for an orderly close) and the bytes read before it.
+func (c *client) expectEnd(t *testing.T, d time.Duration) (error, int) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 64<<10)
+	total := 0
+	for {
+		n, err := c.Read(buf)
+		total += n
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("connection still open %v later (read %d bytes)", d, total)
+			}
+			return err, total
+		}
+	}
+}
+
+// mkFrame encodes a PUSH frame with the given biz and seq, a meta of exactly metaLen bytes
+// (0, or at least 4) and a body of bodyLen bytes of a pattern that depends on seq.
+func mkFrame(biz uint16, seq uint32, metaLen, bodyLen int) []byte {
+	f := frame.Frame{Header: frame.Header{Type: frame.TypePush, Biz: biz, Seq: seq}}
+	if metaLen > 0 {
+		f.Meta = frame.AppendMeta(nil, "k", make([]byte, metaLen-4)) // 1 + len("k") + 2 + value
+	}
+	f.Body = make([]byte, bodyLen)
+	for i := range f.Body {
+		f.Body[i] = byte(int(seq) + i)
+	}
+	return frame.Append(nil, &f)
+}
