@@ -64,7 +64,10 @@ type Request struct {
 	Conn              uint64 // connection ID
 	Node              string // instance ID
 	Seq               uint32 // the REQUEST's seq, for the caller's RESPONSE
-	// Meta is the request's meta; each entry is sent as the header Pushwire-Meta-<key>.
+	// Meta is the request's meta; each entry is sent as the header Pushwire-Meta-<key>, the name
+	// canonicalized as HTTP does (keys differing only in case become one header with both
+	// values). Submit refuses keys that are not HTTP tokens and values with control characters
+	// (ErrBadMeta); a backend's HTTP parser trims a value's leading and trailing blanks.
 	Meta frame.Meta
 	// Body is the payload, sent as the POST body.
 	Body []byte
@@ -351,7 +354,7 @@ const (
 func headers(req *Request) http.Header {
 	n := 0
 	req.Meta.Range(func(_, _ []byte) bool { n++; return true })
-	vals := make([]string, 7+2*n)
+	vals := make([]string, 7+n)
 	vals[0], vals[1], vals[2], vals[3] = req.App, req.Device, req.User, strconv.Itoa(int(req.Biz))
 	vals[4], vals[5], vals[6] = strconv.FormatUint(req.Conn, 10), req.Node, "application/octet-stream"
 	h := make(http.Header, 7+n)
@@ -361,7 +364,12 @@ func headers(req *Request) http.Header {
 	i := 7
 	req.Meta.Range(func(k, v []byte) bool {
 		vals[i] = string(v)
-		h[metaHeader(k)] = vals[i : i+1 : i+1]
+		name := metaHeader(k)
+		if prev, dup := h[name]; dup { // keys differing only in case: one header, both values
+			h[name] = append(prev, vals[i])
+		} else {
+			h[name] = vals[i : i+1 : i+1]
+		}
 		i++
 		return true
 	})
