@@ -22,9 +22,9 @@
 // took); the check runs on gnet's ticker over only the connections with output pending (no timer
 // per connection).
 //
-// Close (or a handler error, or an oversized frame) stops delivering input at once, lets the event
-// loop write what was queued before it, and closes the socket when that is written or the write
-// timeout passes.
+// Close (or a handler error, or an oversized frame) refuses further Writes at once, stops
+// delivering input as soon as the event loop takes it, lets the loop write what was queued before
+// it, and closes the socket when that is written or the write timeout passes.
 //
 // Options (Config.Options):
 //
@@ -35,12 +35,23 @@
 //	                  more than WriteTimeout/5)
 //	load_balancing    round_robin (default), least_connections or source_addr_hash
 //	lock_os_thread    true to lock each event loop to an OS thread (default false)
+//	max_conns         refuse (close at once, before OnOpen) connections beyond this many open
+//	                  ones (default 0: no limit); see the EMFILE trap below
 //
-// Traps (see also ENGINE-NOTES.md): gnet's Discard(0) discards everything, so the engine only
-// discards a positive count; gnet shuts the whole engine down when accept fails with anything but
-// EAGAIN/EINTR/ECONNRESET/ECONNABORTED (notably EMFILE at the open-files limit): the engine logs
-// this at error level, and every connection still gets its OnClose. Keep connections per process
-// well under the open-files limit.
+// Config.ReadBufferSize is the size of each read (gnet rounds it up to a power of two, at least
+// 1 KiB); the buffer belongs to the event loop, not to a connection.
+//
+// Traps (see also ENGINE-NOTES.md):
+//   - gnet's Discard(0) or a negative count discards everything buffered: the engine only
+//     discards a positive count.
+//   - gnet shuts the whole engine down when accept fails with anything but EAGAIN, EINTR,
+//     ECONNRESET or ECONNABORTED, notably EMFILE at the open-files limit: every connection is
+//     closed (OnClose gets ErrStopped). The engine logs it at error level and starts gnet again on
+//     the same address after a backoff. Keep connections per process under the open-files limit
+//     with room for a burst of accepts (up to the listen backlog), e.g. with max_conns.
+//   - Peek(-1) returns one contiguous slice: while a partial frame waits, gnet copies everything
+//     buffered into it on every read, so a frame that arrives in many small reads costs up to
+//     MaxFrame bytes of copying per read.
 //
 // Registered as "gnet".
 package gnetengine
@@ -69,6 +80,9 @@ const Name = "gnet"
 
 func init() { engines.Register(Name, New) }
 
+// ErrStopped is the OnClose reason when gnet stopped without Shutdown (see the package comment).
+var ErrStopped = errors.New("gnetengine: gnet stopped on its own (accept failed: out of file descriptors?)")
+
 const (
 	defaultWriteBufferCap = 16 << 10
 	defaultTick           = 100 * time.Millisecond
@@ -82,17 +96,22 @@ type engine struct {
 	opts []gnet.Option
 	tick time.Duration
 
-	nextID   atomic.Uint64
-	open     atomic.Int64 // connections opened and not yet closed
-	started  atomic.Bool
-	stopping atomic.Bool
-	booted   atomic.Bool
+	maxConns int64 // 0: no limit
 
-	ready   chan struct{} // closed at the first tick: the event loops run
-	runDone chan struct{} // closed when gnet.Run returns
-	runErr  error         // gnet.Run's result, set before runDone closes
-	addr    net.Addr      // set in OnBoot, before ready closes
-	bootErr error         // set in OnBoot, before ready closes
+	nextID      atomic.Uint64
+	open        atomic.Int64 // connections opened and not yet closed
+	started     atomic.Bool
+	stopping    atomic.Bool
+	booted      atomic.Bool
+	lastRefusal atomic.Int64 // unix nanoseconds of the last refusal logged
+
+	ready    chan struct{} // closed at the first tick: the event loops run
+	stopCh   chan struct{} // closed by Shutdown
+	stopOnce sync.Once
+	runDone  chan struct{} // closed when the run goroutine ends
+	runErr   error         // gnet.Run's result, set before runDone closes
+	addr     net.Addr      // set in the first OnBoot, before ready closes
+	bootErr  error         // set in the first OnBoot, before ready closes
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loopState
@@ -109,6 +128,7 @@ func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 		h:       h,
 		log:     slog.Default().With("engine", Name),
 		ready:   make(chan struct{}),
+		stopCh:  make(chan struct{}),
 		runDone: make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loopState),
 	}
@@ -152,6 +172,11 @@ func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 			}
 		case "lock_os_thread":
 			lockOS, err = strconv.ParseBool(v)
+		case "max_conns":
+			e.maxConns, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && e.maxConns < 0 {
+				err = errors.New("must not be negative")
+			}
 		default:
 			err = errors.New("unknown option")
 		}
@@ -192,17 +217,7 @@ func (e *engine) Start() error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("gnetengine: already started")
 	}
-	go func() {
-		defer close(e.runDone)
-		e.runErr = gnet.Run(eventHandler{e}, "tcp://"+e.cfg.Addr, e.opts...)
-		switch {
-		case e.runErr != nil:
-			e.log.Error("gnet stopped", "err", e.runErr)
-		case !e.stopping.Load() && e.booted.Load():
-			// gnet shuts itself down when accept fails (EMFILE at the open-files limit, say).
-			e.log.Error("gnet stopped without Shutdown (accept failed?); no longer serving", "addr", e.addr)
-		}
-	}()
+	go e.run()
 	select {
 	case <-e.ready:
 		if e.bootErr != nil {
@@ -223,6 +238,45 @@ func (e *engine) Start() error {
 	}
 }
 
+// run runs gnet until Shutdown. gnet shuts itself down when accept fails with anything but
+// EAGAIN, EINTR, ECONNRESET or ECONNABORTED (notably EMFILE at the open-files limit), closing
+// every connection (OnClose gets ErrStopped); run then starts it again on the same address, with
+// a backoff, so the process does not go on without a listener.
+func (e *engine) run() {
+	defer close(e.runDone)
+	addr := "tcp://" + e.cfg.Addr
+	backoff := 100 * time.Millisecond
+	for {
+		err := gnet.Run(eventHandler{e}, addr, e.opts...)
+		select {
+		case <-e.ready:
+		default:
+			e.runErr = err // it never served: Start reports it
+			return
+		}
+		if e.stopping.Load() {
+			if err != nil {
+				e.log.Error("gnet stopped with an error", "err", err)
+			}
+			return
+		}
+		e.log.Error("gnet stopped without Shutdown (accept failed: out of file descriptors?); restarting",
+			"addr", e.addr, "err", err, "in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-e.stopCh:
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		addr = "tcp://" + e.addr.String() // the same port, also when the configured one was 0
+		e.mu.Lock()
+		e.loops = make(map[gnet.EventLoop]*loopState) // the old loops are gone
+		e.mu.Unlock()
+	}
+}
+
 // Shutdown stops accepting and closes every connection (each gets its OnClose, after gnet has
 // tried to write what it holds without waiting), then waits for gnet's goroutines. It takes up to
 // one tick to begin.
@@ -231,6 +285,7 @@ func (e *engine) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	e.stopping.Store(true)
+	e.stopOnce.Do(func() { close(e.stopCh) })
 	select {
 	case <-e.runDone:
 		return nil
@@ -546,6 +601,11 @@ var _ gnet.EventHandler = eventHandler{}
 
 func (h eventHandler) OnBoot(eng gnet.Engine) gnet.Action {
 	e := h.e
+	select {
+	case <-e.ready:
+		return gnet.None // a restart: the address is known
+	default:
+	}
 	addr, err := boundAddr(eng)
 	if err != nil {
 		e.bootErr = fmt.Errorf("gnetengine: bound address: %w", err)
@@ -609,6 +669,14 @@ func (h eventHandler) OnTick() (time.Duration, gnet.Action) {
 
 func (h eventHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	e := h.e
+	if e.maxConns > 0 && e.open.Load() >= e.maxConns {
+		// Refused before the handler sees it: gnet closes it, and OnClose finds no conn.
+		if now := time.Now().UnixNano(); now-e.lastRefusal.Load() >= int64(time.Second) {
+			e.lastRefusal.Store(now)
+			e.log.Warn("connection refused: max_conns reached", "max_conns", e.maxConns)
+		}
+		return nil, gnet.Close
+	}
 	c := &conn{id: e.nextID.Add(1), gc: gc, ls: e.loopFor(gc.EventLoop())}
 	if ra := gc.RemoteAddr(); ra != nil {
 		c.remote = ra.String()
@@ -692,12 +760,14 @@ func (h eventHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 		c.ls.remove(c)
 	}
 	reason := c.reason()
-	if reason == nil && !c.closeReq && err != nil {
-		if errors.Is(err, io.EOF) {
-			reason = io.EOF
-		} else {
-			reason = err
-		}
+	switch {
+	case reason != nil || c.closeReq:
+	case errors.Is(err, io.EOF):
+		reason = io.EOF
+	case err != nil:
+		reason = err
+	case !h.e.stopping.Load():
+		reason = ErrStopped // gnet closes every connection when it stops on its own
 	}
 	h.e.open.Add(-1)
 	h.e.h.OnClose(c, reason)

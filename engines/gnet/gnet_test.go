@@ -5,10 +5,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -336,12 +342,12 @@ func TestAddrAndStartErrors(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	good := map[string]string{"write_buffer_cap": "4096", "tcp_keepalive": "30s", "tick": "50ms",
-		"load_balancing": "least_connections", "lock_os_thread": "false"}
+		"load_balancing": "least_connections", "lock_os_thread": "false", "max_conns": "100"}
 	if _, err := New(engines.Config{Options: good}, newLineHandler()); err != nil {
 		t.Fatalf("good options: %v", err)
 	}
 	for k, v := range map[string]string{"write_buffer_cap": "0", "tcp_keepalive": "x", "tick": "-1s",
-		"load_balancing": "random", "lock_os_thread": "maybe", "nope": "1"} {
+		"load_balancing": "random", "lock_os_thread": "maybe", "max_conns": "-1", "nope": "1"} {
 		if _, err := New(engines.Config{Options: map[string]string{k: v}}, newLineHandler()); err == nil {
 			t.Errorf("option %s=%s accepted", k, v)
 		}
@@ -468,5 +474,155 @@ func TestCloseWithQueueFlushes(t *testing.T) {
 	defer h.mu.Unlock()
 	if err := h.errs[sc.ID()]; err != nil {
 		t.Fatalf("local close reason %v, want nil", err)
+	}
+}
+
+// TestHelperDialer is a child process for TestRestartAfterEMFILE: it dials GNET_DIAL_N connections
+// to GNET_DIAL_ADDR (stopping at the first failure), says so, and holds them until stdin closes.
+func TestHelperDialer(t *testing.T) {
+	addr := os.Getenv("GNET_DIAL_ADDR")
+	if addr == "" {
+		t.Skip("helper process only")
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
+		rl.Cur = rl.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+	n, _ := strconv.Atoi(os.Getenv("GNET_DIAL_N"))
+	var conns []net.Conn
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	fmt.Println("dialed", len(conns))
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// TestRestartAfterEMFILE: at the open-files limit gnet's accept fails with EMFILE and gnet stops
+// by itself; every connection gets OnClose with ErrStopped and the engine serves again on the same
+// address once descriptors are free.
+func TestRestartAfterEMFILE(t *testing.T) {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Skip(err)
+	}
+	h := newLineHandler()
+	h.closed = make(chan uint64, 1000)
+	e := start(t, h, engines.Config{})
+	addr := e.Addr().String()
+
+	low := old
+	low.Cur = uint64(len(fds) + 40)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+		}
+	}
+	defer restore()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDialer$")
+	cmd.Env = append(os.Environ(), "GNET_DIAL_ADDR="+addr, "GNET_DIAL_N=200")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	t.Logf("helper: %s", strings.TrimSpace(line))
+
+	stopped := false
+	for deadline := time.Now().Add(5 * time.Second); !stopped && time.Now().Before(deadline); {
+		h.mu.Lock()
+		for _, err := range h.errs {
+			stopped = stopped || errors.Is(err, ErrStopped)
+		}
+		h.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	stdin.Close()
+	_ = cmd.Wait()
+	restore()
+	if !stopped {
+		t.Fatal("no OnClose with ErrStopped: gnet did not stop at the open-files limit")
+	}
+	h.mu.Lock()
+	opens, closes := h.opens.Load(), len(h.closes)
+	h.mu.Unlock()
+	if int64(closes) != opens {
+		t.Fatalf("%d opened, %d closed after gnet stopped", opens, closes)
+	}
+
+	// Served again on the same address.
+	var c net.Conn
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err = net.Dial("tcp", addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not serving again: %v", err)
+		}
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("again\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != "again\n" {
+		t.Fatalf("echo after restart: %q, %v", got, err)
+	}
+}
+
+func TestMaxConns(t *testing.T) {
+	h := newLineHandler()
+	e := start(t, h, engines.Config{Options: map[string]string{"max_conns": "3"}})
+	var clients []net.Conn
+	for range 3 {
+		clients = append(clients, dial(t, e))
+	}
+	for h.opens.Load() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	// The fourth is closed before the handler sees it.
+	extra := dial(t, e)
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection over max_conns not closed")
+	}
+	if n := h.opens.Load(); n != 3 {
+		t.Fatalf("%d OnOpen, want 3", n)
+	}
+	// A slot frees when one closes.
+	clients[0].Close()
+	<-h.closed
+	c := dial(t, e)
+	if _, err := c.Write([]byte("hi\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "hi\n" {
+		t.Fatalf("after a slot freed: %q, %v", got, err)
 	}
 }
