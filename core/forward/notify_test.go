@@ -239,3 +239,18 @@ func TestNotifierTargets(t *testing.T) {
 		t.Fatal("targets without URLs")
 	}
 }
+
+// BenchmarkNotify is the connection path's cost of one event: a non-blocking hand-off (the
+// sink drops nothing it can keep up with; what it cannot is dropped and counted).
+func BenchmarkNotify(b *testing.B) {
+	srv := backend(b, func(w http.ResponseWriter, r *http.Request) {})
+	n := newNotifier(b, forward.NotifyConfig{URLs: []string{srv.URL}})
+	e := event(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		n.Notify(e)
+	}
+	b.StopTimer()
+	st := n.Stats()[0]
+	b.ReportMetric(float64(st.Dropped)/float64(b.N), "dropped/op")
+}
