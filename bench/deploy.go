@@ -23,6 +23,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pushwire/pushwire/core/forward"
 )
 
 // DeployConfig describes a local deployment.
@@ -37,6 +41,12 @@ type DeployConfig struct {
 	Heartbeat time.Duration
 	// GatewayArgs are extra flags for every gateway (e.g. "--login-timeout=1s").
 	GatewayArgs []string
+	// Backend starts the demo business server (pushwire backend) and configures Businesses for it.
+	Backend bool
+	// Businesses configures the gateways' businesses. A BackendURL or NotifyURL that starts with
+	// "backend:" is a path on the demo backend ("backend:/echo?delay=2s"). Default with Backend:
+	// DefaultBusinesses.
+	Businesses map[uint16]forward.Biz
 	// LogDir receives each process's log. Default: a new temporary directory.
 	LogDir string
 	// Logger reports progress. Default slog.Default().
@@ -52,6 +62,7 @@ type Deployment struct {
 	Secret       string // the app's secret (devices prove it at connect)
 	PushKey      string // the app's push key
 	ConfigPath   string // the deployment config file
+	BackendURL   string // the demo backend's base URL, with DeployConfig.Backend
 	LogDir       string
 
 	cfg   DeployConfig
@@ -88,6 +99,9 @@ func (c *DeployConfig) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Backend && c.Businesses == nil {
+		c.Businesses = DefaultBusinesses()
+	}
 	if c.LogDir == "" {
 		dir, err := os.MkdirTemp("", "pushwire-deploy-")
 		if err != nil {
@@ -96,6 +110,47 @@ func (c *DeployConfig) setDefaults() error {
 		c.LogDir = dir
 	}
 	return os.MkdirAll(c.LogDir, 0o755)
+}
+
+// Business IDs of DefaultBusinesses.
+const (
+	BizEcho  = 1 // echo, clients may join groups, connection notifications
+	BizSlow  = 2 // echo after 2s with a pool of 2 and a queue of 2: a business that saturates
+	BizDrop  = 3 // echo; pushes that overflow a write queue are dropped, not closing it
+	BizGroup = 4 // the bench's group pushes; clients may join
+)
+
+// DefaultBusinesses is the demo deployment's set of businesses, all served by the demo backend.
+func DefaultBusinesses() map[uint16]forward.Biz {
+	return map[uint16]forward.Biz{
+		BizEcho:  {Name: "echo", BackendURL: "backend:/echo", AllowJoin: true, NotifyURL: "backend:/notify", PoolSize: 32},
+		BizSlow:  {Name: "slow", BackendURL: "backend:/echo?delay=2s", PoolSize: 2, QueueLen: 2, Timeout: 10 * time.Second},
+		BizDrop:  {Name: "drop", BackendURL: "backend:/echo", SlowConsumer: forward.SlowConsumerDrop},
+		BizGroup: {Name: "group", BackendURL: "backend:/echo", AllowJoin: true},
+	}
+}
+
+// businessesYAML renders the businesses section with backend: URLs resolved.
+func businessesYAML(biz map[uint16]forward.Biz, backend string) (string, error) {
+	if len(biz) == 0 {
+		return "", nil
+	}
+	resolve := func(u string) string {
+		if rest, ok := strings.CutPrefix(u, "backend:"); ok {
+			return backend + rest
+		}
+		return u
+	}
+	out := make(map[uint16]forward.Biz, len(biz))
+	for id, b := range biz {
+		b.BackendURL, b.NotifyURL = resolve(b.BackendURL), resolve(b.NotifyURL)
+		if strings.HasPrefix(b.BackendURL, "backend:") || strings.HasPrefix(b.NotifyURL, "backend:") {
+			return "", fmt.Errorf("bench: biz %d uses the demo backend: set Backend", id)
+		}
+		out[id] = b
+	}
+	y, err := yaml.Marshal(map[string]any{"businesses": out})
+	return string(y), err
 }
 
 func randomHex(n int) string {
@@ -128,7 +183,7 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 	}
-	ports := make([]int, 1+3*cfg.Instances)
+	ports := make([]int, 2+3*cfg.Instances) // control, 3 per gateway, backend
 	for i := range ports {
 		p, err := FreePort()
 		if err != nil {
@@ -144,6 +199,13 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		d.GatewayHTTP = append(d.GatewayHTTP, "http://127.0.0.1:"+strconv.Itoa(ports[2+3*i]))
 		endpoints = append(endpoints, "tcp://"+addr)
 	}
+	if cfg.Backend {
+		d.BackendURL = "http://127.0.0.1:" + strconv.Itoa(ports[len(ports)-1])
+	}
+	biz, err := businessesYAML(cfg.Businesses, d.BackendURL)
+	if err != nil {
+		return nil, err
+	}
 	d.ConfigPath = filepath.Join(cfg.LogDir, "pushwire.yaml")
 	conf := fmt.Sprintf(`# written by pushwire bench
 token:
@@ -155,7 +217,7 @@ apps:
   - id: %s
     secret: %q
     push_key: %q
-`, randomHex(16), int(cfg.Heartbeat/time.Second), d.App, d.Secret, d.PushKey)
+`, randomHex(16), int(cfg.Heartbeat/time.Second), d.App, d.Secret, d.PushKey) + biz
 	if err := os.WriteFile(d.ConfigPath, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -165,9 +227,10 @@ apps:
 			_ = d.Stop()
 		}
 	}()
-	if err := d.start("control", "control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
-		"--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ",")); err != nil {
-		return nil, err
+	if cfg.Backend {
+		if err := d.start("backend", "backend", "--listen", strings.TrimPrefix(d.BackendURL, "http://")); err != nil {
+			return nil, err
+		}
 	}
 	for i := range cfg.Instances {
 		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.Engine,
@@ -179,7 +242,14 @@ apps:
 			return nil, err
 		}
 	}
-	urls := append([]string{d.ControlURL}, d.GatewayHTTP...)
+	if err := d.start("control", "control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
+		"--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ",")); err != nil {
+		return nil, err
+	}
+	urls := append(append([]string(nil), d.GatewayHTTP...), d.ControlURL)
+	if cfg.Backend {
+		urls = append(urls, d.BackendURL)
+	}
 	for _, u := range urls {
 		if err := d.waitHealthy(ctx, u); err != nil {
 			return nil, err
@@ -251,6 +321,29 @@ func (d *Deployment) exited() *process {
 		}
 	}
 	return nil
+}
+
+// Terminate sends SIGTERM to the named process ("gateway-0", "control", "backend") and waits up to
+// timeout for it to exit. It returns the process's exit error, or an error if it did not exit.
+func (d *Deployment) Terminate(name string, timeout time.Duration) error {
+	d.mu.Lock()
+	var p *process
+	for _, q := range d.procs {
+		if q.name == name {
+			p = q
+		}
+	}
+	d.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("bench: no process %q", name)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("bench: %s did not exit within %v of SIGTERM", name, timeout)
+	}
 }
 
 // Check returns an error naming any process of the deployment that has exited.

@@ -403,21 +403,29 @@ func (s *Server) liveEndpoints() []Endpoint {
 }
 
 // Watch polls the /readyz of every endpoint that has a Health URL every interval until ctx ends,
-// and leaves out of connect answers each endpoint whose gateway is draining (503) or does not
-// answer within the interval. It logs each change.
+// and leaves out of connect answers each endpoint whose gateway says it is draining (any answer
+// but 200), or that has not answered twice in a row (one lost probe is not an outage). It logs
+// each change.
 func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 	hc := &http.Client{Timeout: interval}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	silent := make([]int, len(s.endpoints))
 	for {
 		for i, e := range s.endpoints {
 			if e.Health == "" {
 				continue
 			}
-			up := probeReady(ctx, hc, strings.TrimSuffix(e.Health, "/")+"/readyz")
+			status := probeReady(ctx, hc, strings.TrimSuffix(e.Health, "/")+"/readyz")
 			if ctx.Err() != nil {
 				return
 			}
+			if status == 0 {
+				silent[i]++
+			} else {
+				silent[i] = 0
+			}
+			up := status == http.StatusOK || (status == 0 && silent[i] < 2 && !s.down[i].Load())
 			if was := !s.down[i].Swap(!up); was != up {
 				s.log.Info("control: endpoint readiness changed", "endpoint", e.Protocol+"://"+e.Addr, "serving", up)
 			}
@@ -430,18 +438,19 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func probeReady(ctx context.Context, hc *http.Client, url string) bool {
+// probeReady returns the status of GET url, 0 when there is no answer.
+func probeReady(ctx context.Context, hc *http.Client, url string) int {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return false
+		return 0
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return false
+		return 0
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode
 }
 
 // endpointsFor is the dispatch policy: which endpoints a client gets, in order. For now every

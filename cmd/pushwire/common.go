@@ -75,7 +75,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 type httpServer struct {
 	srv  *http.Server
 	ln   net.Listener
-	errc chan error
+	errc chan error    // Serve's error, once: for the caller's select
+	done chan struct{} // closed when Serve returned
+	err  error         // Serve's error; read after done
 }
 
 // listenHTTP binds addr (naming the flag in the error) and serves h in the background.
@@ -93,12 +95,15 @@ func listenHTTP(flagName, addr string, h http.Handler, log *slog.Logger) (*httpS
 		},
 		ln:   ln,
 		errc: make(chan error, 1),
+		done: make(chan struct{}),
 	}
 	go func() {
 		err := s.srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
+		s.err = err
+		close(s.done)
 		s.errc <- err
 	}()
 	log.Info("listening", "what", flagName, "addr", ln.Addr().String())
@@ -112,8 +117,9 @@ func (s *httpServer) Shutdown(ctx context.Context) error {
 	if err != nil {
 		_ = s.srv.Close()
 	}
-	if serr := <-s.errc; err == nil {
-		err = serr
+	<-s.done // not errc: the caller may have read Serve's error from it already
+	if err == nil {
+		err = s.err
 	}
 	return err
 }

@@ -210,6 +210,7 @@ type sdkClient struct {
 	*client.Client
 	mu     sync.Mutex
 	pushes []client.Push
+	next   int // the next push waitPush returns: pushes come back in arrival order
 	got    chan struct{}
 }
 
@@ -248,7 +249,9 @@ func (sc *sdkClient) waitPush(t *testing.T, d time.Duration) client.Push {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	return sc.pushes[len(sc.pushes)-1]
+	p := sc.pushes[sc.next]
+	sc.next++
+	return p
 }
 
 func TestIntegrationGateway(t *testing.T) {
