@@ -137,65 +137,96 @@ func TestLargestFrame(t *testing.T) {
 // connections through Conn.Write; every client receives every frame whole, and each writer's
 // frames in order.
 func TestPushFanOut(t *testing.T) {
-	const conns, writers, each = 2000, 8, 4
 	forEachEngine(t, func(t *testing.T, tg target) {
-		h := newHandler(frame.Limits{}, false)
-		s := tg.start(t, engines.Config{}, h)
-		clients := make([]*client, conns)
-		for i := range clients {
-			clients[i] = dial(t, s)
-		}
-		h.waitOpens(t, conns)
-		scs := h.conns()
-
-		// One encoded buffer per (writer, seq), shared by every connection, as the core does.
-		frames := make([][][]byte, writers)
-		for w := range frames {
-			for i := range each {
-				frames[w] = append(frames[w], mkFrame(uint16(w+1), uint32(i), 8, 24))
-			}
-		}
-		start := time.Now()
-		var wg sync.WaitGroup
-		for w := range writers {
-			wg.Go(func() {
-				for i := range each {
-					for _, sc := range scs {
-						if err := sc.Write(frames[w][i]); err != nil {
-							t.Errorf("writer %d seq %d conn %d: %v", w, i, sc.ID(), err)
-							return
-						}
-					}
-				}
-			})
-		}
-		// Read on a few goroutines, one connection after another: everything fits in the kernel
-		// buffers, so nothing waits on the order of reading.
-		const readers = 16
-		for r := range readers {
-			wg.Go(func() {
-				for ci := r; ci < conns; ci += readers {
-					c := clients[ci]
-					next := make([]uint32, writers)
-					for k := range writers * each {
-						f, raw, err := c.next(30 * time.Second)
-						if err != nil {
-							t.Errorf("client %d frame %d: %v", ci, k, err)
-							return
-						}
-						w := int(f.Biz) - 1
-						if w < 0 || w >= writers || f.Seq != next[w] || !bytes.Equal(raw, frames[w][f.Seq]) {
-							t.Errorf("client %d frame %d: biz %d seq %d, want seq %d of that writer, whole", ci, k, f.Biz, f.Seq, next[max(w, 0)])
-							return
-						}
-						next[w]++
-					}
-				}
-			})
-		}
-		wg.Wait()
-		t.Logf("%d frames to %d connections from %d writers delivered in %v", writers*each, conns, writers, time.Since(start))
+		fanOut(t, tg, 2000, 4, false, func(sc engines.Conn, whole, _, _ []byte) error { return sc.Write(whole) })
 	})
+}
+
+// TestWriteFrame: where a Conn implements the optional engines.FrameWriter, the same fan-out
+// through WriteFrame, with a head of its own for every write and a tail shared by all, delivers
+// every frame whole and per writer in order; WriteFrame after Close returns ErrClosed. Engines
+// without FrameWriter skip.
+func TestWriteFrame(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, tg target) {
+		fanOut(t, tg, 200, 16, true, func(sc engines.Conn, _, head, tail []byte) error {
+			return sc.(engines.FrameWriter).WriteFrame(append([]byte(nil), head...), tail)
+		})
+	})
+}
+
+// fanOut starts tg, opens conns idle connections, and has 8 goroutines each write its own
+// sequence of each frames to every connection with write (given the whole frame, and the same
+// split into its 18-byte header and the shared rest). Every client must receive every frame
+// whole, and each writer's in order. Then write after Close must return ErrClosed. With
+// frameWriter, it skips unless the engine's Conn implements engines.FrameWriter.
+func fanOut(t *testing.T, tg target, conns, each int, frameWriter bool, write func(sc engines.Conn, whole, head, tail []byte) error) {
+	const writers = 8
+	h := newHandler(frame.Limits{}, false)
+	s := tg.start(t, engines.Config{}, h)
+	clients := make([]*client, conns)
+	for i := range clients {
+		clients[i] = dial(t, s)
+	}
+	h.waitOpens(t, conns)
+	scs := h.conns()
+	if _, ok := scs[0].(engines.FrameWriter); frameWriter && !ok {
+		t.Skipf("%s: Conn does not implement the optional engines.FrameWriter", tg.name)
+	}
+
+	// One encoded buffer per (writer, seq), shared by every connection, as the core does.
+	frames := make([][][]byte, writers)
+	for w := range frames {
+		for i := range each {
+			frames[w] = append(frames[w], mkFrame(uint16(w+1), uint32(i), 8, 24))
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				f := frames[w][i]
+				for _, sc := range scs {
+					if err := write(sc, f, f[:frame.HeaderLen], f[frame.HeaderLen:]); err != nil {
+						t.Errorf("writer %d seq %d conn %d: %v", w, i, sc.ID(), err)
+						return
+					}
+				}
+			}
+		})
+	}
+	// Read on a few goroutines, one connection after another: everything fits in the kernel
+	// buffers, so nothing waits on the order of reading.
+	const readers = 16
+	for r := range readers {
+		wg.Go(func() {
+			for ci := r; ci < conns; ci += readers {
+				c := clients[ci]
+				next := make([]uint32, writers)
+				for k := range writers * each {
+					f, raw, err := c.next(30 * time.Second)
+					if err != nil {
+						t.Errorf("client %d frame %d: %v", ci, k, err)
+						return
+					}
+					w := int(f.Biz) - 1
+					if w < 0 || w >= writers || f.Seq != next[w] || !bytes.Equal(raw, frames[w][f.Seq]) {
+						t.Errorf("client %d frame %d: biz %d seq %d, want seq %d of that writer, whole", ci, k, f.Biz, f.Seq, next[max(w, 0)])
+						return
+					}
+					next[w]++
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d frames to %d connections from %d writers delivered in %v", writers*each, conns, writers, time.Since(start))
+
+	_ = scs[0].Close()
+	f := frames[0][0]
+	if err := write(scs[0], f, f[:frame.HeaderLen], f[frame.HeaderLen:]); !errors.Is(err, engines.ErrClosed) {
+		t.Errorf("write after Close: %v, want %v", err, engines.ErrClosed)
+	}
 }
 
 // TestClose: a close from the client and a Close from another goroutine on the server each get
@@ -312,102 +343,120 @@ func TestWriteAfterClose(t *testing.T) {
 	})
 }
 
-// TestSlowReader: a client that never reads. The server keeps pushing as the core does (on
-// ErrQueueFull it backs off briefly and retries, for a bounded time, then applies the
-// slow-consumer policy: Close). The engine must report ErrQueueFull rather than block (no single
-// Write may take a second), keep memory bounded while hundreds of MB of writes are attempted,
-// and close the connection (by WriteTimeout, or after the policy's Close).
+// TestSlowReader: a client that never reads. The engine must report ErrQueueFull rather than
+// block the writer (no single Write may take a second) and keep memory bounded, and the
+// connection must end:
+//   - policy-close: the server keeps pushing as the core does (on ErrQueueFull it backs off
+//     briefly and retries) while hundreds of MB of writes are attempted, then applies the
+//     slow-consumer policy (Close) unless the engine's WriteTimeout closed it first;
+//   - write-timeout: the server only retries now and then and never closes: the engine must
+//     close the connection itself after Config.WriteTimeout, with OnClose(ErrWriteTimeout).
 func TestSlowReader(t *testing.T) {
-	const (
-		maxQueue     = 256 << 10
-		writeTimeout = 2 * time.Second
-		frameLen     = 64 << 10
-		budget       = 512 << 20       // bytes of Write attempts
-		grace        = 3 * time.Second // retrying after the first ErrQueueFull
-		heapSlack    = 8 << 20
-	)
 	forEachEngine(t, func(t *testing.T, tg target) {
-		h := newHandler(frame.Limits{}, false)
-		s := tg.start(t, engines.Config{MaxWriteQueue: maxQueue, WriteTimeout: writeTimeout}, h)
-		// The client never reads until the end. Its receive buffer is left to the kernel: one
-		// locked small (SO_RCVBUF 4 KB) under loopback's 64 KB MSS stalls the final drain of an
-		// orphaned socket in FIN-WAIT-1 (silly-window avoidance), whatever the engine.
-		c := dial(t, s)
-		sc := h.waitOpens(t, 1)
-		push := mkFrame(6, 1, 0, frameLen-frame.HeaderLen) // one buffer, shared by every attempt
-
-		heap := func() uint64 {
-			runtime.GC()
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			return ms.HeapInuse
-		}
-		base := heap()
-		var peak uint64
-		var attempted, accepted, fulls int
-		var firstFull time.Time
-		closedByEngine := false
-		deadline := time.Now().Add(20 * time.Second)
-	loop:
-		for attempted < budget && time.Now().Before(deadline) {
-			t0 := time.Now()
-			err := sc.Write(push)
-			if d := time.Since(t0); d > time.Second {
-				t.Fatalf("one Write blocked for %v", d)
-			}
-			attempted += len(push)
-			switch {
-			case err == nil:
-				accepted += len(push)
-			case errors.Is(err, engines.ErrQueueFull):
-				if fulls++; fulls == 1 {
-					firstFull = time.Now()
-				}
-				if time.Since(firstFull) > grace {
-					break loop
-				}
-				if fulls%8 == 0 {
-					time.Sleep(50 * time.Microsecond) // back off briefly, then retry
-				} else {
-					runtime.Gosched()
-				}
-			case errors.Is(err, engines.ErrClosed):
-				closedByEngine = true
-				break loop
-			default:
-				t.Fatalf("Write: %v", err)
-			}
-			if attempted%(64<<20) == 0 {
-				peak = max(peak, heap())
-			}
-		}
-		peak = max(peak, heap())
-		if fulls == 0 {
-			t.Fatalf("no ErrQueueFull after %d MB attempted (%d MB accepted) to a peer that never reads", attempted>>20, accepted>>20)
-		}
-		if !closedByEngine {
-			_ = sc.Close() // the core's slow-consumer policy
-			if err := sc.Write(push); !errors.Is(err, engines.ErrClosed) {
-				t.Errorf("Write after Close: %v", err)
-			}
-		}
-		reason := h.waitClosed(t, sc, writeTimeout+5*time.Second)
-		if reason != nil && !errors.Is(reason, engines.ErrWriteTimeout) {
-			t.Errorf("OnClose reason %v, want nil or %v", reason, engines.ErrWriteTimeout)
-		}
-		if closedByEngine && !errors.Is(reason, engines.ErrWriteTimeout) {
-			t.Errorf("the engine closed the connection with reason %v, want %v", reason, engines.ErrWriteTimeout)
-		}
-		if grown := int64(peak) - int64(base); grown > heapSlack {
-			t.Errorf("heap in use grew by %d KB (limit %d KB)", grown>>10, heapSlack>>10)
-		}
-		t.Logf("attempted %d MB, accepted %d KB, %d ErrQueueFull, closed by engine %v (%v), heap grew %d KB",
-			attempted>>20, accepted>>10, fulls, closedByEngine, reason, (int64(peak)-int64(base))>>10)
-		// The client, reading at last, gets what was in flight and then the end.
-		if err, _ := c.expectEnd(t, writeTimeout+10*time.Second); err == nil {
-			t.Error("no error at the end")
-		}
+		t.Run("policy-close", func(t *testing.T) { slowReader(t, tg, 2*time.Second, true) })
+		t.Run("write-timeout", func(t *testing.T) { slowReader(t, tg, 500*time.Millisecond, false) })
 	})
+}
+
+func slowReader(t *testing.T, tg target, writeTimeout time.Duration, policy bool) {
+	const (
+		maxQueue  = 256 << 10
+		frameLen  = 64 << 10
+		budget    = 512 << 20       // bytes of Write attempts (policy-close)
+		grace     = 3 * time.Second // retrying after the first ErrQueueFull (policy-close)
+		heapSlack = 8 << 20
+	)
+	h := newHandler(frame.Limits{}, false)
+	s := tg.start(t, engines.Config{MaxWriteQueue: maxQueue, WriteTimeout: writeTimeout}, h)
+	// The client never reads until the end. Its receive buffer is left to the kernel: one
+	// locked small (SO_RCVBUF 4 KB) under loopback's 64 KB MSS stalls the final drain of an
+	// orphaned socket in FIN-WAIT-1 (silly-window avoidance), whatever the engine.
+	c := dial(t, s)
+	sc := h.waitOpens(t, 1)
+	push := mkFrame(6, 1, 0, frameLen-frame.HeaderLen) // one buffer, shared by every attempt
+
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	base := heap()
+	var peak uint64
+	var attempted, accepted, fulls int
+	var firstFull time.Time
+	closedByEngine := false
+	deadline := time.Now().Add(20 * time.Second)
+loop:
+	for time.Now().Before(deadline) {
+		if policy && attempted >= budget {
+			break
+		}
+		t0 := time.Now()
+		err := sc.Write(push)
+		if d := time.Since(t0); d > time.Second {
+			t.Fatalf("one Write blocked for %v", d)
+		}
+		attempted += len(push)
+		switch {
+		case err == nil:
+			accepted += len(push)
+		case errors.Is(err, engines.ErrQueueFull):
+			if fulls++; fulls == 1 {
+				firstFull = time.Now()
+			}
+			switch {
+			case !policy:
+				if time.Since(firstFull) > writeTimeout+5*time.Second {
+					t.Fatalf("connection not closed %v after the first ErrQueueFull (WriteTimeout %v)", time.Since(firstFull), writeTimeout)
+				}
+				time.Sleep(10 * time.Millisecond)
+			case time.Since(firstFull) > grace:
+				break loop
+			case fulls%8 == 0:
+				time.Sleep(50 * time.Microsecond) // back off briefly, then retry
+			default:
+				runtime.Gosched()
+			}
+		case errors.Is(err, engines.ErrClosed):
+			closedByEngine = true
+			break loop
+		default:
+			t.Fatalf("Write: %v", err)
+		}
+		if attempted%(64<<20) == 0 {
+			peak = max(peak, heap())
+		}
+	}
+	peak = max(peak, heap())
+	if fulls == 0 {
+		t.Fatalf("no ErrQueueFull after %d MB attempted (%d MB accepted) to a peer that never reads", attempted>>20, accepted>>20)
+	}
+	if !closedByEngine {
+		if !policy {
+			t.Fatal("the engine never closed the slow connection")
+		}
+		_ = sc.Close() // the core's slow-consumer policy
+		if err := sc.Write(push); !errors.Is(err, engines.ErrClosed) {
+			t.Errorf("Write after Close: %v", err)
+		}
+	}
+	reason := h.waitClosed(t, sc, writeTimeout+5*time.Second)
+	if closedByEngine && !errors.Is(reason, engines.ErrWriteTimeout) {
+		t.Errorf("the engine closed the connection with reason %v, want %v", reason, engines.ErrWriteTimeout)
+	}
+	if !closedByEngine && reason != nil && !errors.Is(reason, engines.ErrWriteTimeout) {
+		t.Errorf("OnClose reason %v, want nil or %v", reason, engines.ErrWriteTimeout)
+	}
+	if grown := int64(peak) - int64(base); grown > heapSlack {
+		t.Errorf("heap in use grew by %d KB (limit %d KB)", grown>>10, heapSlack>>10)
+	}
+	t.Logf("attempted %d MB, accepted %d KB, %d ErrQueueFull, closed by engine %v (%v), heap grew %d KB",
+		attempted>>20, accepted>>10, fulls, closedByEngine, reason, (int64(peak)-int64(base))>>10)
+	// The client, reading at last, gets what was in flight and then the end.
+	if err, _ := c.expectEnd(t, writeTimeout+10*time.Second); err == nil {
+		t.Error("no error at the end")
+	}
 }
 
 // TestShutdown: Shutdown with connections open (some with frames queued) returns within a bound,

@@ -11,10 +11,12 @@
 //
 // Cases: partial and coalesced frames (TestPartialAndCoalesced), the largest allowed frame and
 // one byte over (TestLargestFrame), pushes from 8 goroutines to 2,000 idle connections
-// (TestPushFanOut), close from either side (TestClose), writes after close
-// (TestWriteAfterClose), a client that stops reading (TestSlowReader), 10,000 connections at once
-// with the clients in a child process (TestManyConnections, skipped with -short), shutdown with
-// connections open (TestShutdown), and no goroutine left behind (goleak, in TestMain).
+// (TestPushFanOut; TestWriteFrame does the same through the optional engines.FrameWriter and
+// skips engines without it), close from either side (TestClose), writes after close
+// (TestWriteAfterClose), a client that stops reading (TestSlowReader: the core's slow-consumer
+// policy, and the engine's own WriteTimeout), 10,000 connections at once with the clients in a
+// child process (TestManyConnections, skipped with -short), shutdown with connections open
+// (TestShutdown), and no goroutine left behind (goleak, in TestMain).
 //
 // Run everything, or one engine, or one case on one engine:
 //
