@@ -45,7 +45,7 @@ integration: build ## only the multi-process integration tests
 
 smoke-bench: build ## a small bench (a few hundred connections) whose result file must pass its checks
 	@dir=$$(mktemp -d); \
-	$(BIN) bench --engine $(ENGINE) --conns 300 --rate 600 --idle 2s --push-rate 300 --push-duration 3s --out $$dir --check \
+	$(BIN) bench --engine $(ENGINE) --conns 300 --rate 600 --idle 2s --push-rate 300 --push-duration 3s --request-rate 300 --group-size 100 --group-rate 10 --fanout-pushes 3 --out $$dir --check \
 	  && $(BIN) results check $$dir/*.json; st=$$?; rm -rf $$dir; exit $$st
 
 bench: build ## measured run: make bench ENGINE=std CONNS=10000 (writes results/<id>.json); TUI=1 watches it live

@@ -29,6 +29,7 @@ type Config struct {
 	OutDir       string        // result files; default "results"
 	Commit       string        // recorded in the result
 	Progress     io.Writer     // the load generator's progress log; default os.Stderr
+	LoadgenArgs  []string      // more flags for the load generator (phases and their settings)
 	// LoadgenMetrics is the address the load generator serves its Prometheus /metrics on
 	// (loadgen --metrics); default "" (off).
 	LoadgenMetrics string
@@ -107,6 +108,7 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		"--commit", cfg.Commit,
 		"--result-file", resultFile,
 	}
+	args = append(args, cfg.LoadgenArgs...)
 	if cfg.LoadgenMetrics != "" {
 		args = append(args, "--metrics", cfg.LoadgenMetrics)
 	}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,19 @@ type Config struct {
 	Logger         *slog.Logger
 	ProgressPeriod time.Duration // how often progress is logged; default 2s
 	MetricsAddr    string        // serve Prometheus /metrics here (see metrics.go); default "" (off)
+
+	// Phases names the phases to run, in order, from DefaultPhases; ramp always runs first.
+	// Default: DefaultPhases.
+	Phases          []string
+	RequestRate     float64       // upstream REQUESTs per second; default 2,000
+	RequestDuration time.Duration // default 10s
+	RequestBiz      uint16        // default 1
+	RequestSenders  int           // requests in flight at most; default 256
+	GroupSize       int           // members of each group in the group phase; default 1,000
+	GroupRate       float64       // group pushes per second; default 10
+	GroupDuration   time.Duration // default 10s
+	GroupBiz        uint16        // a biz that lets clients join; default 1
+	FanoutPushes    int           // messages of the group-all and broadcast phases, one a second; default 5
 }
 
 func (c *Config) setDefaults() error {
@@ -92,6 +106,41 @@ func (c *Config) setDefaults() error {
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second
 	}
+	if len(c.Phases) == 0 {
+		c.Phases = DefaultPhases
+	}
+	for _, ph := range c.Phases {
+		if !slices.Contains(DefaultPhases, ph) {
+			return fmt.Errorf("loadgen: unknown phase %q (have %s)", ph, strings.Join(DefaultPhases, ", "))
+		}
+	}
+	if c.RequestRate <= 0 {
+		c.RequestRate = 2000
+	}
+	if c.RequestDuration <= 0 {
+		c.RequestDuration = 10 * time.Second
+	}
+	if c.RequestBiz == 0 {
+		c.RequestBiz = 1
+	}
+	if c.RequestSenders <= 0 {
+		c.RequestSenders = 256
+	}
+	if c.GroupSize <= 0 {
+		c.GroupSize = 1000
+	}
+	if c.GroupRate <= 0 {
+		c.GroupRate = 10
+	}
+	if c.GroupDuration <= 0 {
+		c.GroupDuration = 10 * time.Second
+	}
+	if c.GroupBiz == 0 {
+		c.GroupBiz = 1
+	}
+	if c.FanoutPushes <= 0 {
+		c.FanoutPushes = 5
+	}
 	if c.DevicePrefix == "" {
 		c.DevicePrefix = "lg-" + strconv.FormatInt(time.Now().Unix(), 36) + "-"
 	}
@@ -124,10 +173,10 @@ type gen struct {
 	errMu  sync.Mutex
 	errors map[string]int64
 
-	// push phase
+	// delivery phases
 	histMu    sync.Mutex
 	hist      *hdrhistogram.Histogram
-	got       atomic.Pointer[[]atomic.Bool] // per push seq: delivered
+	tr        atomic.Pointer[tracker] // which deliveries arrived
 	delivered atomic.Int64
 	dups      atomic.Int64
 	lastRecv  atomic.Int64
@@ -171,8 +220,14 @@ func Run(ctx context.Context, cfg Config) (*results.Result, error) {
 	if err != nil {
 		return res, err
 	}
-	for _, phase := range []func(context.Context, snapshot) (results.Phase, error){g.ramp, g.idle, g.push} {
-		p, err := phase(ctx, base)
+	run := map[string]func(context.Context, snapshot) (results.Phase, error){
+		results.PhaseRamp: g.ramp, results.PhaseIdle: g.idle, results.PhaseUpstream: g.upstream,
+		results.PhasePush: g.push, results.PhaseGroup: g.group, PhaseGroupAll: g.groupAll,
+		results.PhaseBroadcast: g.broadcast,
+	}
+	phases := append([]string{results.PhaseRamp}, slices.DeleteFunc(slices.Clone(cfg.Phases), func(s string) bool { return s == results.PhaseRamp })...)
+	for _, name := range phases {
+		p, err := run[name](ctx, base)
 		res.Phases = append(res.Phases, p)
 		if err != nil {
 			res.Errors = append(res.Errors, err.Error())
@@ -192,6 +247,11 @@ func (c *Config) resultConfig() map[string]any {
 		"push_senders":     c.PushSenders,
 		"gateways":         len(c.GatewayHTTP),
 		"source_addresses": len(c.Sources),
+		"phases":           strings.Join(c.Phases, ","),
+		"request_rate":     c.RequestRate,
+		"group_size":       c.GroupSize,
+		"group_rate":       c.GroupRate,
+		"fanout_pushes":    c.FanoutPushes,
 	}
 	for k, v := range c.ResultConfig {
 		m[k] = v
@@ -335,7 +395,7 @@ func (g *gen) newClient(i int) (*client.Client, error) {
 		User:       "u" + strconv.Itoa(i),
 		HTTPClient: g.http,
 		Dial:       g.dialer(i),
-		OnPush:     g.onPush,
+		OnPush:     func(p client.Push) { g.onPush(i, p) },
 		OnState: func(st client.State, err error) {
 			g.m.onState(st, err)
 			switch st {
@@ -396,6 +456,7 @@ func (g *gen) idle(ctx context.Context, base snapshot) (results.Phase, error) {
 
 // pushAnswer mirrors the push API's answer.
 type pushAnswer struct {
+	Targets   int `json:"targets"`
 	Delivered int `json:"delivered"`
 	Forwarded int `json:"forwarded"`
 	Offline   int `json:"offline"`
@@ -404,7 +465,7 @@ type pushAnswer struct {
 
 const payloadPrefix = "pwlg:"
 
-func (g *gen) onPush(p client.Push) {
+func (g *gen) onPush(ci int, p client.Push) {
 	now := time.Now()
 	rest, ok := bytes.CutPrefix(p.Payload, []byte(payloadPrefix))
 	if !ok {
@@ -416,15 +477,15 @@ func (g *gen) onPush(p client.Push) {
 	}
 	seq, err1 := strconv.Atoi(string(seqB))
 	ts, err2 := strconv.ParseInt(string(tsB), 10, 64)
-	gp := g.got.Load()
-	if gp == nil {
+	tr := g.tr.Load()
+	if tr == nil || err1 != nil || err2 != nil || seq < 0 {
 		return
 	}
-	got := *gp
-	if err1 != nil || err2 != nil || seq < 0 || seq >= len(got) {
+	idx := tr.index(seq, ci)
+	if idx >= len(tr.got) {
 		return
 	}
-	if got[seq].Swap(true) {
+	if tr.got[idx].Swap(true) {
 		g.dups.Add(1)
 		return
 	}
@@ -443,12 +504,7 @@ func (g *gen) push(ctx context.Context, base snapshot) (results.Phase, error) {
 	p := results.Phase{Name: results.PhasePush, Target: g.cfg.Conns}
 	g.m.setPhase(p.Name)
 	total := int(g.cfg.PushRate * g.cfg.PushDuration.Seconds())
-	g.histMu.Lock()
-	g.hist = hdrhistogram.New(1, (5 * time.Minute).Microseconds(), 3)
-	g.histMu.Unlock()
-	got := make([]atomic.Bool, total)
-	g.got.Store(&got)
-	g.delivered.Store(0)
+	g.startTracking(total, 1)
 	start, err := g.snapshot(ctx, false)
 	if err != nil {
 		return p, err
@@ -499,46 +555,9 @@ func (g *gen) push(ctx context.Context, base snapshot) (results.Phase, error) {
 	cancel()
 	close(jobs)
 	wg.Wait()
-	sendDone := time.Now()
-	// Wait for the deliveries still on their way.
-	deadline := time.Now().Add(g.cfg.Drain)
-	for g.delivered.Load() < accepted.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
-	end, err := g.snapshot(ctx, false)
-	if err != nil {
-		return p, err
-	}
-	last := time.Unix(0, g.lastRecv.Load())
-	if last.Before(sendDone) {
-		last = sendDone
-	}
-	p.Duration = last.Sub(t0).Seconds()
-	p.Gateway, p.Conns = gatewayFigures(base, start, end)
-	p.Sent = sent.Load()
-	p.Delivered = g.delivered.Load()
-	p.Offline = offline.Load()
-	p.Failed = failed.Load()
-	p.Missing = p.Sent - p.Delivered - p.Offline - p.Failed
-	if p.Duration > 0 {
-		p.Deliveries = float64(p.Delivered) / p.Duration
-	}
-	g.histMu.Lock()
-	p.Latency = latencyOf(g.hist)
-	g.histMu.Unlock()
-	p.Errors = g.takeErrors()
-	if d := g.dups.Load(); d > 0 {
-		if p.Errors == nil {
-			p.Errors = map[string]int64{}
-		}
-		p.Errors["duplicate_delivery"] = d
-	}
-	g.log.Info("push: done", "sent", p.Sent, "delivered", p.Delivered, "offline", p.Offline, "failed", p.Failed, "missing", p.Missing,
-		"p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99)
-	if p.Missing != 0 {
-		return p, fmt.Errorf("loadgen: push phase: %d messages missing", p.Missing)
-	}
-	return p, nil
+	p.Sent, p.Offline, p.Failed = sent.Load(), offline.Load(), failed.Load()
+	err = g.finishPhase(ctx, &p, base, start, t0, time.Now(), accepted.Load())
+	return p, err
 }
 
 func (g *gen) pushOne(ctx context.Context, seq int, device, payload string) (pushAnswer, error) {

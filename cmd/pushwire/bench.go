@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pushwire/pushwire/bench"
+	"github.com/pushwire/pushwire/loadgen"
 	"github.com/pushwire/pushwire/results"
 	"github.com/pushwire/pushwire/tui"
 )
@@ -28,6 +30,11 @@ func runBench(args []string) error {
 	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval told to clients")
 	out := fs.String("out", "results", "directory for the result file and the processes' logs")
 	check := fs.Bool("check", false, "fail unless the result passes its checks (target reached, nothing missing)")
+	phases := fs.String("phases", strings.Join(loadgen.DefaultPhases, ","), "phases to run, in order (ramp always runs first)")
+	reqRate := fs.Float64("request-rate", 2000, "upstream phase: REQUESTs per second (to the demo backend's echo business)")
+	groupSize := fs.Int("group-size", 1000, "group phase: members of each group")
+	groupRate := fs.Float64("group-rate", 10, "group phase: group pushes per second")
+	fanoutPushes := fs.Int("fanout-pushes", 5, "group-all and broadcast phases: messages, one a second")
 	lgMetrics := fs.String("loadgen-metrics", "", "serve the load generator's Prometheus /metrics on this address, e.g. 127.0.0.1:7190 (empty: off; with --tui: a free port)")
 	watch := fs.Bool("tui", false, "watch the run live in the dashboard (pushwire tui) in the foreground: the bench's log goes to\n--out/bench-<time>.log, and quitting the dashboard stops the run")
 	logger := logFlags(fs)
@@ -41,7 +48,7 @@ func runBench(args []string) error {
 	ctx, stop := signalContext()
 	defer stop()
 	cfg := bench.Config{
-		DeployConfig:   bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Logger: log},
+		DeployConfig:   bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Backend: true, Logger: log},
 		Conns:          *conns,
 		ConnectRate:    *rate,
 		Idle:           *idle,
@@ -51,6 +58,10 @@ func runBench(args []string) error {
 		OutDir:         *out,
 		Commit:         commit,
 		LoadgenMetrics: *lgMetrics,
+		LoadgenArgs: []string{"--phases", *phases,
+			"--request-rate", strconv.FormatFloat(*reqRate, 'f', -1, 64), "--request-duration", pushDur.String(),
+			"--group-size", strconv.Itoa(*groupSize), "--group-rate", strconv.FormatFloat(*groupRate, 'f', -1, 64),
+			"--group-duration", pushDur.String(), "--fanout-pushes", strconv.Itoa(*fanoutPushes)},
 	}
 	var res *results.Result
 	var path string

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pushwire/pushwire/loadgen"
@@ -30,6 +31,13 @@ func runLoadgen(args []string) error {
 	commitFlag := fs.String("commit", "", "commit recorded in the result (default: this binary's)")
 	resultFile := fs.String("result-file", "", "write the result here instead of --out/<id>.json")
 	outDir := fs.String("out", "results", "directory for the result file")
+	phases := fs.String("phases", strings.Join(loadgen.DefaultPhases, ","), "phases to run, in order (ramp always runs first)")
+	reqRate := fs.Float64("request-rate", 2000, "upstream phase: REQUESTs per second")
+	reqDur := fs.Duration("request-duration", 10*time.Second, "upstream phase: how long to send requests")
+	groupSize := fs.Int("group-size", 1000, "group phase: members of each group")
+	groupRate := fs.Float64("group-rate", 10, "group phase: group pushes per second")
+	groupDur := fs.Duration("group-duration", 10*time.Second, "group phase: how long to push")
+	fanoutPushes := fs.Int("fanout-pushes", 5, "group-all and broadcast phases: messages to send, one a second")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics (target, connected, errors, reconnects, push latency) on this address, e.g. 127.0.0.1:7190 (empty: off)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -49,23 +57,30 @@ func runLoadgen(args []string) error {
 	ctx, stop := signalContext()
 	defer stop()
 	res, runErr := loadgen.Run(ctx, loadgen.Config{
-		ControlURL:   *controlURL,
-		GatewayHTTP:  splitList(*gateways),
-		App:          *app,
-		Secret:       *secret,
-		PushKey:      *pushKey,
-		Conns:        *conns,
-		ConnectRate:  *rate,
-		Idle:         *idle,
-		PushRate:     *pushRate,
-		PushDuration: *pushDur,
-		PushSenders:  *senders,
-		Sources:      splitList(*sources),
-		Engine:       *engine,
-		Commit:       cm,
-		ResultConfig: map[string]any{"instances": *instances},
-		Logger:       log,
-		MetricsAddr:  *metricsAddr,
+		Phases:          splitList(*phases),
+		RequestRate:     *reqRate,
+		RequestDuration: *reqDur,
+		GroupSize:       *groupSize,
+		GroupRate:       *groupRate,
+		GroupDuration:   *groupDur,
+		FanoutPushes:    *fanoutPushes,
+		ControlURL:      *controlURL,
+		GatewayHTTP:     splitList(*gateways),
+		App:             *app,
+		Secret:          *secret,
+		PushKey:         *pushKey,
+		Conns:           *conns,
+		ConnectRate:     *rate,
+		Idle:            *idle,
+		PushRate:        *pushRate,
+		PushDuration:    *pushDur,
+		PushSenders:     *senders,
+		Sources:         splitList(*sources),
+		Engine:          *engine,
+		Commit:          cm,
+		ResultConfig:    map[string]any{"instances": *instances},
+		Logger:          log,
+		MetricsAddr:     *metricsAddr,
 	})
 	if res == nil {
 		return runErr
