@@ -626,3 +626,86 @@ func TestMaxConns(t *testing.T) {
 		t.Fatalf("after a slot freed: %q, %v", got, err)
 	}
 }
+
+// TestLargePartialFrames covers partial frames past spillAt, which the engine keeps in its own
+// buffer: whole lines echoed, a partial line carried over, MaxFrame still enforced.
+func TestLargePartialFrames(t *testing.T) {
+	h := newLineHandler()
+	e := start(t, h, engines.Config{MaxFrame: 256 << 10, ReadBufferSize: 4096})
+	c := dial(t, e)
+	r := bufio.NewReader(c)
+	line := func(b byte, n int) []byte { return append(bytes.Repeat([]byte{b}, n-1), '\n') }
+	a, b, d := line('a', 200<<10), line('b', 100<<10), line('d', 3)
+	// a in small pieces, then the head of b with a, the rest of b with d.
+	stream := append(append(append([]byte(nil), a...), b...), d...)
+	cuts := []int{1000, 50 << 10, 150 << 10, len(a) - 1, len(a) + 10, len(a) + 60<<10, len(stream)}
+	prev := 0
+	for _, cut := range cuts {
+		if _, err := c.Write(stream[prev:cut]); err != nil {
+			t.Fatal(err)
+		}
+		prev = cut
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, want := range [][]byte{a, b, d} {
+		got, err := r.ReadBytes('\n')
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("got %d bytes (%q...), %v; want %d bytes of %q", len(got), got[:min(len(got), 4)], err, len(want), want[:1])
+		}
+	}
+	// Over MaxFrame while spilled: closed with ErrFrameTooLarge.
+	sc := h.conn(t)
+	big := bytes.Repeat([]byte("o"), 300<<10)
+	for i := 0; i < len(big); i += 32 << 10 {
+		if _, err := c.Write(big[i:min(i+32<<10, len(big))]); err != nil {
+			break // the engine may have closed it already
+		}
+	}
+	if id := <-h.closed; id != sc.ID() {
+		t.Fatalf("closed %d want %d", id, sc.ID())
+	}
+	h.mu.Lock()
+	err := h.errs[sc.ID()]
+	h.mu.Unlock()
+	if !errors.Is(err, engines.ErrFrameTooLarge) {
+		t.Fatalf("OnClose reason %v, want %v", err, engines.ErrFrameTooLarge)
+	}
+}
+
+func TestWriteFrameFromOtherGoroutinesInOrder(t *testing.T) {
+	h := newLineHandler()
+	e := start(t, h, engines.Config{})
+	c := dial(t, e)
+	sc := h.conn(t).(engines.FrameWriter)
+	const writers, each = 8, 200
+	tail := []byte("-shared-tail\n") // one buffer shared by every frame
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := sc.WriteFrame([]byte{byte('a' + w), byte(i)}, tail); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	size := 2 + len(tail)
+	buf := make([]byte, writers*each*size)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	next := make([]int, writers)
+	for i := 0; i < len(buf); i += size {
+		w := int(buf[i] - 'a')
+		if w < 0 || w >= writers || int(buf[i+1]) != next[w]%256 || !bytes.Equal(buf[i+2:i+size], tail) {
+			t.Fatalf("frame %d interleaved or out of order: %q", i/size, buf[i:i+size])
+		}
+		next[w]++
+	}
+	if err := sc.WriteFrame(nil, nil); err != nil {
+		t.Fatalf("empty frame: %v", err)
+	}
+}
