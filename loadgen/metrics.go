@@ -41,6 +41,7 @@ const LatencyWindow = time.Second
 //
 // plus the Go and process collectors of the load generator itself.
 type metrics struct {
+	addr        string // the listener's address
 	reg         *prometheus.Registry
 	errors      *prometheus.CounterVec
 	disconnects *prometheus.CounterVec
@@ -102,6 +103,7 @@ func (g *gen) startMetrics() (stop func(), err error) {
 		return func() {}, fmt.Errorf("loadgen: metrics listener %s: %w", g.cfg.MetricsAddr, err)
 	}
 	g.m = newMetrics(g)
+	g.m.addr = ln.Addr().String()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g.m.reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{

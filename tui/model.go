@@ -125,7 +125,7 @@ type Row struct {
 	RSSPerConn   Num    `json:"rss_per_conn_bytes"` // (RSS − RSS seen at 0 connections) / conns, else RSS / conns
 	Heap         Num    `json:"heap_bytes"`
 	Goroutines   Num    `json:"goroutines"`
-	GCPauseP99   Num    `json:"gc_pause_p99_s"` // over the last minute; since start when no GC ran in it
+	GCPauseP99   Num    `json:"gc_pause_p99_s"` // over the last minute (since start when no GC ran in it), at most the max pause
 	GCCPUShare   Num    `json:"gc_cpu_share"`   // GC CPU over the CPU available (GOMAXPROCS × interval)
 }
 
@@ -165,8 +165,11 @@ type LoadgenFigures struct {
 	Sample       LoadgenSample      `json:"sample"`
 	ConnectsPS   Num                `json:"connects_per_s"`
 	DeliveredPS  Num                `json:"delivered_per_s"`
-	ErrorsPS     map[string]float64 `json:"errors_per_s,omitempty"`
+	ErrorsPS     map[string]float64 `json:"errors_per_s,omitempty"` // by reason
 	ReconnectsPS Num                `json:"reconnects_per_s"`
+	// Per reason, per second.
+	ReconnectsByReasonPS  map[string]float64 `json:"reconnects_by_reason_per_s,omitempty"`
+	DisconnectsByReasonPS map[string]float64 `json:"disconnects_by_reason_per_s,omitempty"`
 }
 
 // Event is one line of the event log.
@@ -537,7 +540,11 @@ func (m *Model) applyGateway(in *instance, sc Scrape) {
 	if win.Total() == 0 {
 		win = g.GCPauses
 	}
-	row.GCPauseP99 = Num(win.Quantile(0.99))
+	p99 := win.Quantile(0.99)
+	if g.GCPauseMax > 0 && p99 > g.GCPauseMax { // no quantile exceeds the exact maximum (NaN, 0: unknown)
+		p99 = g.GCPauseMax
+	}
+	row.GCPauseP99 = Num(p99)
 	in.row = row
 	in.prev, in.prevAt, in.seen = g, sc.At, true
 }
@@ -558,6 +565,7 @@ func (m *Model) applyLoadgen(sc Scrape) {
 		}
 		lg.State, lg.Err = StateDown, reason
 		lg.ConnectsPS, lg.DeliveredPS, lg.ReconnectsPS, lg.ErrorsPS = unknown, unknown, unknown, nil
+		lg.ReconnectsByReasonPS, lg.DisconnectsByReasonPS = nil, nil
 		lg.Sample.P50, lg.Sample.P90, lg.Sample.P99 = unknown, unknown, unknown
 		m.lgPrev = nil
 		return
@@ -574,22 +582,17 @@ func (m *Model) applyLoadgen(sc Scrape) {
 	}
 	lg.State, lg.Err, lg.Sample = StateServing, "", *s
 	lg.ConnectsPS, lg.DeliveredPS, lg.ReconnectsPS, lg.ErrorsPS = unknown, unknown, unknown, nil
+	lg.ReconnectsByReasonPS, lg.DisconnectsByReasonPS = nil, nil
 	if p := m.lgPrev; p != nil {
 		dt := sc.At.Sub(m.lgAt).Seconds()
 		lg.ConnectsPS = rate(p.Connects, s.Connects, dt)
 		lg.DeliveredPS = rate(p.Delivered, s.Delivered, dt)
 		lg.ReconnectsPS = rate(sum(p.Reconnects), sum(s.Reconnects), dt)
 		if dt > 0 {
-			lg.ErrorsPS = map[string]float64{}
-			var total float64
-			for reason, v := range s.Errors {
-				d := v - p.Errors[reason]
-				if d < 0 {
-					d = v
-				}
-				lg.ErrorsPS[reason] = d / dt
-				total += d
-			}
+			lg.ErrorsPS = reasonRates(s.Errors, p.Errors, dt)
+			lg.ReconnectsByReasonPS = reasonRates(s.Reconnects, p.Reconnects, dt)
+			lg.DisconnectsByReasonPS = reasonRates(s.Disconnects, p.Disconnects, dt)
+			total := sum(lg.ErrorsPS) * dt
 			lost := max(sum(s.Disconnects)-sum(p.Disconnects), 0)
 			if total >= m.cfg.Burst*dt {
 				m.event(sc.At, true, fmt.Sprintf("error burst: %.0f errors in %.1fs (%s)", total, dt, topReasons(s.Errors, p.Errors, 3)))
@@ -600,6 +603,15 @@ func (m *Model) applyLoadgen(sc Scrape) {
 		}
 	}
 	m.lgPrev, m.lgAt, m.lgSeen = s, sc.At, true
+}
+
+// reasonRates is the per-second growth of each reason's counter from prev to cur.
+func reasonRates(cur, prev map[string]float64, dt float64) map[string]float64 {
+	out := make(map[string]float64, len(cur))
+	for reason, v := range cur {
+		out[reason] = float64(rate(prev[reason], v, dt))
+	}
+	return out
 }
 
 func sum(m map[string]float64) float64 {

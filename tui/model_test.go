@@ -285,6 +285,9 @@ func TestLoadgenBurstsAndProgress(t *testing.T) {
 	if got := lastEvent(m); got != "disconnect burst: 20 connections lost in 1.0s (reset 20)" {
 		t.Errorf("event %q", got)
 	}
+	if got := m.Loadgen().DisconnectsByReasonPS["reset"]; got != 20 {
+		t.Errorf("disconnects reset/s = %v", got)
+	}
 	m.Update(keyMsg("3"))
 	v := m.View()
 	for _, want := range []string{"connected 880 / target 1000", "88%", "refused", "30", "p99 10.0ms"} {
@@ -333,6 +336,14 @@ func TestGCPauseWindow(t *testing.T) {
 	}
 	if got := float64(m.Rows()[0].GCPauseP99); got <= 1e-3 {
 		t.Errorf("no GC in the window: %v, want the p99 since start", got)
+	}
+	// The exact longest pause (go_gc_duration_seconds) bounds the estimate from the coarse buckets.
+	g := gw("gw0", 10, 10, 0)
+	g.GCPauses = Histogram{Bounds: bounds, Counts: []float64{100, 100, 120, 120}}
+	g.GCPauseMax = 1.3e-3
+	m.Update(snap(at(9), up(g, at(9))))
+	if got := float64(m.Rows()[0].GCPauseP99); got != 1.3e-3 {
+		t.Errorf("bounded p99 = %v, want the max 1.3ms", got)
 	}
 }
 
@@ -430,6 +441,13 @@ func TestViewFitsTheTerminal(t *testing.T) {
 	for _, want := range []string{"[overview]", "2/3 up", "gw0", "1900", "down", "refused", "LOADGEN"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("overview lacks %q:\n%s", want, v)
+		}
+	}
+	m.Update(tea.WindowSizeMsg{Width: 140, Height: 30})
+	v = m.View()
+	for _, want := range []string{"ENGINE/TR", "std/tcp", "RSS/CONN", "refused"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("wide overview lacks %q:\n%s", want, v)
 		}
 	}
 	m.view = ViewCharts

@@ -108,6 +108,20 @@ func (f Families) Label(name, label string) string {
 	return ""
 }
 
+// SummaryQuantile returns quantile q of the summary family name (its first series), if present.
+func (f Families) SummaryQuantile(name string, q float64) (float64, bool) {
+	fam, ok := f[name]
+	if !ok || fam.GetType() != dto.MetricType_SUMMARY || len(fam.GetMetric()) == 0 {
+		return 0, false
+	}
+	for _, sq := range fam.GetMetric()[0].GetSummary().GetQuantile() {
+		if sq.GetQuantile() == q {
+			return sq.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
 // Histogram is a cumulative histogram: Counts[i] observations were ≤ Bounds[i]; the last bound
 // may be +Inf.
 type Histogram struct {

@@ -48,6 +48,7 @@ func TestGatewaySampleFromCapturedMetrics(t *testing.T) {
 		{"gc cpu", idle.GCCPU, 0.000837204},
 		{"gomaxprocs", idle.GOMAXPROCS, 2},
 		{"gc pauses", idle.GCPauses.Total(), 2},
+		{"gc pause max", idle.GCPauseMax, 0.000412564},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

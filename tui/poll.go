@@ -29,13 +29,17 @@ type GatewaySample struct {
 	ProtocolErrors float64 `json:"protocol_errors"` // pushwire_protocol_errors_total
 	SlowConsumers  float64 `json:"slow_consumers"`  // pushwire_slow_consumers_total
 
-	RSS        float64   `json:"rss_bytes"`   // process_resident_memory_bytes
-	Heap       float64   `json:"heap_bytes"`  // go_memstats_heap_alloc_bytes
-	Goroutines float64   `json:"goroutines"`  // go_goroutines
-	GCPauses   Histogram `json:"gc_pauses"`   // go_sched_pauses_total_gc_seconds (or go_gc_pauses_seconds)
-	GCCPU      float64   `json:"gc_cpu_s"`    // go_cpu_classes_gc_total_cpu_seconds_total
-	TotalCPU   float64   `json:"total_cpu_s"` // go_cpu_classes_total_cpu_seconds_total; 0 when not exported
-	GOMAXPROCS float64   `json:"gomaxprocs"`  // go_sched_gomaxprocs_threads
+	RSS        float64   `json:"rss_bytes"`  // process_resident_memory_bytes
+	Heap       float64   `json:"heap_bytes"` // go_memstats_heap_alloc_bytes
+	Goroutines float64   `json:"goroutines"` // go_goroutines
+	GCPauses   Histogram `json:"gc_pauses"`  // go_sched_pauses_total_gc_seconds (or go_gc_pauses_seconds)
+	// GCPauseMax is the longest GC pause of the last 256 cycles, exact: go_gc_duration_seconds
+	// {quantile="1"} (NaN or 0 when absent). The histogram's buckets grow ×11 (…, 0.92ms, 10.5ms, …),
+	// so a quantile interpolated in them can be ten times the truth; this bounds it.
+	GCPauseMax float64 `json:"gc_pause_max_s"`
+	GCCPU      float64 `json:"gc_cpu_s"`    // go_cpu_classes_gc_total_cpu_seconds_total
+	TotalCPU   float64 `json:"total_cpu_s"` // go_cpu_classes_total_cpu_seconds_total; 0 when not exported
+	GOMAXPROCS float64 `json:"gomaxprocs"`  // go_sched_gomaxprocs_threads
 }
 
 // gatewaySample extracts a GatewaySample from a gateway's metrics.
@@ -58,6 +62,10 @@ func gatewaySample(f Families) GatewaySample {
 		GCCPU:          f.Get("go_cpu_classes_gc_total_cpu_seconds_total"),
 		TotalCPU:       f.Get("go_cpu_classes_total_cpu_seconds_total"),
 		GOMAXPROCS:     f.Get("go_sched_gomaxprocs_threads"),
+	}
+	s.GCPauseMax = math.NaN()
+	if v, ok := f.SummaryQuantile("go_gc_duration_seconds", 1); ok {
+		s.GCPauseMax = v
 	}
 	if h, ok := f.Histogram("go_sched_pauses_total_gc_seconds"); ok {
 		s.GCPauses = h

@@ -126,7 +126,13 @@ func cut(s string, n int) string {
 	return ansi.Truncate(s, n, "…")
 }
 
+// wideWidth is the terminal width from which the overview is one table instead of two.
+const wideWidth = 126
+
 func (m *Model) viewOverview(w int) string {
+	if w >= wideWidth {
+		return m.viewOverviewWide(w)
+	}
 	var b strings.Builder
 	t := m.totals
 	fmt.Fprintf(&b, "%s\n", styleHead.Render(fmt.Sprintf("%-12s %-6s %-5s %-8s %8s %8s %8s %9s", "INSTANCE", "ENGINE", "TRANS", "STATE", "CONNS", "CONN/s", "REQ/s", "DELIV/s")))
@@ -149,6 +155,36 @@ func (m *Model) viewOverview(w int) string {
 			fmtCount(r.Goroutines), fmtSeconds(r.GCPauseP99), fmtShare(r.GCCPUShare))
 	}
 	fmt.Fprintf(&b, "%s\n", styleTitle.Render(fmt.Sprintf("%-12s %8s %9s %8s %8s %8s %7s", "total", fmtBytes(t.RSS), "", fmtBytes(t.Heap),
+		fmtCount(t.Goroutines), fmtSeconds(t.GCPauseP99), fmtShare(t.GCCPUShare))))
+	if m.lg != nil {
+		b.WriteString("\n" + m.loadgenSummary(w))
+	}
+	return b.String()
+}
+
+// viewOverviewWide is the overview as one table, for terminals at least wideWidth wide.
+func (m *Model) viewOverviewWide(w int) string {
+	var b strings.Builder
+	t := m.totals
+	const row = "%-14s %-11s %s %8s %8s %8s %9s %8s %9s %8s %7s %8s %7s"
+	fmt.Fprintf(&b, "%s\n", styleHead.Render(fmt.Sprintf(row, "INSTANCE", "ENGINE/TR", fmt.Sprintf("%-8s", "STATE"), "CONNS", "CONN/s", "REQ/s", "DELIV/s",
+		"RSS", "RSS/CONN", "HEAP", "GOROUT", "GC P99", "GC CPU")))
+	for _, in := range m.insts {
+		r := in.row
+		et := "-"
+		if r.Engine != "" {
+			et = r.Engine + "/" + r.Transport
+		}
+		fmt.Fprintf(&b, row, cut(r.Name(), 14), cut(et, 11), stateText(r.State, 8), fmtCount(r.Conns), fmtRate(r.ConnectsPS),
+			fmtRate(r.RequestsPS), fmtRate(r.DeliveriesPS), fmtBytes(r.RSS), fmtBytes(r.RSSPerConn), fmtBytes(r.Heap),
+			fmtCount(r.Goroutines), fmtSeconds(r.GCPauseP99), fmtShare(r.GCCPUShare))
+		if r.State == StateDown && r.Err != "" {
+			b.WriteString(" " + styleFaint.Render(cut(strings.TrimPrefix(r.Err, "connection "), max(w-wideWidth, 8))))
+		}
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(&b, "%s\n", styleTitle.Render(fmt.Sprintf(row, "total", fmt.Sprintf("%d/%d up", t.Up, t.Instances), fmt.Sprintf("%-8s", ""),
+		fmtCount(t.Conns), fmtRate(t.ConnectsPS), fmtRate(t.RequestsPS), fmtRate(t.DeliveriesPS), fmtBytes(t.RSS), "", fmtBytes(t.Heap),
 		fmtCount(t.Goroutines), fmtSeconds(t.GCPauseP99), fmtShare(t.GCCPUShare))))
 	if m.lg != nil {
 		b.WriteString("\n" + m.loadgenSummary(w))
@@ -201,13 +237,13 @@ func (m *Model) viewLoadgen(w int) string {
 	fmt.Fprintf(&b, "end-to-end latency (last window): p50 %s  p90 %s  p99 %s\n\n", fmtSeconds(s.P50), fmtSeconds(s.P90), fmtSeconds(s.P99))
 
 	left := reasonTable("ERRORS", s.Errors, lg.ErrorsPS)
-	right := reasonTable("RECONNECTS", s.Reconnects, nil)
+	right := reasonTable("RECONNECTS", s.Reconnects, lg.ReconnectsByReasonPS)
 	if w >= 72 {
 		b.WriteString(lipgloss.JoinHorizontal(lipgloss.Top, left, "    ", right) + "\n")
 	} else {
 		b.WriteString(left + "\n" + right + "\n")
 	}
-	b.WriteString(reasonTable("DISCONNECTS", s.Disconnects, nil))
+	b.WriteString("\n" + reasonTable("DISCONNECTS", s.Disconnects, lg.DisconnectsByReasonPS))
 	return b.String()
 }
 
