@@ -870,11 +870,17 @@ func (h eventHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 	return gnet.None
 }
 
-// gnetLogger sends gnet's own log lines to slog.
+// gnetLogger sends gnet's own log lines to slog (gnet's fatal level, used only on BSD, as errors).
 type gnetLogger struct{ l *slog.Logger }
 
-func (g gnetLogger) Debugf(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
-func (g gnetLogger) Infof(format string, args ...any)  { g.l.Info(fmt.Sprintf(format, args...)) }
-func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
-func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
-func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) log(level slog.Level, format string, args []any) {
+	if g.l.Enabled(context.Background(), level) {
+		g.l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	}
+}
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.log(slog.LevelDebug, format, args) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.log(slog.LevelInfo, format, args) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.log(slog.LevelWarn, format, args) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.log(slog.LevelError, format, args) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.log(slog.LevelError, format, args) }
