@@ -22,7 +22,7 @@ import (
 // TestE2ETmux runs the dashboard in tmux against a live local deployment — control, two gateway
 // processes and a load generator holding 200 connections, plus a target nobody listens on — and
 // reads the screen with tmux capture-pane until it shows 2 of 3 instances up, the dead one down
-// and the connections; then it saves a snapshot with s and quits with q.
+// and connections (non-zero); then it saves a snapshot with s and quits with q.
 //
 // It uses $PUSHWIRE_BIN when set (make tui-e2e passes bin/pushwire), else builds the binary.
 // Without tmux it is skipped, unless CI=true, where it fails (make tools installs tmux).
@@ -103,10 +103,18 @@ func TestE2ETmux(t *testing.T) {
 		}
 		return string(out)
 	}
+	// The right instance count (2 of 3 up: the dead target is down), non-zero connections in
+	// total, and the load generator's progress against its target.
 	total := regexp.MustCompile(`(?m)^total\s+2/3 up\s+(\d+)`)
+	progress := regexp.MustCompile(`connected (\d+)/` + strconv.Itoa(conns))
 	screen := waitScreen(t, capture, 60*time.Second, func(s string) bool {
-		m := total.FindStringSubmatch(s)
-		return m != nil && m[1] == strconv.Itoa(conns) && strings.Contains(s, "connected 200/200")
+		m, p := total.FindStringSubmatch(s), progress.FindStringSubmatch(s)
+		return m != nil && m[1] != "0" && p != nil && p[1] != "0"
+	})
+	// Once the ramp is over, the gateways' total and the load generator agree.
+	screen = waitScreen(t, capture, 30*time.Second, func(s string) bool {
+		m, p := total.FindStringSubmatch(s), progress.FindStringSubmatch(s)
+		return m != nil && p != nil && m[1] == p[1] && strings.Contains(s, "LOADGEN idle")
 	})
 	t.Logf("screen:\n%s", screen)
 	for _, want := range []string{"gw0", "gw1", "serving", "down", "refused", "2/3 up"} {

@@ -123,10 +123,12 @@ type Row struct {
 	DeliveriesPS Num    `json:"deliveries_per_s"` // pushes_total{outcome="delivered"}
 	RSS          Num    `json:"rss_bytes"`
 	RSSPerConn   Num    `json:"rss_per_conn_bytes"` // (RSS − RSS seen at 0 connections) / conns, else RSS / conns
-	Heap         Num    `json:"heap_bytes"`
-	Goroutines   Num    `json:"goroutines"`
-	GCPauseP99   Num    `json:"gc_pause_p99_s"` // over the last minute (since start when no GC ran in it), at most the max pause
-	GCCPUShare   Num    `json:"gc_cpu_share"`   // GC CPU over the CPU available (GOMAXPROCS × interval)
+	// RSSPerConnGross: RSSPerConn includes the process's own RSS (never seen at 0 connections).
+	RSSPerConnGross bool `json:"rss_per_conn_gross,omitempty"`
+	Heap            Num  `json:"heap_bytes"`
+	Goroutines      Num  `json:"goroutines"`
+	GCPauseP99      Num  `json:"gc_pause_p99_s"` // over the last minute (since start when no GC ran in it), at most the max pause
+	GCCPUShare      Num  `json:"gc_cpu_share"`   // GC CPU over the CPU available (GOMAXPROCS × interval)
 }
 
 // Name is the instance's node name, or its host:port until known.
@@ -530,6 +532,7 @@ func (m *Model) applyGateway(in *instance, sc Scrape) {
 	}
 	if g.Conns > 0 {
 		row.RSSPerConn = Num((g.RSS - in.baseRSS) / g.Conns)
+		row.RSSPerConnGross = in.baseRSS == 0
 	}
 	// GC pause p99 over the last gcWindow, from the histogram's growth since then.
 	in.pauses = append(in.pauses, histAt{at: sc.At, h: g.GCPauses})

@@ -186,7 +186,7 @@ func TestRatesFromCapturedPages(t *testing.T) {
 	if want := g2.Delivered - g1.Delivered; float64(r.DeliveriesPS) != want || want <= 0 {
 		t.Errorf("deliveries/s %v, want %v", r.DeliveriesPS, want)
 	}
-	if r.State != StateServing || r.Node != "gw0" || r.Conns != 300 || !r.GCPauseP99.Known() || !r.RSSPerConn.Known() {
+	if r.State != StateServing || r.Node != "gw0" || r.Conns != 300 || !r.GCPauseP99.Known() || !r.RSSPerConn.Known() || !r.RSSPerConnGross {
 		t.Errorf("row %+v", r)
 	}
 	lg := m.Loadgen()
@@ -438,7 +438,7 @@ func TestViewFitsTheTerminal(t *testing.T) {
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
 	m.view = ViewOverview
 	v := m.View()
-	for _, want := range []string{"[overview]", "2/3 up", "gw0", "1900", "down", "refused", "LOADGEN"} {
+	for _, want := range []string{"[overview]", "2/3 up", "gw0", "1900", "down", "refused", "LOADGEN", "2.0K ", "1.9M*", "* RSS/conn includes"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("overview lacks %q:\n%s", want, v)
 		}

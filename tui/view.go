@@ -151,11 +151,12 @@ func (m *Model) viewOverview(w int) string {
 	fmt.Fprintf(&b, "%s\n", styleHead.Render(fmt.Sprintf("%-12s %8s %9s %8s %8s %8s %7s", "INSTANCE", "RSS", "RSS/CONN", "HEAP", "GOROUT", "GC P99", "GC CPU")))
 	for _, in := range m.insts {
 		r := in.row
-		fmt.Fprintf(&b, "%-12s %8s %9s %8s %8s %8s %7s\n", cut(r.Name(), 12), fmtBytes(r.RSS), fmtBytes(r.RSSPerConn), fmtBytes(r.Heap),
+		fmt.Fprintf(&b, "%-12s %8s %9s %8s %8s %8s %7s\n", cut(r.Name(), 12), fmtBytes(r.RSS), rssPerConn(r), fmtBytes(r.Heap),
 			fmtCount(r.Goroutines), fmtSeconds(r.GCPauseP99), fmtShare(r.GCCPUShare))
 	}
 	fmt.Fprintf(&b, "%s\n", styleTitle.Render(fmt.Sprintf("%-12s %8s %9s %8s %8s %8s %7s", "total", fmtBytes(t.RSS), "", fmtBytes(t.Heap),
 		fmtCount(t.Goroutines), fmtSeconds(t.GCPauseP99), fmtShare(t.GCCPUShare))))
+	m.grossNote(&b)
 	if m.lg != nil {
 		b.WriteString("\n" + m.loadgenSummary(w))
 	}
@@ -176,7 +177,7 @@ func (m *Model) viewOverviewWide(w int) string {
 			et = r.Engine + "/" + r.Transport
 		}
 		fmt.Fprintf(&b, row, cut(r.Name(), 14), cut(et, 11), stateText(r.State, 8), fmtCount(r.Conns), fmtRate(r.ConnectsPS),
-			fmtRate(r.RequestsPS), fmtRate(r.DeliveriesPS), fmtBytes(r.RSS), fmtBytes(r.RSSPerConn), fmtBytes(r.Heap),
+			fmtRate(r.RequestsPS), fmtRate(r.DeliveriesPS), fmtBytes(r.RSS), rssPerConn(r), fmtBytes(r.Heap),
 			fmtCount(r.Goroutines), fmtSeconds(r.GCPauseP99), fmtShare(r.GCCPUShare))
 		if r.State == StateDown && r.Err != "" {
 			b.WriteString(" " + styleFaint.Render(cut(strings.TrimPrefix(r.Err, "connection "), max(w-wideWidth, 8))))
@@ -186,10 +187,29 @@ func (m *Model) viewOverviewWide(w int) string {
 	fmt.Fprintf(&b, "%s\n", styleTitle.Render(fmt.Sprintf(row, "total", fmt.Sprintf("%d/%d up", t.Up, t.Instances), fmt.Sprintf("%-8s", ""),
 		fmtCount(t.Conns), fmtRate(t.ConnectsPS), fmtRate(t.RequestsPS), fmtRate(t.DeliveriesPS), fmtBytes(t.RSS), "", fmtBytes(t.Heap),
 		fmtCount(t.Goroutines), fmtSeconds(t.GCPauseP99), fmtShare(t.GCCPUShare))))
+	m.grossNote(&b)
 	if m.lg != nil {
 		b.WriteString("\n" + m.loadgenSummary(w))
 	}
 	return b.String()
+}
+
+// rssPerConn formats a row's RSS per connection, starred when it includes the process's own RSS.
+func rssPerConn(r Row) string {
+	if r.RSSPerConnGross && r.RSSPerConn.Known() {
+		return fmtBytes(r.RSSPerConn) + "*"
+	}
+	return fmtBytes(r.RSSPerConn)
+}
+
+// grossNote explains the star of rssPerConn when a row has one.
+func (m *Model) grossNote(b *strings.Builder) {
+	for _, in := range m.insts {
+		if in.row.RSSPerConnGross && in.row.RSSPerConn.Known() {
+			b.WriteString(styleFaint.Render("* RSS/conn includes the process's own RSS: never seen with 0 connections") + "\n")
+			return
+		}
+	}
 }
 
 func (m *Model) loadgenSummary(w int) string {
