@@ -8,13 +8,15 @@ IDLE     ?= 10s
 PUSH_RATE ?= 2000
 PUSH_DURATION ?= 10s
 INSTANCES ?= 1
+ROUNDS   ?= 1
+PHASES   ?= ramp,idle,upstream,push,group,group-all,broadcast
 BIN      := bin/pushwire
 COMMIT   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell test -n "$$(git status --porcelain 2>/dev/null)" && echo -dirty)
 VERSION  := $(shell git describe --tags --always 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS     := ./...
 
-.PHONY: help build deps vet fmt-check test unit race integration smoke-bench bench fuzz clean tools tui-e2e
+.PHONY: help build deps vet fmt-check test unit race integration smoke-bench bench bench-all fuzz clean tools tui-e2e
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -32,7 +34,7 @@ fmt-check: ## fail on files gofmt would change
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: build vet fmt-check race smoke-bench ## everything CI runs: build, vet, gofmt, tests with -race, a small bench checked
+test: tools build vet fmt-check race smoke-bench ## everything CI runs: tools (tmux), build, vet, gofmt, tests with -race, a small bench checked
 
 unit: deps ## tests without the race detector
 	$(GO) test -shuffle=on -count=1 $(PKGS)
@@ -50,7 +52,11 @@ smoke-bench: build ## a small bench (a few hundred connections) whose result fil
 
 bench: build ## measured run: make bench ENGINE=std CONNS=10000 (writes results/<id>.json); TUI=1 watches it live
 	$(BIN) bench --engine $(ENGINE) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
-	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --out results$(if $(filter 1 yes true,$(TUI)), --tui)
+	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --out results$(if $(filter 1 yes true,$(TUI)), --tui)
+
+bench-all: build ## every engine in one sitting, interleaved ROUNDS times: one side-by-side table with ratios against std
+	$(BIN) bench --engines std,gnet,netpoll,nbio --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
+	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --out results --check
 
 tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)

@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pushwire/pushwire/bench"
+	"github.com/pushwire/pushwire/engines"
 	"github.com/pushwire/pushwire/loadgen"
 	"github.com/pushwire/pushwire/results"
 	"github.com/pushwire/pushwire/tui"
@@ -20,6 +22,8 @@ import (
 func runBench(args []string) error {
 	fs := newFlags("bench", "Start a local deployment (control and --instances gateway processes on --engine), run the\nload generator against it in its own process, stop everything, write results/<id>.json\nand print a summary. Ctrl-C stops every process it started.")
 	engine := fs.String("engine", "std", "gateway I/O engine")
+	engineList := fs.String("engines", "", "compare engines: run each of these (comma-separated, or \"all\") in turn, --rounds times\ninterleaved, and print one table side by side with ratios against the first (std)")
+	rounds := fs.Int("rounds", 1, "with --engines: how many times to run each engine, interleaved")
 	instances := fs.Int("instances", 1, "gateway processes")
 	conns := fs.Int("conns", 10_000, "connections to open")
 	rate := fs.Float64("rate", 2000, "new connections per second")
@@ -62,6 +66,13 @@ func runBench(args []string) error {
 			"--request-rate", strconv.FormatFloat(*reqRate, 'f', -1, 64), "--request-duration", pushDur.String(),
 			"--group-size", strconv.Itoa(*groupSize), "--group-rate", strconv.FormatFloat(*groupRate, 'f', -1, 64),
 			"--group-duration", pushDur.String(), "--fanout-pushes", strconv.Itoa(*fanoutPushes)},
+	}
+	if *engineList != "" {
+		names := splitList(*engineList)
+		if *engineList == "all" {
+			names = []string{"std", "gnet", "netpoll", "nbio"}
+		}
+		return benchEngines(ctx, cfg, names, *rounds, *check)
 	}
 	var res *results.Result
 	var path string
@@ -165,4 +176,62 @@ func benchWithTUI(ctx context.Context, cfg bench.Config) (*results.Result, strin
 		o.err = errors.Join(o.err, terr)
 	}
 	return o.res, o.path, o.err
+}
+
+// benchEngines runs the bench once per engine per round, interleaved (std, gnet, …, std, gnet, …)
+// so that a change in the machine's load falls on every engine alike, then prints every run's
+// figures side by side with ratios against the first engine, and writes that table to the
+// output directory.
+func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds int, check bool) error {
+	for _, n := range names {
+		if !slices.Contains(engines.Names(), n) {
+			return fmt.Errorf("bench: --engines: unknown engine %q (have %s)", n, strings.Join(engines.Names(), ", "))
+		}
+	}
+	var runs []*results.Result
+	var errs []error
+	for round := range max(rounds, 1) {
+		for _, name := range names {
+			if ctx.Err() != nil {
+				break
+			}
+			c := cfg
+			c.Engine = name
+			c.LogDir = ""
+			fmt.Fprintf(os.Stderr, "\n=== round %d/%d: %s ===\n", round+1, max(rounds, 1), name)
+			res, path, err := bench.Run(ctx, c)
+			if res != nil {
+				_ = res.Summary(os.Stdout)
+				fmt.Printf("\nresult: %s\n", path)
+				runs = append(runs, res)
+				if check {
+					if cerr := res.Check(); cerr != nil {
+						err = errors.Join(err, fmt.Errorf("result check: %w", cerr))
+					}
+				}
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
+	if len(runs) > 0 {
+		var buf strings.Builder
+		fmt.Fprintf(&buf, "pushwire engines compared  %s  commit %s  %d conns  %d round(s)\n\n",
+			time.Now().UTC().Format(time.RFC3339), commit, cfg.Conns, max(rounds, 1))
+		if err := results.SideBySide(&buf, runs, names[0]); err != nil {
+			return err
+		}
+		fmt.Print("\n" + buf.String())
+		path := filepath.Join(cfg.OutDir, time.Now().UTC().Format("20060102T150405Z")+"-engines.txt")
+		if err := os.WriteFile(path, []byte(buf.String()), 0o644); err != nil {
+			errs = append(errs, err)
+		} else {
+			fmt.Printf("\ncomparison: %s\n", path)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return ctx.Err()
 }
