@@ -64,11 +64,14 @@ tools: ## install the tools the tests need (tmux, for the dashboard end-to-end t
 tui-e2e: build tools ## the dashboard end-to-end test: pushwire tui in tmux against a live deployment
 	PUSHWIRE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -run TestE2ETmux -v ./tui/
 
-fuzz: deps ## run each fuzz target for FUZZTIME (default 30s)
-	$(GO) test -run=none -fuzz=FuzzDecode -fuzztime=$${FUZZTIME:-30s} ./core/frame/
-	$(GO) test -run=none -fuzz=FuzzReader -fuzztime=$${FUZZTIME:-30s} ./core/frame/
-	$(GO) test -run=none -fuzz=FuzzVerify -fuzztime=$${FUZZTIME:-30s} ./control/token/
-	$(GO) test -run=none -fuzz=FuzzConnect -fuzztime=$${FUZZTIME:-30s} ./control/
+fuzz: deps ## run every fuzz target (decoders of outside input) for FUZZTIME each (default 30s)
+	$(GO) test -run=none -fuzz='^FuzzDecode$$' -fuzztime=$${FUZZTIME:-30s} ./core/frame/
+	$(GO) test -run=none -fuzz='^FuzzReader$$' -fuzztime=$${FUZZTIME:-30s} ./core/frame/
+	$(GO) test -run=none -fuzz='^FuzzPushAPI$$' -fuzztime=$${FUZZTIME:-30s} ./core/gateway/
+	$(GO) test -run=none -fuzz='^FuzzMetaHeaders$$' -fuzztime=$${FUZZTIME:-30s} ./core/forward/
+	$(GO) test -run=none -fuzz='^FuzzVerify$$' -fuzztime=$${FUZZTIME:-30s} ./control/token/
+	$(GO) test -run=none -fuzz='^FuzzConnect$$' -fuzztime=$${FUZZTIME:-30s} ./control/
+	$(GO) test -run=none -fuzz='^FuzzDecodeBatch$$' -fuzztime=$${FUZZTIME:-30s} ./backend/
 
 gobench: deps ## Go micro-benchmarks (allocations reported)
 	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/...
