@@ -33,8 +33,9 @@ const LatencyWindow = time.Second
 //	pushwire_loadgen_disconnects_total{reason}           counter: connections lost after login
 //	pushwire_loadgen_reconnects_total{reason}            counter: connection attempts after a lost
 //	                                                     connection or a failed attempt, by the reason of that earlier failure
-//	pushwire_loadgen_delivered_total                     counter: pushes received (first delivery)
-//	pushwire_loadgen_push_latency_seconds                histogram: end-to-end push latency
+//	pushwire_loadgen_delivered_total                     counter: messages received with a measured latency:
+//	                                                     pushes (first delivery) or, in the upstream phase, responses
+//	pushwire_loadgen_push_latency_seconds                histogram: their end-to-end latency
 //	pushwire_loadgen_push_latency_window_seconds{quantile} gauge: 0.5, 0.9, 0.99 over the last
 //	                                                     LatencyWindow (NaN when nothing arrived in it)
 //	pushwire_loadgen_phase{phase}                        gauge: 1 for the phase running now
@@ -74,14 +75,14 @@ func newMetrics(g *gen) *metrics {
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts(opts("disconnects_total", "Connections lost after login, by reason.")), []string{"reason"})
 	m.reconnects = prometheus.NewCounterVec(prometheus.CounterOpts(opts("reconnects_total",
 		"Connection attempts after a lost connection or a failed attempt, by the reason of that failure.")), []string{"reason"})
-	m.delivered = prometheus.NewCounter(prometheus.CounterOpts(opts("delivered_total", "Pushes received (first delivery of each).")))
+	m.delivered = prometheus.NewCounter(prometheus.CounterOpts(opts("delivered_total", "Messages received with a measured latency: pushes (first delivery) or, upstream, responses.")))
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "pushwire", Subsystem: "loadgen", Name: "push_latency_seconds",
-		Help:    "End-to-end push latency, from the intended send time to receipt.",
+		Help:    "End-to-end latency of pushes (or upstream round trips), from the intended send time to receipt.",
 		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 19), // 100µs … ~26s
 	})
 	m.window = prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("push_latency_window_seconds",
-		"End-to-end push latency quantiles over the last window (NaN when nothing arrived in it).")), []string{"quantile"})
+		"End-to-end latency quantiles over the last window (NaN when nothing arrived in it).")), []string{"quantile"})
 	for _, q := range []string{"0.5", "0.9", "0.99"} {
 		m.window.WithLabelValues(q).Set(math.NaN())
 	}
@@ -191,7 +192,8 @@ func (m *metrics) onState(st client.State, err error) {
 	}
 }
 
-// observeLatency records one delivery's end-to-end latency in microseconds.
+// observeLatency records one message's end-to-end latency in microseconds (a push's delivery or
+// an upstream request's response).
 func (m *metrics) observeLatency(us int64) {
 	if m == nil {
 		return
