@@ -61,14 +61,17 @@ func (g *Groups) Join(s *Session, name string) bool {
 		return false
 	}
 	s.gmu.Lock()
-	if s.groupsLeft {
+	if s.groups == &leftAll {
 		// LeaveAll already ran: joining now would leave a closed session behind.
 		s.gmu.Unlock()
 		gr.mu.Unlock()
 		g.dropIfEmpty(k)
 		return false
 	}
-	s.groups = append(s.groups, name)
+	if s.groups == nil {
+		s.groups = &groupList{}
+	}
+	s.groups.names = append(s.groups.names, name)
 	s.gmu.Unlock()
 	gr.index[s] = len(gr.members)
 	gr.members = append(gr.members, s)
@@ -83,10 +86,12 @@ func (g *Groups) Leave(s *Session, name string) bool {
 		return false
 	}
 	s.gmu.Lock()
-	for i, n := range s.groups {
-		if n == name {
-			s.groups = append(s.groups[:i:i], s.groups[i+1:]...)
-			break
+	if gl := s.groups; gl != nil && gl != &leftAll {
+		for i, n := range gl.names {
+			if n == name {
+				gl.names = append(gl.names[:i:i], gl.names[i+1:]...)
+				break
+			}
 		}
 	}
 	s.gmu.Unlock()
@@ -97,9 +102,11 @@ func (g *Groups) Leave(s *Session, name string) bool {
 // s are refused.
 func (g *Groups) LeaveAll(s *Session) int {
 	s.gmu.Lock()
-	names := s.groups
-	s.groups = nil
-	s.groupsLeft = true
+	var names []string
+	if gl := s.groups; gl != nil && gl != &leftAll {
+		names = gl.names
+	}
+	s.groups = &leftAll
 	s.gmu.Unlock()
 	for _, name := range names {
 		g.remove(key(s.App, name), s)
@@ -195,5 +202,8 @@ func (g *Groups) Len() int {
 func (s *Session) GroupsOf() []string {
 	s.gmu.Lock()
 	defer s.gmu.Unlock()
-	return append([]string(nil), s.groups...)
+	if s.groups == nil || s.groups == &leftAll {
+		return nil
+	}
+	return append([]string(nil), s.groups.names...)
 }

@@ -34,10 +34,18 @@ type Session struct {
 	// Only the connection's OnData touches it; calls for one connection are never concurrent.
 	RateTAT int64
 
-	gmu        sync.Mutex // guards groups and groupsLeft
-	groups     []string   // the groups this session joined
-	groupsLeft bool       // LeaveAll ran: no more joins
+	inTable atomic.Bool // added to a Table and not yet removed
+
+	gmu    sync.Mutex // guards groups
+	groups *groupList // the groups joined; nil before the first Join; &leftAll after LeaveAll
 }
+
+// groupList is a session's groups, allocated at its first Join: most connections never join one,
+// and an idle connection should not pay for it.
+type groupList struct{ names []string }
+
+// leftAll marks a session whose LeaveAll ran: no more joins.
+var leftAll groupList
 
 // New returns a session in state CONNECTED.
 func New(c Conn, now int64) *Session {
@@ -89,33 +97,34 @@ func (s *Session) NextPushSeq() uint32 { return s.pushSeq.Add(1) }
 
 const numShards = 64
 
-// Table indexes logged-in sessions by connection ID, by device and by user, and enforces the
-// per-device (one) and per-user connection limits. It is safe for concurrent use.
+// Table indexes logged-in sessions by device and by user, and enforces the per-device (one) and
+// per-user connection limits. It is safe for concurrent use.
 //
-// Lock order: a conn shard, then a device shard, then a user shard; never two of one kind.
+// Every session in the table has exactly one device entry (a newer login of the device evicts
+// the older session), so the device index also serves Range. Keys reference the sessions' own
+// strings: an index entry allocates nothing but its map slot.
+//
+// Lock order: a device shard, then a user shard; never two of one kind.
 type Table struct {
 	maxPerUser int
 	seed       maphash.Seed
 	count      atomic.Int64
 
-	conns   [numShards]connShard
 	devices [numShards]keyShard
 	users   [numShards]userShard
 }
 
-type connShard struct {
-	mu sync.RWMutex
-	m  map[uint64]*Session
-}
+// idKey is an app's device or user.
+type idKey struct{ app, id string }
 
 type keyShard struct {
 	mu sync.RWMutex
-	m  map[string]*Session // app + "\x00" + device
+	m  map[idKey]*Session
 }
 
 type userShard struct {
 	mu sync.RWMutex
-	m  map[string][]*Session // app + "\x00" + user, oldest login first
+	m  map[idKey][]*Session // oldest login first
 }
 
 // NewTable returns a table that keeps at most maxPerUser connections per user (0: no limit).
@@ -123,28 +132,33 @@ type userShard struct {
 func NewTable(maxPerUser int) *Table {
 	t := &Table{maxPerUser: maxPerUser, seed: maphash.MakeSeed()}
 	for i := range numShards {
-		t.conns[i].m = make(map[uint64]*Session)
-		t.devices[i].m = make(map[string]*Session)
-		t.users[i].m = make(map[string][]*Session)
+		t.devices[i].m = make(map[idKey]*Session)
+		t.users[i].m = make(map[idKey][]*Session)
 	}
 	return t
 }
 
 func key(app, id string) string { return app + "\x00" + id }
 
-func (t *Table) shardOf(k string) int { return int(maphash.String(t.seed, k) % numShards) }
+func (t *Table) shardOf(k idKey) int {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	h.WriteString(k.app)
+	h.WriteByte(0)
+	h.WriteString(k.id)
+	return int(h.Sum64() % numShards)
+}
 
 // Add registers a logged-in session. It returns the sessions it displaced, which the caller
 // closes (with GOAWAY EVICTED): the previous connection of the same device, and the oldest
 // connections of the same user past the per-user limit.
 func (t *Table) Add(s *Session) (evicted []*Session) {
-	cs := &t.conns[s.ID()%numShards]
-	cs.mu.Lock()
-	cs.m[s.ID()] = s
-	cs.mu.Unlock()
+	if s.inTable.Swap(true) {
+		return nil
+	}
 	t.count.Add(1)
 
-	dk := key(s.App, s.Device)
+	dk := idKey{s.App, s.Device}
 	ds := &t.devices[t.shardOf(dk)]
 	ds.mu.Lock()
 	if old := ds.m[dk]; old != nil && old != s {
@@ -154,7 +168,7 @@ func (t *Table) Add(s *Session) (evicted []*Session) {
 	ds.mu.Unlock()
 
 	if s.User != "" {
-		uk := key(s.App, s.User)
+		uk := idKey{s.App, s.User}
 		us := &t.users[t.shardOf(uk)]
 		us.mu.Lock()
 		list := append(us.m[uk], s)
@@ -184,19 +198,12 @@ func containsSession(list []*Session, s *Session) bool {
 // Remove unregisters s from every index that still points to it. It reports whether s was in the
 // table. A newer session of the same device is never touched.
 func (t *Table) Remove(s *Session) bool {
-	cs := &t.conns[s.ID()%numShards]
-	cs.mu.Lock()
-	ok := cs.m[s.ID()] == s
-	if ok {
-		delete(cs.m, s.ID())
-	}
-	cs.mu.Unlock()
-	if !ok {
+	if !s.inTable.CompareAndSwap(true, false) {
 		return false
 	}
 	t.count.Add(-1)
 
-	dk := key(s.App, s.Device)
+	dk := idKey{s.App, s.Device}
 	ds := &t.devices[t.shardOf(dk)]
 	ds.mu.Lock()
 	if ds.m[dk] == s {
@@ -205,7 +212,7 @@ func (t *Table) Remove(s *Session) bool {
 	ds.mu.Unlock()
 
 	if s.User != "" {
-		uk := key(s.App, s.User)
+		uk := idKey{s.App, s.User}
 		us := &t.users[t.shardOf(uk)]
 		us.mu.Lock()
 		list := us.m[uk]
@@ -225,18 +232,9 @@ func (t *Table) Remove(s *Session) bool {
 	return true
 }
 
-// ByConn returns the session of a connection ID.
-func (t *Table) ByConn(id uint64) *Session {
-	cs := &t.conns[id%numShards]
-	cs.mu.RLock()
-	s := cs.m[id]
-	cs.mu.RUnlock()
-	return s
-}
-
 // ByDevice returns the live session of a device.
 func (t *Table) ByDevice(app, device string) *Session {
-	dk := key(app, device)
+	dk := idKey{app, device}
 	ds := &t.devices[t.shardOf(dk)]
 	ds.mu.RLock()
 	s := ds.m[dk]
@@ -246,7 +244,7 @@ func (t *Table) ByDevice(app, device string) *Session {
 
 // ByUser appends the live sessions of a user to dst, oldest login first.
 func (t *Table) ByUser(dst []*Session, app, user string) []*Session {
-	uk := key(app, user)
+	uk := idKey{app, user}
 	us := &t.users[t.shardOf(uk)]
 	us.mu.RLock()
 	dst = append(dst, us.m[uk]...)
@@ -257,18 +255,19 @@ func (t *Table) ByUser(dst []*Session, app, user string) []*Session {
 // Len is the number of sessions in the table.
 func (t *Table) Len() int { return int(t.count.Load()) }
 
-// Range calls fn for every session until fn returns false. Sessions added or removed during the
+// Range calls fn for every device's current session until fn returns false (a session evicted by
+// a newer one of its device, and not yet removed, is not visited). Sessions added or removed during the
 // call may or may not be seen. fn runs without the table's locks held.
 func (t *Table) Range(fn func(*Session) bool) {
 	var batch []*Session
 	for i := range numShards {
-		cs := &t.conns[i]
-		cs.mu.RLock()
+		ds := &t.devices[i]
+		ds.mu.RLock()
 		batch = batch[:0]
-		for _, s := range cs.m {
+		for _, s := range ds.m {
 			batch = append(batch, s)
 		}
-		cs.mu.RUnlock()
+		ds.mu.RUnlock()
 		for _, s := range batch {
 			if !fn(s) {
 				return
