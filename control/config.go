@@ -130,8 +130,8 @@ type Endpoint struct {
 	// Addr is host:port, as reachable by clients.
 	Addr string `yaml:"addr" json:"addr"`
 	// Health, when set, is the gateway's HTTP base URL (e.g. http://10.0.0.5:7080): the control
-	// layer polls its /readyz and leaves the endpoint out of connect answers while the gateway is
-	// draining or does not answer. Never sent to clients.
+	// layer polls its /v1/stats, leaves the endpoint out of connect answers while the gateway is
+	// draining or does not answer, and puts the least loaded gateway first. Never sent to clients.
 	Health string `yaml:"health" json:"-"`
 }
 

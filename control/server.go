@@ -8,6 +8,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -18,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -153,6 +155,9 @@ type Server struct {
 	// down[i] is set while endpoint i has a Health URL and its gateway is draining or silent.
 	// Every endpoint starts up; Watch keeps it current.
 	down []atomic.Bool
+	// load[i] is the sessions endpoint i's gateway held at the last probe (-1: not known), and
+	// handed[i] the connect answers that put it first since then: together, its live load.
+	load, handed []atomic.Int64
 }
 
 // NewServer returns a Server for a copy of cfg (validated, with defaults applied; cfg itself is
@@ -177,6 +182,11 @@ func NewServer(cfg *Config, opts ...Option) (*Server, error) {
 		s.endpoints = s.cfg.Endpoints
 	}
 	s.down = make([]atomic.Bool, len(s.endpoints))
+	s.load = make([]atomic.Int64, len(s.endpoints))
+	s.handed = make([]atomic.Int64, len(s.endpoints))
+	for i := range s.load {
+		s.load[i].Store(-1)
+	}
 	var err error
 	if s.signer, err = s.cfg.signer(); err != nil {
 		return nil, err
@@ -391,21 +401,49 @@ func checkSign(secret string, req *ConnectRequest) bool {
 	return hmac.Equal(got, want)
 }
 
-// liveEndpoints is the endpoints whose gateway is serving (or not watched), in order.
+// liveEndpoints is the endpoints whose gateway is serving (or not watched): the watched ones
+// with a known load first, least loaded first (sessions at the last probe plus the clients sent
+// there since), then the others in configured order. The first one is counted as handed out.
 func (s *Server) liveEndpoints() []Endpoint {
-	live := make([]Endpoint, 0, len(s.endpoints))
-	for i, e := range s.endpoints {
+	type cand struct {
+		i    int
+		load int64
+	}
+	live := make([]cand, 0, len(s.endpoints))
+	for i := range s.endpoints {
 		if !s.down[i].Load() {
-			live = append(live, e)
+			l := s.load[i].Load()
+			if l >= 0 {
+				l += s.handed[i].Load()
+			}
+			live = append(live, cand{i, l})
 		}
 	}
-	return live
+	slices.SortStableFunc(live, func(a, b cand) int {
+		switch {
+		case a.load < 0 && b.load < 0:
+			return 0
+		case a.load < 0:
+			return 1
+		case b.load < 0:
+			return -1
+		}
+		return cmp.Compare(a.load, b.load)
+	})
+	out := make([]Endpoint, len(live))
+	for k, c := range live {
+		out[k] = s.endpoints[c.i]
+	}
+	if len(live) > 0 {
+		s.handed[live[0].i].Add(1)
+	}
+	return out
 }
 
-// Watch polls the /readyz of every endpoint that has a Health URL every interval until ctx ends,
-// and leaves out of connect answers each endpoint whose gateway says it is draining (any answer
-// but 200), or that has not answered twice in a row (one lost probe is not an outage). It logs
-// each change.
+// Watch polls GET /v1/stats of every endpoint that has a Health URL every interval until ctx
+// ends. It leaves out of connect answers each endpoint whose gateway says it is draining (or
+// answers an error), or that has not answered twice in a row (one lost probe is not an outage),
+// and orders the others by the sessions they hold. It logs each change of serving state.
 func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 	hc := &http.Client{Timeout: interval}
 	t := time.NewTicker(interval)
@@ -416,7 +454,7 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 			if e.Health == "" {
 				continue
 			}
-			status := probeReady(ctx, hc, strings.TrimSuffix(e.Health, "/")+"/readyz")
+			status, sessions := probe(ctx, hc, strings.TrimSuffix(e.Health, "/")+"/v1/stats")
 			if ctx.Err() != nil {
 				return
 			}
@@ -424,6 +462,10 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 				silent[i]++
 			} else {
 				silent[i] = 0
+			}
+			if status == http.StatusOK {
+				s.load[i].Store(sessions)
+				s.handed[i].Store(0)
 			}
 			up := status == http.StatusOK || (status == 0 && silent[i] < 2 && !s.down[i].Load())
 			if was := !s.down[i].Swap(!up); was != up {
@@ -438,19 +480,28 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// probeReady returns the status of GET url, 0 when there is no answer.
-func probeReady(ctx context.Context, hc *http.Client, url string) int {
+// probe GETs a gateway's /v1/stats. It returns 200 and the sessions held when the gateway serves,
+// 503 when it drains or answers an error or something else than its stats, 0 when it does not
+// answer.
+func probe(ctx context.Context, hc *http.Client, url string) (status int, sessions int64) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	var st struct {
+		State    string `json:"state"`
+		Sessions int64  `json:"sessions"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st) != nil ||
+		st.State != "serving" {
+		return http.StatusServiceUnavailable, 0
+	}
+	return http.StatusOK, st.Sessions
 }
 
 // endpointsFor is the dispatch policy: which endpoints a client gets, in order. For now every

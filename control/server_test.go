@@ -514,29 +514,37 @@ func FuzzConnect(f *testing.F) {
 	})
 }
 
-// Endpoints whose gateway drains (503 on /readyz) or stops answering leave the connect answers,
-// and come back when ready again.
-func TestWatchLeavesOutDrainingGateways(t *testing.T) {
-	var ready [2]atomic.Bool
-	ready[0].Store(true)
-	ready[1].Store(true)
-	var gws [2]*httptest.Server
-	for i := range gws {
-		gws[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/readyz" || !ready[i].Load() {
-				w.WriteHeader(http.StatusServiceUnavailable)
+// fakeGateways serves /v1/stats like gateways: serving or draining, with a session count.
+type fakeGateways struct {
+	srv      []*httptest.Server
+	draining []atomic.Bool
+	sessions []atomic.Int64
+}
+
+func newFakeGateways(t *testing.T, n int) *fakeGateways {
+	f := &fakeGateways{srv: make([]*httptest.Server, n), draining: make([]atomic.Bool, n), sessions: make([]atomic.Int64, n)}
+	for i := range n {
+		f.srv[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/stats" {
+				w.WriteHeader(http.StatusNotFound)
 				return
 			}
-			w.WriteHeader(http.StatusOK)
+			state := "serving"
+			if f.draining[i].Load() {
+				state = "draining"
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"state": state, "sessions": f.sessions[i].Load()})
 		}))
-		t.Cleanup(gws[i].Close)
+		t.Cleanup(f.srv[i].Close)
 	}
+	return f
+}
+
+// watchedServer returns a control server watching endpoints, polled every interval, and a
+// function answering a connect's endpoint addresses.
+func watchedServer(t *testing.T, interval time.Duration, eps []Endpoint) func() []string {
 	cfg := testConfig(t)
-	cfg.Endpoints = []Endpoint{
-		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: gws[0].URL},
-		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: gws[1].URL},
-		{Protocol: ProtoTCP, Addr: "unwatched:7000"},
-	}
+	cfg.Endpoints = eps
 	s, err := NewServer(cfg, WithClock(func() time.Time { return now }), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
@@ -545,10 +553,9 @@ func TestWatchLeavesOutDrainingGateways(t *testing.T) {
 	t.Cleanup(ts.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); s.Watch(ctx, 20*time.Millisecond) }()
+	go func() { defer close(done); s.Watch(ctx, interval) }()
 	t.Cleanup(func() { cancel(); <-done })
-
-	addrs := func() []string {
+	return func() []string {
 		a := do(t, http.MethodPost, ts.URL+"/v1/connect", signed(demoSecret, req("demo", "d1", "", "native", now.Unix())))
 		if a.status != http.StatusOK {
 			return []string{strconv.Itoa(a.status)}
@@ -563,27 +570,63 @@ func TestWatchLeavesOutDrainingGateways(t *testing.T) {
 		}
 		return out
 	}
-	eventually := func(want []string) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			got := addrs()
-			if reflect.DeepEqual(got, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("endpoints %v, want %v", got, want)
-			}
-			time.Sleep(10 * time.Millisecond)
+}
+
+func eventuallyEndpoints(t *testing.T, addrs func() []string, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := addrs()
+		if reflect.DeepEqual(got, want) {
+			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoints %v, want %v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	eventually([]string{"gw0:7000", "gw1:7000", "unwatched:7000"})
-	ready[0].Store(false) // gw0 drains
-	eventually([]string{"gw1:7000", "unwatched:7000"})
-	gws[1].Close() // gw1 is gone
-	eventually([]string{"unwatched:7000"})
-	ready[0].Store(true)
-	eventually([]string{"gw0:7000", "unwatched:7000"})
+}
+
+// Endpoints whose gateway drains or stops answering leave the connect answers, and come back
+// when serving again.
+func TestWatchLeavesOutDrainingGateways(t *testing.T) {
+	gws := newFakeGateways(t, 2)
+	addrs := watchedServer(t, 20*time.Millisecond, []Endpoint{
+		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: gws.srv[0].URL},
+		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: gws.srv[1].URL},
+		{Protocol: ProtoTCP, Addr: "unwatched:7000"},
+	})
+	gws.sessions[0].Store(1 << 40) // gw1 stays the least loaded through the test
+	eventuallyEndpoints(t, addrs, []string{"gw1:7000", "gw0:7000", "unwatched:7000"})
+	gws.draining[0].Store(true)
+	eventuallyEndpoints(t, addrs, []string{"gw1:7000", "unwatched:7000"})
+	gws.srv[1].Close() // gw1 is gone
+	eventuallyEndpoints(t, addrs, []string{"unwatched:7000"})
+	gws.draining[0].Store(false)
+	eventuallyEndpoints(t, addrs, []string{"gw0:7000", "unwatched:7000"})
+}
+
+// New connections go to the least loaded gateway, counting the ones sent there since the last
+// probe: a burst of connects spreads instead of landing on one instance.
+func TestDispatchByLoad(t *testing.T) {
+	gws := newFakeGateways(t, 3)
+	gws.sessions[0].Store(500)
+	gws.sessions[1].Store(100)
+	gws.sessions[2].Store(103)
+	// Probes every 2s: the 20 connects below fall between two probes.
+	addrs := watchedServer(t, 2*time.Second, []Endpoint{
+		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: gws.srv[0].URL},
+		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: gws.srv[1].URL},
+		{Protocol: ProtoTCP, Addr: "gw2:7000", Health: gws.srv[2].URL},
+	})
+	eventuallyEndpoints(t, addrs, []string{"gw1:7000", "gw2:7000", "gw0:7000"})
+	first := map[string]int{}
+	for range 20 {
+		first[addrs()[0]]++
+	}
+	if first["gw0:7000"] != 0 || first["gw1:7000"] == 0 || first["gw2:7000"] == 0 {
+		t.Fatalf("first endpoints of 20 connects %v: want gw1 and gw2 shared, gw0 none", first)
+	}
 }
 
 func TestEndpointHealthValidated(t *testing.T) {

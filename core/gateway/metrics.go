@@ -88,7 +88,7 @@ func newMetrics(n *Node) *metrics {
 		framesIn, framesOut, m.protocolErrors, m.slowConsumers, m.evictions, m.pushAcks)
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.MetricsGC, collectors.MetricsScheduler, collectors.MetricsMemory,
-		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/(gc|total)/`)},
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/(gc/|total:)`)},
 	)))
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
