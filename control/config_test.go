@@ -76,6 +76,27 @@ func TestExampleConfig(t *testing.T) {
 	if _, err := c.Verifier(); err != nil {
 		t.Fatalf("Verifier(example): %v", err)
 	}
+	if b := c.Businesses[1]; b.Timeout != 5*time.Second || !b.AllowJoin || b.PoolSize != 16 || c.Businesses[2].SlowConsumer != "drop" {
+		t.Fatalf("example businesses: %+v", c.Businesses)
+	}
+	if c.Endpoints[0].Health == "" {
+		t.Fatal("example endpoints lack a health URL")
+	}
+}
+
+func TestBusinessErrorsNameTheSetting(t *testing.T) {
+	base := "token:\n  keys: [{id: k1, secret: \"0123456789abcdef0123\"}]\napps: [{id: a, secret: s, push_key: p}]\n"
+	cases := []struct{ yaml, want string }{
+		{"businesses:\n  3:\n    backend_url: \"not a url\"\n", "biz 3"},
+		{"businesses:\n  3:\n    backend_url: \"http://x/\"\n    slow_consumer: maybe\n", "slow_consumer"},
+		{"businesses:\n  3:\n    backend_url: \"http://x/\"\n    pool_sise: 3\n", "pool_sise"},
+	}
+	for _, tc := range cases {
+		_, err := ParseConfig([]byte(base + tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error naming %q", tc.yaml, err, tc.want)
+		}
+	}
 }
 
 func TestLoadConfigErrors(t *testing.T) {
