@@ -2,6 +2,7 @@
 package all
 
 import (
-	_ "github.com/pushwire/pushwire/engines/gnet" // "gnet"
-	_ "github.com/pushwire/pushwire/engines/std"  // "std"
+	_ "github.com/pushwire/pushwire/engines/gnet"    // "gnet"
+	_ "github.com/pushwire/pushwire/engines/netpoll" // "netpoll"
+	_ "github.com/pushwire/pushwire/engines/std"     // "std"
 )
