@@ -3,7 +3,7 @@ package gateway
 import (
 	"math"
 	"os"
-	"runtime"
+	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
@@ -53,8 +53,9 @@ var statSamples = []string{
 	"/sched/pauses/total/gc:seconds",
 }
 
-// Stats reads the instance's figures. With gc, it runs a full garbage collection first so the
-// heap figures show live memory only (the benchmark does this at the end of its idle phase).
+// Stats reads the instance's figures. With gc, it first runs a full garbage collection that also
+// returns the freed pages to the OS, so the heap and RSS figures show what live state needs (the
+// benchmark does this at the end of its idle phase).
 //
 // The CPU and GC counters (CPU seconds, GC CPU seconds, GC cycles, pauses) leave out every
 // collection forced this way: it is the measurement's own work, and counting it would make a
@@ -65,7 +66,9 @@ func (n *Node) Stats(gc bool) Stats {
 	}
 	n.forcedMu.Lock()
 	before := n.rawStats()
-	runtime.GC()
+	// A full collection that also returns the freed pages to the OS, so that RSS shows what the
+	// live state needs, as a long-idle process's scavenger would in time.
+	debug.FreeOSMemory()
 	after := n.rawStats()
 	f := &n.forced
 	f.GCCycles += after.GCCycles - before.GCCycles
