@@ -481,21 +481,27 @@ func (f *Forwarder) Close(ctx context.Context) error {
 			p.mu.Unlock()
 		}
 	})
-	done := make(chan struct{})
-	go func() {
-		f.workers.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		f.log.Warn("close deadline passed: aborting backend calls", "err", err)
-		f.cancel()
-		<-done
-	}
+	err := waitOrAbort(ctx, &f.workers, f.cancel, f.log, "close deadline passed: aborting backend calls")
 	f.cancel()
 	f.transport.CloseIdleConnections()
 	return err
+}
+
+// waitOrAbort waits for wg. If ctx ends first, it logs msg, calls abort, still waits for wg and
+// returns ctx.Err().
+func waitOrAbort(ctx context.Context, wg *sync.WaitGroup, abort func(), log *slog.Logger, msg string) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		log.Warn(msg, "err", ctx.Err())
+		abort()
+		<-done
+		return ctx.Err()
+	}
 }

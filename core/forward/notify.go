@@ -284,20 +284,7 @@ func (n *Notifier) Close(ctx context.Context) error {
 		close(n.quit)
 		n.mu.Unlock()
 	})
-	done := make(chan struct{})
-	go func() {
-		n.wg.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		n.log.Warn("notify close deadline passed: aborting", "err", err)
-		n.cancel()
-		<-done
-	}
+	err := waitOrAbort(ctx, &n.wg, n.cancel, n.log, "notify close deadline passed: aborting")
 	n.cancel()
 	n.client.CloseIdleConnections()
 	return err
