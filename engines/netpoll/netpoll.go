@@ -68,7 +68,9 @@
 // after a write that copied, an output node that stays as the buffer's tail (4 KiB by default).
 // This engine sets both the initial buffer size (netpoll.Config.BufferSize) and the smallest
 // buffer node (netpoll.LinkBufferCap) to 1 KiB by default, and links short batches without
-// copying, so an idle connection keeps no output node at all. The trade-off: a burst takes more,
+// copying, so an idle connection keeps no output node at all (the output buffer's tail then
+// references the last short frame written, often a buffer shared by many connections, until the
+// next write; past 8 KiB of capacity netpoll lets go of it). The trade-off: a burst takes more,
 // smaller nodes and reads at first (netpoll doubles the read size after each full read), and a
 // long batch of small frames is copied into 1 KiB nodes, 32 of which go per sendmsg.
 //
@@ -100,6 +102,12 @@
 // through the *os.File), a hazard for whatever else reuses that descriptor number. Shutdown stops
 // accepting with shutdown(2) on the listening socket first, so no connection is accepted while
 // the open ones flush and close.
+//
+// Built with -race, netpoll finds a descriptor's operator by its number instead of by pointer
+// (poll_default_linux_race.go), so an event fetched for a socket that is then closed can land on
+// the next socket given the same number. Shutdown waits for netpoll to detach the listener before
+// closing it for that reason; the same window exists inside netpoll for connections and cannot be
+// closed from outside (it does not exist in normal builds).
 package netpollengine
 
 import (
@@ -348,17 +356,18 @@ func (e *engine) shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
-	// Every connection is gone, so this only detaches and closes the listener.
 	// netpoll reacts to stopAccepting by detaching the listener and ending Serve. Wait for that
 	// before the listening descriptor is closed: under the race detector netpoll finds a
 	// descriptor's operator by number, so a hang-up still queued for this one would hit
 	// whatever socket reuses the number next (another engine's listener, say).
 	select {
 	case <-e.served:
+	case <-ctx.Done():
 	case <-time.After(time.Second):
 	}
-	// Close the listener. Serve may not have registered its server yet when Start was just
-	// called: repeat until it returns.
+	// Every connection is gone, so the event loop's Shutdown only detaches and closes the
+	// listener. Serve may not have registered its server yet when Start was just called: repeat
+	// until it returns.
 	for served := false; !served; {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if serr := e.evl.Shutdown(sctx); serr != nil {
