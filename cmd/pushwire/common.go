@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pushwire/pushwire/control"
 )
 
 // newFlags returns a flag set whose --help prints the command's summary and flags.
@@ -147,4 +149,16 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// loadConfig reads the deployment configuration named by --config for the command cmd.
+func loadConfig(cmd, path string) (*control.Config, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%s: --config is required", cmd)
+	}
+	cfg, err := control.LoadConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --config: %w", cmd, err)
+	}
+	return cfg, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,12 +29,9 @@ func runControl(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		return errors.New("control: --config is required")
-	}
-	cfg, err := control.LoadConfig(*cfgPath)
+	cfg, err := loadConfig("control", *cfgPath)
 	if err != nil {
-		return fmt.Errorf("control: --config: %w", err)
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

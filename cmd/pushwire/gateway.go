@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -45,12 +44,9 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		return errors.New("gateway: --config is required")
-	}
-	cfg, err := control.LoadConfig(*cfgPath)
+	cfg, err := loadConfig("gateway", *cfgPath)
 	if err != nil {
-		return fmt.Errorf("gateway: --config: %w", err)
+		return err
 	}
 	verifier, err := cfg.Verifier()
 	if err != nil {
