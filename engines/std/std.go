@@ -588,6 +588,11 @@ func (c *conn) fail(err error) {
 		c.closeErr = err
 	}
 	c.mu.Unlock()
+	if errors.Is(err, engines.ErrWriteTimeout) {
+		// A peer that took nothing for the whole timeout: reset instead of a graceful close, which
+		// would keep what is queued (up to megabytes) in the kernel for a reader that never comes.
+		_ = c.nc.SetLinger(0)
+	}
 	c.closeSocket()
 }
 
