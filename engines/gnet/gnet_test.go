@@ -12,8 +12,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,97 +19,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/enginetest"
 )
 
-// lineHandler consumes whole lines only (like the core consumes whole frames) and echoes them.
-type lineHandler struct {
-	mu     sync.Mutex
-	conns  map[uint64]engines.Conn
-	opens  atomic.Int64
-	closes map[uint64]int
-	errs   map[uint64]error
-	closed chan uint64
-}
-
-func newLineHandler() *lineHandler {
-	return &lineHandler{conns: map[uint64]engines.Conn{}, closes: map[uint64]int{}, errs: map[uint64]error{}, closed: make(chan uint64, 100)}
-}
-
-func (h *lineHandler) OnOpen(c engines.Conn) {
-	h.opens.Add(1)
-	h.mu.Lock()
-	h.conns[c.ID()] = c
-	h.mu.Unlock()
-}
-
-func (h *lineHandler) OnData(c engines.Conn, in []byte) (int, error) {
-	i := bytes.LastIndexByte(in, '\n')
-	if i < 0 {
-		return 0, nil
-	}
-	if bytes.Contains(in[:i+1], []byte("quit\n")) {
-		return i + 1, errors.New("quit")
-	}
-	out := append([]byte(nil), in[:i+1]...)
-	if err := c.Write(out); err != nil {
-		return 0, err
-	}
-	return i + 1, nil
-}
-
-func (h *lineHandler) OnClose(c engines.Conn, err error) {
-	h.mu.Lock()
-	h.closes[c.ID()]++
-	h.errs[c.ID()] = err
-	delete(h.conns, c.ID())
-	h.mu.Unlock()
-	h.closed <- c.ID()
-}
-
-func (h *lineHandler) conn(t *testing.T) engines.Conn {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		for _, c := range h.conns {
-			h.mu.Unlock()
-			return c
-		}
-		h.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("no connection opened")
-	return nil
-}
-
-func start(t *testing.T, h engines.Handler, cfg engines.Config) engines.Engine {
-	t.Helper()
-	e, err := engines.New(Name, cfg, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := e.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return e
-}
-
-func dial(t *testing.T, e engines.Engine) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", e.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
+// The cases every engine must pass (partial and coalesced input, Write and WriteFrame from many
+// goroutines, close from either side, write after close, a slow reader, shutdown with
+// connections open, the largest frame) run in engines/conformance. This file keeps what is
+// gnet's own: options, max_conns, EMFILE recovery, MaxFrame in gnet's buffer and in the spill
+// buffer, draining gnet's outbound buffer at Close, handler errors.
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
@@ -121,205 +36,9 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func TestEchoPartialAndCoalesced(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{ReadBufferSize: 16})
-	c := dial(t, e)
-	r := bufio.NewReader(c)
-	// One byte at a time, and a line longer than the read buffer.
-	long := bytes.Repeat([]byte("x"), 100)
-	msg := append(append([]byte("ab"), long...), '\n')
-	for _, b := range msg {
-		if _, err := c.Write([]byte{b}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := r.ReadBytes('\n')
-	if err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("dribble: %q %v", got, err)
-	}
-	// Many lines in one write.
-	var many []byte
-	for range 100 {
-		many = append(many, "line\n"...)
-	}
-	if _, err := c.Write(many); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, len(many))
-	if _, err := io.ReadFull(r, buf); err != nil || !bytes.Equal(buf, many) {
-		t.Fatalf("coalesced: %v", err)
-	}
-}
-
-func TestWritesFromOtherGoroutinesInOrder(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
-	sc := h.conn(t)
-	const writers, each = 8, 200
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				b := []byte{byte('a' + w), byte(i), '\n'}
-				if err := sc.Write(b); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	buf := make([]byte, writers*each*3)
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatal(err)
-	}
-	next := make([]int, writers)
-	for i := 0; i < len(buf); i += 3 {
-		w := int(buf[i] - 'a')
-		if w < 0 || w >= writers || int(buf[i+1]) != next[w]%256 || buf[i+2] != '\n' {
-			t.Fatalf("frame %d interleaved or out of order: %v", i/3, buf[i:i+3])
-		}
-		next[w]++
-	}
-}
-
-func TestCloseEitherSideOnce(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{})
-
-	// Peer closes.
-	c := dial(t, e)
-	sc := h.conn(t)
-	c.Close()
-	id := <-h.closed
-	if id != sc.ID() {
-		t.Fatalf("closed %d want %d", id, sc.ID())
-	}
-	if err := sc.Write([]byte("late\n")); !errors.Is(err, engines.ErrClosed) {
-		t.Fatalf("write after close: %v", err)
-	}
-	_ = sc.Close()
-
-	// Local close flushes what was queued, then the peer sees EOF.
-	c2 := dial(t, e)
-	sc2 := h.conn(t)
-	if err := sc2.Write([]byte("bye\n")); err != nil {
-		t.Fatal(err)
-	}
-	_ = sc2.Close()
-	_ = sc2.Close()
-	<-h.closed
-	got, err := io.ReadAll(c2)
-	if err != nil || string(got) != "bye\n" {
-		t.Fatalf("after local close read %q, %v", got, err)
-	}
-
-	// Handler error closes.
-	c3 := dial(t, e)
-	h.conn(t)
-	c3.Write([]byte("quit\n"))
-	<-h.closed
-	time.Sleep(50 * time.Millisecond)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id, n := range h.closes {
-		if n != 1 {
-			t.Fatalf("conn %d: OnClose %d times", id, n)
-		}
-	}
-	if len(h.closes) != 3 {
-		t.Fatalf("%d closes", len(h.closes))
-	}
-}
-
-func TestSlowReaderBounded(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{MaxWriteQueue: 64 << 10, WriteTimeout: 500 * time.Millisecond})
-	c := dial(t, e)
-	_ = c.(*net.TCPConn).SetReadBuffer(4096)
-	sc := h.conn(t)
-	chunk := bytes.Repeat([]byte("y"), 4096)
-	// Push like the core does: keep writing while the kernel's socket buffers fill; a full queue
-	// is reported (never blocks) and the write timeout then closes the connection.
-	var full bool
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		err := sc.Write(chunk)
-		if errors.Is(err, engines.ErrClosed) {
-			break
-		}
-		if errors.Is(err, engines.ErrQueueFull) {
-			full = true
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		if err != nil {
-			t.Fatalf("write: %v", err)
-		}
-	}
-	if !full {
-		t.Fatal("a peer that never reads never filled the write queue")
-	}
-	select {
-	case <-h.closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("slow consumer not closed")
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, err := range h.errs {
-		if !errors.Is(err, engines.ErrWriteTimeout) {
-			t.Fatalf("OnClose reason %v, want %v", err, engines.ErrWriteTimeout)
-		}
-	}
-}
-
-func TestShutdownWithOpenConnections(t *testing.T) {
-	h := newLineHandler()
-	e, err := engines.New(Name, engines.Config{}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var clients []net.Conn
-	for range 50 {
-		c, err := net.Dial("tcp", e.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-	}
-	for h.opens.Load() < 50 {
-		time.Sleep(time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range clients {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Fatal("connection still open after shutdown")
-		}
-		c.Close()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.closes) != 50 {
-		t.Fatalf("%d OnClose after shutdown, want 50", len(h.closes))
-	}
-}
-
 func TestAddrAndStartErrors(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{})
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{}, h)
 	addr, ok := e.Addr().(*net.TCPAddr)
 	if !ok || addr.Port == 0 || !addr.IP.IsLoopback() {
 		t.Fatalf("Addr() = %v, want the bound loopback address", e.Addr())
@@ -328,7 +47,7 @@ func TestAddrAndStartErrors(t *testing.T) {
 		t.Fatal("second Start succeeded")
 	}
 	// The port is taken: Start fails and leaves nothing running.
-	e2, err := engines.New(Name, engines.Config{Addr: addr.String()}, newLineHandler())
+	e2, err := engines.New(Name, engines.Config{Addr: addr.String()}, enginetest.NewHandler(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,12 +62,12 @@ func TestAddrAndStartErrors(t *testing.T) {
 func TestOptions(t *testing.T) {
 	good := map[string]string{"write_buffer_cap": "4096", "tcp_keepalive": "30s", "tick": "50ms",
 		"load_balancing": "least_connections", "lock_os_thread": "false", "max_conns": "100"}
-	if _, err := New(engines.Config{Options: good}, newLineHandler()); err != nil {
+	if _, err := New(engines.Config{Options: good}, enginetest.NewHandler(t)); err != nil {
 		t.Fatalf("good options: %v", err)
 	}
 	for k, v := range map[string]string{"write_buffer_cap": "0", "tcp_keepalive": "x", "tick": "-1s",
 		"load_balancing": "random", "lock_os_thread": "maybe", "max_conns": "-1", "nope": "1"} {
-		if _, err := New(engines.Config{Options: map[string]string{k: v}}, newLineHandler()); err == nil {
+		if _, err := New(engines.Config{Options: map[string]string{k: v}}, enginetest.NewHandler(t)); err == nil {
 			t.Errorf("option %s=%s accepted", k, v)
 		}
 	}
@@ -358,11 +77,11 @@ func TestOptions(t *testing.T) {
 }
 
 func TestMaxFrame(t *testing.T) {
-	h := newLineHandler()
+	h := enginetest.NewHandler(t)
 	const maxFrame = 1024
-	e := start(t, h, engines.Config{MaxFrame: maxFrame, ReadBufferSize: 4096})
+	e := enginetest.Start(t, Name, engines.Config{MaxFrame: maxFrame, ReadBufferSize: 4096}, h)
 	// A line of exactly MaxFrame bytes is fine.
-	c := dial(t, e)
+	c := enginetest.Dial(t, e)
 	line := append(bytes.Repeat([]byte("z"), maxFrame-1), '\n')
 	if _, err := c.Write(line); err != nil {
 		t.Fatal(err)
@@ -372,28 +91,15 @@ func TestMaxFrame(t *testing.T) {
 		t.Fatalf("largest line: %v", err)
 	}
 	// One byte more, arriving in one piece, closes with ErrFrameTooLarge.
-	c2 := dial(t, e)
-	var sc2 engines.Conn
-	for sc2 == nil {
-		h.mu.Lock()
-		for _, sc := range h.conns {
-			if sc.RemoteAddr() == c2.LocalAddr().String() {
-				sc2 = sc
-			}
-		}
-		h.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
+	c2 := enginetest.Dial(t, e)
+	sc2 := h.Conn(t, c2)
 	if _, err := c2.Write(bytes.Repeat([]byte("z"), maxFrame+1)); err != nil {
 		t.Fatal(err)
 	}
-	if id := <-h.closed; id != sc2.ID() {
+	if id := h.WaitClosed(t); id != sc2.ID() {
 		t.Fatalf("closed %d want %d", id, sc2.ID())
 	}
-	h.mu.Lock()
-	err := h.errs[sc2.ID()]
-	h.mu.Unlock()
-	if !errors.Is(err, engines.ErrFrameTooLarge) {
+	if err := h.Reason(sc2.ID()); !errors.Is(err, engines.ErrFrameTooLarge) {
 		t.Fatalf("OnClose reason %v, want %v", err, engines.ErrFrameTooLarge)
 	}
 	if err := sc2.Write([]byte("x")); !errors.Is(err, engines.ErrClosed) {
@@ -402,7 +108,7 @@ func TestMaxFrame(t *testing.T) {
 }
 
 // errHandler answers "quit" with a goodbye and an error, and "bad" with an impossible count.
-type errHandler struct{ *lineHandler }
+type errHandler struct{ *enginetest.Handler }
 
 func (h errHandler) OnData(c engines.Conn, in []byte) (int, error) {
 	switch {
@@ -414,13 +120,13 @@ func (h errHandler) OnData(c engines.Conn, in []byte) (int, error) {
 	case bytes.HasPrefix(in, []byte("bad\n")):
 		return len(in) + 1, nil
 	}
-	return h.lineHandler.OnData(c, in)
+	return h.Handler.OnData(c, in)
 }
 
 func TestHandlerErrorFlushesQueued(t *testing.T) {
-	h := errHandler{newLineHandler()}
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
+	h := errHandler{enginetest.NewHandler(t)}
+	e := enginetest.Start(t, Name, engines.Config{}, h)
+	c := enginetest.Dial(t, e)
 	if _, err := c.Write([]byte("quit\nmore\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -428,16 +134,14 @@ func TestHandlerErrorFlushesQueued(t *testing.T) {
 	if err != nil || string(got) != "bye\n" {
 		t.Fatalf("read %q, %v; want the goodbye then EOF", got, err)
 	}
-	<-h.closed
+	h.WaitClosed(t)
 	// A handler consuming more than it was offered is an error, not a panic.
-	c2 := dial(t, e)
+	c2 := enginetest.Dial(t, e)
 	if _, err := c2.Write([]byte("bad\n")); err != nil {
 		t.Fatal(err)
 	}
-	<-h.closed
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id, err := range h.errs {
+	h.WaitClosed(t)
+	for id, err := range h.Reasons() {
 		if err == nil {
 			t.Errorf("conn %d: OnClose reason nil, want the handler's error", id)
 		}
@@ -445,10 +149,10 @@ func TestHandlerErrorFlushesQueued(t *testing.T) {
 }
 
 func TestCloseWithQueueFlushes(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{MaxWriteQueue: 32 << 20})
-	c := dial(t, e)
-	sc := h.conn(t)
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{MaxWriteQueue: 32 << 20}, h)
+	c := enginetest.Dial(t, e)
+	sc := h.Conn(t, c)
 	// Queue more than the kernel buffers take, then Close: the peer still gets all of it.
 	chunk := bytes.Repeat([]byte("q"), 64<<10)
 	const n = 128 // 8 MiB
@@ -469,10 +173,8 @@ func TestCloseWithQueueFlushes(t *testing.T) {
 	if err != nil || len(got) != n*len(chunk) {
 		t.Fatalf("read %d bytes, %v; want %d then EOF", len(got), err, n*len(chunk))
 	}
-	<-h.closed
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.errs[sc.ID()]; err != nil {
+	h.WaitClosed(t)
+	if err := h.Reason(sc.ID()); err != nil {
 		t.Fatalf("local close reason %v, want nil", err)
 	}
 }
@@ -517,9 +219,8 @@ func TestRestartAfterEMFILE(t *testing.T) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Skip(err)
 	}
-	h := newLineHandler()
-	h.closed = make(chan uint64, 1000)
-	e := start(t, h, engines.Config{})
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{}, h)
 	addr := e.Addr().String()
 
 	low := old
@@ -554,11 +255,9 @@ func TestRestartAfterEMFILE(t *testing.T) {
 
 	stopped := false
 	for deadline := time.Now().Add(5 * time.Second); !stopped && time.Now().Before(deadline); {
-		h.mu.Lock()
-		for _, err := range h.errs {
+		for _, err := range h.Reasons() {
 			stopped = stopped || errors.Is(err, ErrStopped)
 		}
-		h.mu.Unlock()
 		time.Sleep(5 * time.Millisecond)
 	}
 	stdin.Close()
@@ -567,9 +266,7 @@ func TestRestartAfterEMFILE(t *testing.T) {
 	if !stopped {
 		t.Fatal("no OnClose with ErrStopped: gnet did not stop at the open-files limit")
 	}
-	h.mu.Lock()
-	opens, closes := h.opens.Load(), len(h.closes)
-	h.mu.Unlock()
+	opens, closes := h.Opens(), len(h.Closes())
 	if int64(closes) != opens {
 		t.Fatalf("%d opened, %d closed after gnet stopped", opens, closes)
 	}
@@ -596,28 +293,28 @@ func TestRestartAfterEMFILE(t *testing.T) {
 }
 
 func TestMaxConns(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{Options: map[string]string{"max_conns": "3"}})
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{Options: map[string]string{"max_conns": "3"}}, h)
 	var clients []net.Conn
 	for range 3 {
-		clients = append(clients, dial(t, e))
+		clients = append(clients, enginetest.Dial(t, e))
 	}
-	for h.opens.Load() < 3 {
+	for h.Opens() < 3 {
 		time.Sleep(time.Millisecond)
 	}
 	// The fourth is closed before the handler sees it.
-	extra := dial(t, e)
+	extra := enginetest.Dial(t, e)
 	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := extra.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection over max_conns not closed")
 	}
-	if n := h.opens.Load(); n != 3 {
+	if n := h.Opens(); n != 3 {
 		t.Fatalf("%d OnOpen, want 3", n)
 	}
 	// A slot frees when one closes.
 	clients[0].Close()
-	<-h.closed
-	c := dial(t, e)
+	h.WaitClosed(t)
+	c := enginetest.Dial(t, e)
 	if _, err := c.Write([]byte("hi\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -630,9 +327,9 @@ func TestMaxConns(t *testing.T) {
 // TestLargePartialFrames covers partial frames past spillAt, which the engine keeps in its own
 // buffer: whole lines echoed, a partial line carried over, MaxFrame still enforced.
 func TestLargePartialFrames(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{MaxFrame: 256 << 10, ReadBufferSize: 4096})
-	c := dial(t, e)
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{MaxFrame: 256 << 10, ReadBufferSize: 4096}, h)
+	c := enginetest.Dial(t, e)
 	r := bufio.NewReader(c)
 	line := func(b byte, n int) []byte { return append(bytes.Repeat([]byte{b}, n-1), '\n') }
 	a, b, d := line('a', 200<<10), line('b', 100<<10), line('d', 3)
@@ -655,57 +352,36 @@ func TestLargePartialFrames(t *testing.T) {
 		}
 	}
 	// Over MaxFrame while spilled: closed with ErrFrameTooLarge.
-	sc := h.conn(t)
+	sc := h.Conn(t, c)
 	big := bytes.Repeat([]byte("o"), 300<<10)
 	for i := 0; i < len(big); i += 32 << 10 {
 		if _, err := c.Write(big[i:min(i+32<<10, len(big))]); err != nil {
 			break // the engine may have closed it already
 		}
 	}
-	if id := <-h.closed; id != sc.ID() {
+	if id := h.WaitClosed(t); id != sc.ID() {
 		t.Fatalf("closed %d want %d", id, sc.ID())
 	}
-	h.mu.Lock()
-	err := h.errs[sc.ID()]
-	h.mu.Unlock()
-	if !errors.Is(err, engines.ErrFrameTooLarge) {
+	if err := h.Reason(sc.ID()); !errors.Is(err, engines.ErrFrameTooLarge) {
 		t.Fatalf("OnClose reason %v, want %v", err, engines.ErrFrameTooLarge)
 	}
 }
 
-func TestWriteFrameFromOtherGoroutinesInOrder(t *testing.T) {
-	h := newLineHandler()
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
-	sc := h.conn(t).(engines.FrameWriter)
-	const writers, each = 8, 200
-	tail := []byte("-shared-tail\n") // one buffer shared by every frame
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				if err := sc.WriteFrame([]byte{byte('a' + w), byte(i)}, tail); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	size := 2 + len(tail)
-	buf := make([]byte, writers*each*size)
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatal(err)
-	}
-	next := make([]int, writers)
-	for i := 0; i < len(buf); i += size {
-		w := int(buf[i] - 'a')
-		if w < 0 || w >= writers || int(buf[i+1]) != next[w]%256 || !bytes.Equal(buf[i+2:i+size], tail) {
-			t.Fatalf("frame %d interleaved or out of order: %q", i/size, buf[i:i+size])
-		}
-		next[w]++
-	}
+// TestWriteFrameEmpty: an empty WriteFrame is accepted and sends nothing (the fan-out through
+// WriteFrame is conformance's TestWriteFrame).
+func TestWriteFrameEmpty(t *testing.T) {
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{}, h)
+	c := enginetest.Dial(t, e)
+	sc := h.Conn(t, c).(engines.FrameWriter)
 	if err := sc.WriteFrame(nil, nil); err != nil {
 		t.Fatalf("empty frame: %v", err)
+	}
+	if err := sc.WriteFrame([]byte("he"), []byte("ad\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "head\n" {
+		t.Fatalf("after an empty frame read %q, %v; want %q", got, err, "head\n")
 	}
 }

@@ -15,7 +15,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/enginetest"
 )
+
+// The cases every engine must pass (partial and coalesced input, writes from many goroutines,
+// close from either side, write after close, a slow reader, shutdown with connections open) run
+// in engines/conformance. This file keeps what is netpoll's own: the partial-frame buffer, the
+// slow-peer hand-off, MaxFrame, write batching, close races, handler panics and bad consumes,
+// options, and Start/Shutdown edge cases.
 
 // TestMain checks that no goroutine outlives the tests. Ignored, because netpoll starts them
 // once per process and never stops them, so they belong to no engine instance:
@@ -29,208 +36,18 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// lineHandler consumes whole lines only (like the core consumes whole frames) and echoes them.
-// It fails the test if calls for one connection overlap or come outside OnOpen..OnClose.
-type lineHandler struct {
-	t      *testing.T
-	mu     sync.Mutex
-	conns  map[uint64]engines.Conn
-	state  map[uint64]int // 1 open, 2 closed
-	busy   map[uint64]bool
-	opens  atomic.Int64
-	closes map[uint64]int
-	errs   map[uint64]error
-	maxIn  atomic.Int64
-	closed chan uint64
-}
-
-func newLineHandler(t *testing.T) *lineHandler {
-	return &lineHandler{t: t, conns: map[uint64]engines.Conn{}, state: map[uint64]int{}, busy: map[uint64]bool{},
-		closes: map[uint64]int{}, errs: map[uint64]error{}, closed: make(chan uint64, 1000)}
-}
-
-func (h *lineHandler) enter(c engines.Conn, want int, what string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.state[c.ID()] != want {
-		h.t.Errorf("conn %d: %s in state %d", c.ID(), what, h.state[c.ID()])
-	}
-	if h.busy[c.ID()] {
-		h.t.Errorf("conn %d: %s concurrent with another callback", c.ID(), what)
-	}
-	h.busy[c.ID()] = true
-}
-
-func (h *lineHandler) leave(c engines.Conn) {
-	h.mu.Lock()
-	h.busy[c.ID()] = false
-	h.mu.Unlock()
-}
-
-func (h *lineHandler) OnOpen(c engines.Conn) {
-	h.enter(c, 0, "OnOpen")
-	defer h.leave(c)
-	h.opens.Add(1)
-	h.mu.Lock()
-	h.conns[c.ID()] = c
-	h.state[c.ID()] = 1
-	h.mu.Unlock()
-}
-
-func (h *lineHandler) OnData(c engines.Conn, in []byte) (int, error) {
-	h.enter(c, 1, "OnData")
-	defer h.leave(c)
-	if int64(len(in)) > h.maxIn.Load() {
-		h.maxIn.Store(int64(len(in)))
-	}
-	i := bytes.LastIndexByte(in, '\n')
-	if i < 0 {
-		return 0, nil
-	}
-	if bytes.Contains(in[:i+1], []byte("quit\n")) {
-		return i + 1, errors.New("quit")
-	}
-	out := append([]byte(nil), in[:i+1]...)
-	if err := c.Write(out); err != nil {
-		return 0, err
-	}
-	return i + 1, nil
-}
-
-func (h *lineHandler) OnClose(c engines.Conn, err error) {
-	h.enter(c, 1, "OnClose")
-	defer h.leave(c)
-	h.mu.Lock()
-	h.closes[c.ID()]++
-	h.errs[c.ID()] = err
-	h.state[c.ID()] = 2
-	delete(h.conns, c.ID())
-	h.mu.Unlock()
-	h.closed <- c.ID()
-}
-
-// conn returns an open connection, waiting for one to open.
-func (h *lineHandler) conn(t *testing.T) engines.Conn {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		for _, c := range h.conns {
-			h.mu.Unlock()
-			return c
-		}
-		h.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("no connection opened")
-	return nil
-}
-
-func (h *lineHandler) waitClosed(t *testing.T) uint64 {
-	t.Helper()
-	select {
-	case id := <-h.closed:
-		return id
-	case <-time.After(10 * time.Second):
-		t.Fatal("no OnClose")
-		return 0
-	}
-}
-
-func (h *lineHandler) reason(id uint64) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.errs[id]
-}
-
-func start(t *testing.T, h engines.Handler, cfg engines.Config) engines.Engine {
-	t.Helper()
-	e, err := engines.New(Name, cfg, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := e.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return e
-}
-
-func dial(t *testing.T, e engines.Engine) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", e.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func TestEchoPartialAndCoalesced(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
-	sc := h.conn(t)
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if sc.RemoteAddr() != c.LocalAddr().String() {
-		t.Fatalf("RemoteAddr %q, want %q", sc.RemoteAddr(), c.LocalAddr())
-	}
-	r := bufio.NewReader(c)
-	// One byte at a time, and a line longer than netpoll's 1 KiB buffer.
-	long := bytes.Repeat([]byte("x"), 3000)
-	msg := append(append([]byte("ab"), long...), '\n')
-	for i, b := range msg {
-		if _, err := c.Write([]byte{b}); err != nil {
-			t.Fatal(err)
-		}
-		if i < 20 {
-			time.Sleep(time.Millisecond) // make sure the first bytes arrive one per OnRequest
-		}
-	}
-	got, err := r.ReadBytes('\n')
-	if err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("dribble: %d bytes %v", len(got), err)
-	}
-	// Many lines in one write.
-	var many []byte
-	for range 1000 {
-		many = append(many, "line\n"...)
-	}
-	if _, err := c.Write(many); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, len(many))
-	if _, err := io.ReadFull(r, buf); err != nil || !bytes.Equal(buf, many) {
-		t.Fatalf("coalesced: %v", err)
-	}
-}
-
 // TestPendingBufferReleased: the partial-frame buffer exists only while a partial line is
 // pending (checked from inside OnData, which runs under the same lock as the engine's reads).
 func TestPendingBufferReleased(t *testing.T) {
 	var sawPending, sawReleased atomic.Bool
-	h := &probeHandler{onData: func(c engines.Conn, in []byte) (int, error) {
-		nc := c.(*conn)
-		if nc.pending != nil {
+	h := &probeHandler{Handler: enginetest.NewHandler(t)}
+	h.check.Store(func(c *conn) {
+		if c.pending != nil {
 			sawPending.Store(true)
 		}
-		i := bytes.LastIndexByte(in, '\n')
-		if i < 0 {
-			return 0, nil
-		}
-		if err := c.Write(append([]byte(nil), in[:i+1]...)); err != nil {
-			return 0, err
-		}
-		return i + 1, nil
-	}, onAfter: func(c engines.Conn) {}}
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
+	})
+	e := enginetest.Start(t, Name, engines.Config{}, h)
+	c := enginetest.Dial(t, e)
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	r := bufio.NewReader(c)
 	for _, part := range []string{"hel", "lo", "\n"} {
@@ -243,9 +60,8 @@ func TestPendingBufferReleased(t *testing.T) {
 		t.Fatalf("echo %q %v", l, err)
 	}
 	// One more complete line: by now the pending buffer must be gone.
-	h.onAfter = nil
-	h.check.Store(func(c engines.Conn) {
-		if c.(*conn).pending == nil {
+	h.check.Store(func(c *conn) {
+		if c.pending == nil {
 			sawReleased.Store(true)
 		}
 	})
@@ -260,137 +76,77 @@ func TestPendingBufferReleased(t *testing.T) {
 	}
 }
 
-// probeHandler runs a function as OnData.
+// probeHandler is the line-echo handler that first runs a check on the engine's conn in OnData.
 type probeHandler struct {
-	onData  func(c engines.Conn, in []byte) (int, error)
-	onAfter func(c engines.Conn)
-	check   atomic.Value // func(engines.Conn), run before onData
+	*enginetest.Handler
+	check atomic.Value // func(*conn)
 }
 
-func (p *probeHandler) OnOpen(engines.Conn) {}
 func (p *probeHandler) OnData(c engines.Conn, in []byte) (int, error) {
-	if f, ok := p.check.Load().(func(engines.Conn)); ok {
-		f(c)
+	if f, ok := p.check.Load().(func(*conn)); ok {
+		f(c.(*conn))
 	}
-	return p.onData(c, in)
-}
-func (p *probeHandler) OnClose(engines.Conn, error) {}
-
-func TestWritesFromOtherGoroutinesInOrder(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
-	sc := h.conn(t)
-	const writers, each = 8, 500
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				b := []byte{byte('a' + w), byte(i), '\n'}
-				if err := sc.Write(b); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	buf := make([]byte, writers*each*3)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		t.Fatal(err)
-	}
-	next := make([]int, writers)
-	for i := 0; i < len(buf); i += 3 {
-		w := int(buf[i] - 'a')
-		if w < 0 || w >= writers || int(buf[i+1]) != next[w]%256 || buf[i+2] != '\n' {
-			t.Fatalf("frame %d interleaved or out of order: %v", i/3, buf[i:i+3])
-		}
-		next[w]++
-	}
+	return p.Handler.OnData(c, in)
 }
 
-func TestCloseEitherSideOnce(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{})
+// TestCloseReasonAndRaces: a peer close reaches OnClose as io.EOF, and a local Close racing the
+// peer's close, many times, gives each connection exactly one OnClose. (Close from either side,
+// its flush and handler errors are conformance's TestClose.)
+func TestCloseReasonAndRaces(t *testing.T) {
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{}, h)
 
-	// Peer closes.
-	c := dial(t, e)
-	sc := h.conn(t)
+	c := enginetest.Dial(t, e)
+	sc := h.Conn(t, c)
 	c.Close()
-	if id := h.waitClosed(t); id != sc.ID() {
+	if id := h.WaitClosed(t); id != sc.ID() {
 		t.Fatalf("closed %d want %d", id, sc.ID())
 	}
-	if err := h.reason(sc.ID()); !errors.Is(err, io.EOF) {
+	if err := h.Reason(sc.ID()); !errors.Is(err, io.EOF) {
 		t.Fatalf("peer close reason %v, want EOF", err)
 	}
-	if err := sc.Write([]byte("late\n")); !errors.Is(err, engines.ErrClosed) {
-		t.Fatalf("write after close: %v", err)
-	}
-	_ = sc.Close()
 
-	// Local close flushes what was queued, then the peer sees EOF.
-	c2 := dial(t, e)
-	sc2 := h.conn(t)
-	if err := sc2.Write([]byte("bye\n")); err != nil {
-		t.Fatal(err)
-	}
-	_ = sc2.Close()
-	_ = sc2.Close()
-	if err := sc2.Write([]byte("late\n")); !errors.Is(err, engines.ErrClosed) {
-		t.Fatalf("write after local close: %v", err)
-	}
-	h.waitClosed(t)
-	if err := h.reason(sc2.ID()); err != nil {
-		t.Fatalf("local close reason %v, want nil", err)
-	}
-	_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, err := io.ReadAll(c2)
-	if err != nil || string(got) != "bye\n" {
-		t.Fatalf("after local close read %q, %v", got, err)
-	}
-
-	// Handler error closes, after the echo of what came before it.
-	c3 := dial(t, e)
-	sc3 := h.conn(t)
-	c3.Write([]byte("one\nquit\n"))
-	h.waitClosed(t)
-	if err := h.reason(sc3.ID()); err == nil || err.Error() != "quit" {
-		t.Fatalf("handler error reason %v", err)
-	}
-
-	// Both at once, many times: a local Close racing the peer's close.
 	const races = 50
 	for range races {
-		c := dial(t, e)
-		sc := h.conn(t)
+		c := enginetest.Dial(t, e)
+		sc := h.Conn(t, c)
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() { defer wg.Done(); _ = sc.Write([]byte("x\n")); _ = sc.Close() }()
 		go func() { defer wg.Done(); c.Close() }()
 		wg.Wait()
-		h.waitClosed(t)
+		h.WaitClosed(t)
 	}
 	time.Sleep(50 * time.Millisecond)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id, n := range h.closes {
+	closes := h.Closes()
+	for id, n := range closes {
 		if n != 1 {
 			t.Fatalf("conn %d: OnClose %d times", id, n)
 		}
 	}
-	if len(h.closes) != 3+races {
-		t.Fatalf("%d closes, want %d", len(h.closes), 3+races)
+	if len(closes) != 1+races {
+		t.Fatalf("%d closes, want %d", len(closes), 1+races)
 	}
 }
 
+// maxInHandler records the most bytes OnData was offered in one call.
+type maxInHandler struct {
+	*enginetest.Handler
+	maxIn atomic.Int64
+}
+
+func (h *maxInHandler) OnData(c engines.Conn, in []byte) (int, error) {
+	if n := int64(len(in)); n > h.maxIn.Load() {
+		h.maxIn.Store(n)
+	}
+	return h.Handler.OnData(c, in)
+}
+
 func TestFrameTooLarge(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{MaxFrame: 4096})
-	c := dial(t, e)
-	sc := h.conn(t)
+	h := &maxInHandler{Handler: enginetest.NewHandler(t)}
+	e := enginetest.Start(t, Name, engines.Config{MaxFrame: 4096}, h)
+	c := enginetest.Dial(t, e)
+	sc := h.Conn(t, c)
 	// Exactly MaxFrame bytes, newline last, passes.
 	ok := append(bytes.Repeat([]byte("a"), 4095), '\n')
 	if _, err := c.Write(ok); err != nil {
@@ -409,8 +165,8 @@ func TestFrameTooLarge(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	h.waitClosed(t)
-	if err := h.reason(sc.ID()); !errors.Is(err, engines.ErrFrameTooLarge) {
+	h.WaitClosed(t)
+	if err := h.Reason(sc.ID()); !errors.Is(err, engines.ErrFrameTooLarge) {
 		t.Fatalf("reason %v, want ErrFrameTooLarge", err)
 	}
 	if m := h.maxIn.Load(); m > 4096 {
@@ -418,52 +174,14 @@ func TestFrameTooLarge(t *testing.T) {
 	}
 }
 
-func TestSlowReaderBounded(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{MaxWriteQueue: 64 << 10, WriteTimeout: 500 * time.Millisecond})
-	c := dial(t, e)
-	_ = c.(*net.TCPConn).SetReadBuffer(4096)
-	sc := h.conn(t)
-	chunk := bytes.Repeat([]byte("y"), 4096)
-	// Push like the core does: keep writing while the kernel's socket buffers fill; a full queue
-	// is reported (never blocks) and the write timeout then closes the connection.
-	var full bool
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		t0 := time.Now()
-		err := sc.Write(chunk)
-		if d := time.Since(t0); d > 100*time.Millisecond {
-			t.Fatalf("Write blocked for %v", d)
-		}
-		if errors.Is(err, engines.ErrClosed) {
-			break
-		}
-		if errors.Is(err, engines.ErrQueueFull) {
-			full = true
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		if err != nil {
-			t.Fatalf("write: %v", err)
-		}
-	}
-	if !full {
-		t.Fatal("a peer that never reads never filled the write queue")
-	}
-	id := h.waitClosed(t)
-	if err := h.reason(id); !errors.Is(err, engines.ErrWriteTimeout) {
-		t.Fatalf("OnClose reason %v, want %v", err, engines.ErrWriteTimeout)
-	}
-}
-
 // TestSlowPeerDoesNotStallWorker: with one worker, a peer that never reads blocks its flush, and
 // another connection on the same worker still gets its echo long before the write timeout.
 func TestSlowPeerDoesNotStallWorker(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{Workers: 1, MaxWriteQueue: 1 << 20, WriteTimeout: 3 * time.Second})
-	slow := dial(t, e)
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{Workers: 1, MaxWriteQueue: 1 << 20, WriteTimeout: 3 * time.Second}, h)
+	slow := enginetest.Dial(t, e)
 	_ = slow.(*net.TCPConn).SetReadBuffer(4096)
-	ss := h.conn(t)
+	ss := h.Conn(t, slow)
 	// Fill the kernel's buffers and then the queue: once Write reports a full queue, the
 	// worker's flush for this peer is blocked.
 	big := bytes.Repeat([]byte("z"), 64<<10)
@@ -483,7 +201,7 @@ func TestSlowPeerDoesNotStallWorker(t *testing.T) {
 	}
 	blockedAt := time.Now()
 
-	fast := dial(t, e)
+	fast := enginetest.Dial(t, e)
 	r := bufio.NewReader(fast)
 	for i := range 20 {
 		t0 := time.Now()
@@ -502,83 +220,18 @@ func TestSlowPeerDoesNotStallWorker(t *testing.T) {
 		t.Fatal("test too slow to be meaningful")
 	}
 	// The slow one is closed by the write timeout.
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case id := <-h.closed:
-			if id != ss.ID() {
-				continue
-			}
-			if err := h.reason(id); !errors.Is(err, engines.ErrWriteTimeout) {
-				t.Fatalf("slow peer closed with %v", err)
-			}
-			return
-		case <-timeout:
-			t.Fatal("slow peer not closed")
-		}
+	for h.WaitClosed(t) != ss.ID() {
+		// another connection's close: keep waiting for the slow one
 	}
-}
-
-func TestShutdownWithOpenConnections(t *testing.T) {
-	h := newLineHandler(t)
-	e, err := engines.New(Name, engines.Config{}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var clients []net.Conn
-	for range 50 {
-		c, err := net.Dial("tcp", e.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-	}
-	for h.opens.Load() < 50 {
-		time.Sleep(time.Millisecond)
-	}
-	// Something queued on each is flushed before the close.
-	h.mu.Lock()
-	for _, c := range h.conns {
-		_ = c.Write([]byte("bye\n"))
-	}
-	h.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Shutdown(ctx); err != nil {
-		t.Fatalf("second shutdown: %v", err)
-	}
-	for _, c := range clients {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got, err := io.ReadAll(c)
-		if err != nil || string(got) != "bye\n" {
-			t.Fatalf("client read %q, %v; want the queued bye then EOF", got, err)
-		}
-		c.Close()
-	}
-	if c, err := net.DialTimeout("tcp", e.Addr().String(), time.Second); err == nil {
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		if _, rerr := c.Read(make([]byte, 1)); rerr == nil {
-			t.Fatal("accepted and served after shutdown")
-		}
-		c.Close()
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.closes) != 50 {
-		t.Fatalf("%d OnClose after shutdown, want 50", len(h.closes))
+	if err := h.Reason(ss.ID()); !errors.Is(err, engines.ErrWriteTimeout) {
+		t.Fatalf("slow peer closed with %v", err)
 	}
 }
 
 // TestShutdownDeadline: a peer that never reads holds its flush; Shutdown with a short deadline
 // closes it anyway and reports the deadline.
 func TestShutdownDeadline(t *testing.T) {
-	h := newLineHandler(t)
+	h := enginetest.NewHandler(t)
 	e, err := engines.New(Name, engines.Config{MaxWriteQueue: 4 << 20, WriteTimeout: 5 * time.Second}, h)
 	if err != nil {
 		t.Fatal(err)
@@ -591,7 +244,7 @@ func TestShutdownDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sc := h.conn(t)
+	sc := h.Conn(t, c)
 	if err := sc.Write(bytes.Repeat([]byte("q"), 4<<20)); err != nil {
 		t.Fatal(err)
 	}
@@ -604,16 +257,14 @@ func TestShutdownDeadline(t *testing.T) {
 	if d := time.Since(t0); d > 3*time.Second {
 		t.Fatalf("shutdown took %v", d)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closes[sc.ID()] != 1 {
-		t.Fatal("no OnClose")
+	if n := h.Closes()[sc.ID()]; n != 1 {
+		t.Fatalf("OnClose %d times, want 1", n)
 	}
 }
 
 func TestStartShutdownAtOnce(t *testing.T) {
 	for range 20 {
-		e, err := New(engines.Config{}, newLineHandler(t))
+		e, err := New(engines.Config{}, enginetest.NewHandler(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -622,6 +273,9 @@ func TestStartShutdownAtOnce(t *testing.T) {
 		}
 		if err := e.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
+		}
+		if err := e.Shutdown(context.Background()); err != nil {
+			t.Fatalf("second shutdown: %v", err)
 		}
 	}
 }
@@ -638,7 +292,7 @@ func TestOptions(t *testing.T) {
 		{map[string]string{OptPollers: "0"}, false},
 		{map[string]string{OptHandoff: "1h"}, false},
 	} {
-		_, err := New(engines.Config{Options: tc.opts}, newLineHandler(t))
+		_, err := New(engines.Config{Options: tc.opts}, enginetest.NewHandler(t))
 		if (err == nil) != tc.ok {
 			t.Errorf("%v: err %v", tc.opts, err)
 		}
@@ -657,8 +311,8 @@ func (b *badHandler) OnClose(_ engines.Conn, err error)             { b.closed <
 
 func TestBadConsumeClosesWithoutPanic(t *testing.T) {
 	h := &badHandler{closed: make(chan error, 1)}
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
+	e := enginetest.Start(t, Name, engines.Config{}, h)
+	c := enginetest.Dial(t, e)
 	if _, err := c.Write([]byte("hi")); err != nil {
 		t.Fatal(err)
 	}
@@ -676,10 +330,10 @@ func TestBadConsumeClosesWithoutPanic(t *testing.T) {
 // frames (copied), and frames over 4 KiB, one after another on one connection, arrive intact and
 // in order.
 func TestMixedFrameSizes(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{MaxWriteQueue: 8 << 20})
-	c := dial(t, e)
-	sc := h.conn(t)
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{MaxWriteQueue: 8 << 20}, h)
+	c := enginetest.Dial(t, e)
+	sc := h.Conn(t, c)
 	sizes := []int{1, 7, 100, 4096, 4097, 5000, 70000, 3, 2}
 	var rounds [][][]byte
 	var want []byte
@@ -736,13 +390,13 @@ func TestMixedFrameSizes(t *testing.T) {
 // TestPeerClosesDuringFlush: peers that close while the engine is flushing a large queue to them
 // get exactly one OnClose each, and nothing panics.
 func TestPeerClosesDuringFlush(t *testing.T) {
-	h := newLineHandler(t)
-	e := start(t, h, engines.Config{MaxWriteQueue: 4 << 20})
+	h := enginetest.NewHandler(t)
+	e := enginetest.Start(t, Name, engines.Config{MaxWriteQueue: 4 << 20}, h)
 	chunk := bytes.Repeat([]byte("p"), 16<<10)
 	const n = 20
 	for i := range n {
-		c := dial(t, e)
-		sc := h.conn(t)
+		c := enginetest.Dial(t, e)
+		sc := h.Conn(t, c)
 		for range 64 {
 			_ = sc.Write(chunk)
 		}
@@ -750,16 +404,15 @@ func TestPeerClosesDuringFlush(t *testing.T) {
 			_, _ = io.ReadFull(c, make([]byte, 100<<10))
 		}
 		c.Close()
-		h.waitClosed(t)
+		h.WaitClosed(t)
 		_ = sc.Write(chunk) // after OnClose: ErrClosed, no panic
 	}
 	time.Sleep(50 * time.Millisecond)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.closes) != n {
-		t.Fatalf("%d closes, want %d", len(h.closes), n)
+	closes := h.Closes()
+	if len(closes) != n {
+		t.Fatalf("%d closes, want %d", len(closes), n)
 	}
-	for id, k := range h.closes {
+	for id, k := range closes {
 		if k != 1 {
 			t.Fatalf("conn %d: OnClose %d times", id, k)
 		}
@@ -777,8 +430,8 @@ func (p *panicHandler) OnClose(_ engines.Conn, err error)        { p.closed <- e
 // pool recovers it and netpoll closes the connection; OnClose is still called once.
 func TestHandlerPanicClosesConn(t *testing.T) {
 	h := &panicHandler{closed: make(chan error, 2)}
-	e := start(t, h, engines.Config{})
-	c := dial(t, e)
+	e := enginetest.Start(t, Name, engines.Config{}, h)
+	c := enginetest.Dial(t, e)
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
