@@ -3,6 +3,7 @@ package all
 
 import (
 	_ "github.com/pushwire/pushwire/engines/gnet"    // "gnet"
+	_ "github.com/pushwire/pushwire/engines/nbio"    // "nbio"
 	_ "github.com/pushwire/pushwire/engines/netpoll" // "netpoll"
 	_ "github.com/pushwire/pushwire/engines/std"     // "std"
 )
