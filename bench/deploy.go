@@ -161,12 +161,27 @@ func randomHex(n int) string {
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
+}
+
+// FreePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment ago. It holds every
+// port until it has all of them: picking them one at a time, the kernel may hand out the same
+// port twice.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("bench: finding a free port: %w", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // Deploy writes a configuration with fresh secrets, starts the control layer and the gateways, and
@@ -183,13 +198,9 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 	}
-	ports := make([]int, 2+3*cfg.Instances) // control, 3 per gateway, backend
-	for i := range ports {
-		p, err := FreePort()
-		if err != nil {
-			return nil, fmt.Errorf("bench: finding a free port: %w", err)
-		}
-		ports[i] = p
+	ports, err := FreePorts(2 + 3*cfg.Instances) // control, 3 per gateway, backend
+	if err != nil {
+		return nil, err
 	}
 	d.ControlURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	var endpoints []string
