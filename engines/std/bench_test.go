@@ -1,7 +1,6 @@
 package stdengine
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/pushwire/pushwire/core/frame"
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/enginetest"
 )
 
 // benchHandler keeps every connection and discards input.
@@ -36,21 +36,7 @@ func (h *benchHandler) OnClose(engines.Conn, error)                   { h.closes
 // benchEngine starts a std engine with the given writer; cleanup shuts it down.
 func benchEngine(b *testing.B, writer string, h engines.Handler) engines.Engine {
 	b.Helper()
-	e, err := New(engines.Config{Options: map[string]string{OptWriter: writer}}, h)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := e.Shutdown(ctx); err != nil {
-			b.Errorf("shutdown: %v", err)
-		}
-	})
-	return e
+	return enginetest.Start(b, Name, engines.Config{Options: map[string]string{OptWriter: writer}}, h)
 }
 
 // dialN opens n connections to addr, pacing under the accept backlog.
