@@ -181,10 +181,10 @@ func (d *Deployment) MetricsURLs() []string {
 	return out
 }
 
-// TUICommand is the command line that watches the deployment live (pushwire tui), with the load
-// generator's metrics URL when it is not empty.
+// TUICommand is the command line that watches the deployment live (pushwire tui, which asks
+// control for the gateways), with the load generator's metrics URL when it is not empty.
 func (d *Deployment) TUICommand(loadgenMetrics string) string {
-	cmd := "pushwire tui --targets " + strings.Join(d.MetricsURLs(), ",")
+	cmd := "pushwire tui --control " + d.ControlAdmin
 	if loadgenMetrics != "" {
 		cmd += " --loadgen " + loadgenMetrics
 	}

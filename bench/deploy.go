@@ -56,6 +56,7 @@ type DeployConfig struct {
 // Deployment is a running local deployment. Stop it when done.
 type Deployment struct {
 	ControlURL   string   // control API base URL
+	ControlAdmin string   // control's admin base URL: /metrics, /debug/pprof, /v1/instances
 	GatewayAddrs []string // client (TCP) addresses
 	GatewayHTTP  []string // push API / stats base URLs
 	App          string
@@ -198,7 +199,7 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 	}
-	ports, err := FreePorts(2 + 3*cfg.Instances) // control, 3 per gateway, backend
+	ports, err := FreePorts(3 + 3*cfg.Instances) // control, 3 per gateway, backend, control admin
 	if err != nil {
 		return nil, err
 	}
@@ -211,8 +212,9 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		endpoints = append(endpoints, "tcp://"+addr)
 	}
 	if cfg.Backend {
-		d.BackendURL = "http://127.0.0.1:" + strconv.Itoa(ports[len(ports)-1])
+		d.BackendURL = "http://127.0.0.1:" + strconv.Itoa(ports[len(ports)-2])
 	}
+	d.ControlAdmin = "http://127.0.0.1:" + strconv.Itoa(ports[len(ports)-1])
 	biz, err := businessesYAML(cfg.Businesses, d.BackendURL)
 	if err != nil {
 		return nil, err
@@ -254,7 +256,8 @@ apps:
 		}
 	}
 	if err := d.start("control", "control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
-		"--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ",")); err != nil {
+		"--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ","),
+		"--admin", strings.TrimPrefix(d.ControlAdmin, "http://")); err != nil {
 		return nil, err
 	}
 	urls := append(append([]string(nil), d.GatewayHTTP...), d.ControlURL)

@@ -401,23 +401,26 @@ func checkSign(secret string, req *ConnectRequest) bool {
 	return hmac.Equal(got, want)
 }
 
-// liveEndpoints is the endpoints whose gateway is serving (or not watched): the watched ones
-// with a known load first, least loaded first (sessions at the last probe plus the clients sent
-// there since), then the others in configured order. The first one is counted as handed out.
+// liveEndpoints is the endpoints whose gateway is serving (or not watched): the watched ones first,
+// least loaded first (sessions at the last probe, none before the first, plus the clients sent
+// there since), then the unwatched ones in configured order. The first one is counted as handed
+// out.
 func (s *Server) liveEndpoints() []Endpoint {
 	type cand struct {
 		i    int
 		load int64
 	}
 	live := make([]cand, 0, len(s.endpoints))
-	for i := range s.endpoints {
-		if !s.down[i].Load() {
-			l := s.load[i].Load()
-			if l >= 0 {
-				l += s.handed[i].Load()
-			}
-			live = append(live, cand{i, l})
+	for i, e := range s.endpoints {
+		if s.down[i].Load() {
+			continue
 		}
+		l := int64(-1) // not watched: after the watched ones
+		if e.Health != "" {
+			// Not probed yet counts as empty: the clients sent there still spread the load.
+			l = max(s.load[i].Load(), 0) + s.handed[i].Load()
+		}
+		live = append(live, cand{i, l})
 	}
 	slices.SortStableFunc(live, func(a, b cand) int {
 		switch {
@@ -568,4 +571,44 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do about it
+}
+
+// Instance is one watched gateway as GET /v1/instances lists it.
+type Instance struct {
+	Protocol string `json:"protocol"`
+	Addr     string `json:"addr"`     // as clients reach it
+	Health   string `json:"health"`   // the gateway's HTTP base URL (push API, stats, /metrics)
+	Serving  bool   `json:"serving"`  // not draining and answering
+	Sessions int64  `json:"sessions"` // at the last probe; -1 before the first
+}
+
+// Instances lists the endpoints that have a health URL, with what the last probes saw.
+func (s *Server) Instances() []Instance {
+	var out []Instance
+	for i, e := range s.endpoints {
+		if e.Health == "" {
+			continue
+		}
+		out = append(out, Instance{Protocol: e.Protocol, Addr: e.Addr, Health: e.Health,
+			Serving: !s.down[i].Load(), Sessions: s.load[i].Load()})
+	}
+	return out
+}
+
+// InstancesHandler serves GET /v1/instances: {"instances": [...]}, the gateways the control layer
+// watches. It names internal addresses: serve it on an operator's port (pushwire control
+// --admin), never on the client-facing API.
+func (s *Server) InstancesHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": CodeMethodNotAllowed, "message": "use GET"})
+			return
+		}
+		list := s.Instances()
+		if list == nil {
+			list = []Instance{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"instances": list})
+	})
 }

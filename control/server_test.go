@@ -620,6 +620,7 @@ func TestDispatchByLoad(t *testing.T) {
 		{Protocol: ProtoTCP, Addr: "gw2:7000", Health: gws.srv[2].URL},
 	})
 	eventuallyEndpoints(t, addrs, []string{"gw1:7000", "gw2:7000", "gw0:7000"})
+	// Before any probe every watched gateway counts as empty, and connects still spread.
 	first := map[string]int{}
 	for range 20 {
 		first[addrs()[0]]++
@@ -634,5 +635,71 @@ func TestEndpointHealthValidated(t *testing.T) {
 	_, err := NewServer(cfg, WithEndpoints([]Endpoint{{Protocol: ProtoTCP, Addr: "gw:1", Health: "gw:7080"}}))
 	if err == nil || !strings.Contains(err.Error(), ".health") {
 		t.Fatalf("NewServer: %v, want an error naming .health", err)
+	}
+}
+
+// The admin port's /v1/instances lists the watched gateways with what the probes saw.
+func TestInstancesHandler(t *testing.T) {
+	gws := newFakeGateways(t, 2)
+	gws.sessions[1].Store(42)
+	gws.draining[0].Store(true)
+	cfg := testConfig(t)
+	cfg.Endpoints = []Endpoint{
+		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: gws.srv[0].URL},
+		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: gws.srv[1].URL},
+		{Protocol: ProtoTCP, Addr: "unwatched:7000"},
+	}
+	s, err := NewServer(cfg, WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Watch(ctx, 20*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	ts := httptest.NewServer(s.InstancesHandler())
+	defer ts.Close()
+	want := []Instance{
+		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: gws.srv[0].URL, Serving: false, Sessions: -1},
+		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: gws.srv[1].URL, Serving: true, Sessions: 42},
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a := do(t, http.MethodGet, ts.URL+"/v1/instances", "")
+		var got struct{ Instances []Instance }
+		if err := json.Unmarshal(a.body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if a.status == http.StatusOK && reflect.DeepEqual(got.Instances, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instances %d %+v, want %+v", a.status, got.Instances, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a := do(t, http.MethodPost, ts.URL+"/v1/instances", ""); a.status != http.StatusMethodNotAllowed {
+		t.Fatalf("POST: %d", a.status)
+	}
+}
+
+// Connects that come before the first probe (control starting with its gateways) spread over the
+// watched gateways instead of all landing on the first.
+func TestDispatchBeforeFirstProbe(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Endpoints = []Endpoint{
+		{Protocol: ProtoTCP, Addr: "gw0:7000", Health: "http://127.0.0.1:1"},
+		{Protocol: ProtoTCP, Addr: "gw1:7000", Health: "http://127.0.0.1:1"},
+	}
+	s, err := NewServer(cfg, WithClock(func() time.Time { return now }), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]int{}
+	for range 100 {
+		first[s.liveEndpoints()[0].Addr]++
+	}
+	if first["gw0:7000"] != 50 || first["gw1:7000"] != 50 {
+		t.Fatalf("first endpoints %v, want 50 each", first)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -19,7 +20,7 @@ func runControl(args []string) error {
 	endpoints := fs.String("endpoint", "", "access points given to clients, replacing the config file's: comma-separated protocol://host:port (e.g. tcp://127.0.0.1:7000)")
 	health := fs.String("endpoint-health", "", "each --endpoint's gateway HTTP base URL, comma-separated in the same order (e.g. http://127.0.0.1:7080): control polls each one's /v1/stats, leaves draining or silent gateways out of connect answers and lists the least loaded first")
 	watch := fs.Duration("watch-interval", time.Second, "how often the gateways' /v1/stats are polled")
-	admin := fs.String("admin", "", "address of /debug/pprof and /metrics (empty: off)")
+	admin := fs.String("admin", "", "address of /debug/pprof, /metrics and /v1/instances (the watched gateways, for pushwire tui --control) (empty: off)")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long a shutdown may take")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -53,7 +54,10 @@ func runControl(args []string) error {
 	}
 	var adm *httpServer
 	if *admin != "" {
-		if adm, err = listenHTTP("admin", *admin, adminHandler(reg), log); err != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/", adminHandler(reg))
+		mux.Handle("/v1/instances", srv.InstancesHandler())
+		if adm, err = listenHTTP("admin", *admin, mux, log); err != nil {
 			_ = api.Shutdown(context.Background())
 			return err
 		}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -18,9 +20,9 @@ connections, connects/s, upstream requests/s, deliveries/s, RSS (per connection)
 goroutines, GC pause p99 and GC CPU share; charts over time; the load generator's progress,
 errors and reconnects by reason; and an event line (appeared, down, draining, error bursts).
 
-The control layer keeps no list of instances' HTTP addresses, so give the gateways with
---targets (pushwire bench prints the command line to use). A target that stops answering is
-shown as down, not fatal.
+Give the gateways with --targets (pushwire bench prints the command line to use), or let the
+control layer name them: --control is its --admin address, which lists the gateways it watches
+(asked once at start). A target that stops answering is shown as down, not fatal.
 
 Keys: q quit · tab, ←/→ (or 1-4) switch views · p pause · s save the figures as JSON to
 --out/tui-<time>.json.
@@ -28,6 +30,7 @@ Keys: q quit · tab, ←/→ (or 1-4) switch views · p pause · s save the figu
 Example:
   pushwire tui --targets 127.0.0.1:7080,127.0.0.1:7081 --loadgen 127.0.0.1:7190`)
 	targets := fs.String("targets", "", "comma-separated gateway metrics URLs: host:port, http://host:port or a full URL (default path /metrics)")
+	controlAdmin := fs.String("control", "", "the control layer's --admin address: watch every gateway it lists at /v1/instances")
 	lg := fs.String("loadgen", "", "the load generator's metrics URL, as for --targets (pushwire loadgen --metrics)")
 	interval := fs.Duration("interval", time.Second, "polling interval")
 	out := fs.String("out", "results", "directory where s saves snapshots")
@@ -45,6 +48,15 @@ Example:
 		}
 		gateways = append(gateways, u)
 	}
+	if *controlAdmin != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		found, err := tui.Discover(ctx, http.DefaultClient, *controlAdmin)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--control: %w", err)
+		}
+		gateways = append(gateways, found...)
+	}
 	var lgURL string
 	if *lg != "" {
 		u, err := tui.MetricsURL(*lg)
@@ -55,7 +67,7 @@ Example:
 	}
 	if len(gateways) == 0 && lgURL == "" {
 		fs.Usage()
-		return errors.New("tui: --targets (or --loadgen) required")
+		return errors.New("tui: --targets or --control (or --loadgen) required")
 	}
 	if *interval < 100*time.Millisecond {
 		return fmt.Errorf("--interval %s: at least 100ms", *interval)
