@@ -92,21 +92,8 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Room for every target ID at its longest plus the payload in base64.
-	limit := int64(maxPushTargets*(maxIDLen+4) + 2*n.cfg.MaxBody + 4096)
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
 	var b pushBody
-	if err := dec.Decode(&b); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			n.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", mbe.Limit))
-			return
-		}
-		n.writeError(w, http.StatusBadRequest, "bad_json", "malformed body: "+err.Error())
-		return
-	}
-	if dec.More() {
-		n.writeError(w, http.StatusBadRequest, "bad_json", "trailing data after the JSON object")
+	if !n.decodeBody(w, r, int64(maxPushTargets*(maxIDLen+4)+2*n.cfg.MaxBody+4096), &b) {
 		return
 	}
 	if b.App != "" && b.App != app {
@@ -237,16 +224,8 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 		n.writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("group is 1..%d bytes", maxGroupLen))
 		return
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(maxPushTargets*(maxIDLen+4)+4096)))
-	dec.DisallowUnknownFields()
 	var b membersBody
-	if err := dec.Decode(&b); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			n.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", mbe.Limit))
-			return
-		}
-		n.writeError(w, http.StatusBadRequest, "bad_json", "malformed body: "+err.Error())
+	if !n.decodeBody(w, r, int64(maxPushTargets*(maxIDLen+4)+4096), &b) {
 		return
 	}
 	if len(b.Devices) == 0 || len(b.Devices) > maxPushTargets {
@@ -281,4 +260,25 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 	res.Size = n.groups.Size(app, group)
 	n.m.pushRequests.WithLabelValues("200").Inc()
 	writeJSON(w, http.StatusOK, res)
+}
+
+// decodeBody reads exactly one JSON object of at most limit bytes, without unknown fields, into
+// v. On bad input it answers the error itself (413 too_large, 400 bad_json) and returns false.
+func (n *Node) decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			n.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", mbe.Limit))
+			return false
+		}
+		n.writeError(w, http.StatusBadRequest, "bad_json", "malformed body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		n.writeError(w, http.StatusBadRequest, "bad_json", "trailing data after the JSON object")
+		return false
+	}
+	return true
 }
