@@ -120,6 +120,6 @@ func SideBySide(w io.Writer, runs []*Result, base string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\nratios are each run's figure over %s's, measured in the same sitting; for memory, latency, GC and missing lower is better\n", runs[bi].Engine)
+	_, err := fmt.Fprintf(w, "\nratios are each run's figure over %s's; for memory, latency, GC and missing lower is better\n", runs[bi].Engine)
 	return err
 }

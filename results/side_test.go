@@ -24,7 +24,7 @@ func TestSideBySide(t *testing.T) {
 		"500 (0.05x)",  // gnet's RSS/conn over std's
 		"1.1k (1.10x)", // nbio's deliveries/s
 		"10.0k",        // std's own figure has no ratio
-		"over std's",
+		"over std's;",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in\n%s", want, out)

@@ -217,7 +217,7 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 	}
 	if len(runs) > 0 {
 		var buf strings.Builder
-		fmt.Fprintf(&buf, "pushwire engines compared  %s  commit %s  %d conns  %d round(s)\n\n",
+		fmt.Fprintf(&buf, "pushwire engines compared in one sitting, interleaved  %s  commit %s  %d conns  %d round(s)\n\n",
 			time.Now().UTC().Format(time.RFC3339), commit, cfg.Conns, max(rounds, 1))
 		if err := results.SideBySide(&buf, runs, names[0]); err != nil {
 			return err

@@ -10,7 +10,7 @@ import (
 )
 
 func runResults(args []string) error {
-	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check FILE...        fail unless each result passes its checks\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric")
+	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check FILE...        fail unless each result passes its checks\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric\n  results side FILE...         every run side by side (memory, GC, throughput, latency, missing), with\n                               ratios against the first file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -54,6 +54,16 @@ func runResults(args []string) error {
 			}
 		}
 		return errors.Join(errs...)
+	case "side":
+		runs := make([]*results.Result, 0, len(files))
+		for _, p := range files {
+			r, err := load(p)
+			if err != nil {
+				return err
+			}
+			runs = append(runs, r)
+		}
+		return results.SideBySide(os.Stdout, runs, runs[0].Engine)
 	case "compare":
 		if len(files) != 2 {
 			return errors.New("results compare: want BASE and OTHER")
@@ -73,5 +83,5 @@ func runResults(args []string) error {
 		}
 		return tw.Flush()
 	}
-	return fmt.Errorf("results: unknown verb %q (show, check, benchfmt, compare)", verb)
+	return fmt.Errorf("results: unknown verb %q (show, check, benchfmt, compare, side)", verb)
 }
