@@ -147,6 +147,14 @@ func TestTableIndexesAndEviction(t *testing.T) {
 			if got := tab.ByDevice(last.App, last.Device); got != last {
 				t.Fatalf("ByDevice = %v", got)
 			}
+			if tab.ByConn(last.ID()) != last {
+				t.Fatal("ByConn")
+			}
+			for _, s := range ev {
+				if tab.ByConn(s.ID()) != nil {
+					t.Fatal("ByConn finds an evicted, removed session")
+				}
+			}
 			found := false
 			tab.Range(func(s *Session) bool { found = found || s == last; return true })
 			if !found {

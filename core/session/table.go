@@ -97,21 +97,27 @@ func (s *Session) NextPushSeq() uint32 { return s.pushSeq.Add(1) }
 
 const numShards = 64
 
-// Table indexes logged-in sessions by device and by user, and enforces the per-device (one) and
-// per-user connection limits. It is safe for concurrent use.
+// Table indexes logged-in sessions by connection ID, by device and by user, and enforces the
+// per-device (one) and per-user connection limits. It is safe for concurrent use.
 //
 // Every session in the table has exactly one device entry (a newer login of the device evicts
 // the older session), so the device index also serves Range. Keys reference the sessions' own
 // strings: an index entry allocates nothing but its map slot.
 //
-// Lock order: a device shard, then a user shard; never two of one kind.
+// Lock order: a conn shard, then a device shard, then a user shard; never two of one kind.
 type Table struct {
 	maxPerUser int
 	seed       maphash.Seed
 	count      atomic.Int64
 
+	conns   [numShards]connShard
 	devices [numShards]keyShard
 	users   [numShards]userShard
+}
+
+type connShard struct {
+	mu sync.RWMutex
+	m  map[uint64]*Session
 }
 
 // idKey is an app's device or user.
@@ -132,6 +138,7 @@ type userShard struct {
 func NewTable(maxPerUser int) *Table {
 	t := &Table{maxPerUser: maxPerUser, seed: maphash.MakeSeed()}
 	for i := range numShards {
+		t.conns[i].m = make(map[uint64]*Session)
 		t.devices[i].m = make(map[idKey]*Session)
 		t.users[i].m = make(map[idKey][]*Session)
 	}
@@ -157,6 +164,10 @@ func (t *Table) Add(s *Session) (evicted []*Session) {
 		return nil
 	}
 	t.count.Add(1)
+	cs := &t.conns[s.ID()%numShards]
+	cs.mu.Lock()
+	cs.m[s.ID()] = s
+	cs.mu.Unlock()
 
 	dk := idKey{s.App, s.Device}
 	ds := &t.devices[t.shardOf(dk)]
@@ -202,6 +213,12 @@ func (t *Table) Remove(s *Session) bool {
 		return false
 	}
 	t.count.Add(-1)
+	cs := &t.conns[s.ID()%numShards]
+	cs.mu.Lock()
+	if cs.m[s.ID()] == s {
+		delete(cs.m, s.ID())
+	}
+	cs.mu.Unlock()
 
 	dk := idKey{s.App, s.Device}
 	ds := &t.devices[t.shardOf(dk)]
@@ -230,6 +247,16 @@ func (t *Table) Remove(s *Session) bool {
 		us.mu.Unlock()
 	}
 	return true
+}
+
+// ByConn returns the session of a connection ID (as LOGIN_ACK's conn and the backend's
+// Pushwire-Conn header name it).
+func (t *Table) ByConn(id uint64) *Session {
+	cs := &t.conns[id%numShards]
+	cs.mu.RLock()
+	s := cs.m[id]
+	cs.mu.RUnlock()
+	return s
 }
 
 // ByDevice returns the live session of a device.
