@@ -106,6 +106,9 @@ func gatewayFigures(base, start, end snapshot) (results.Gateway, int) {
 			}
 		}
 	}
+	// The gateways subtract what their measurement-forced collections cost, from the runtime's
+	// estimates: rounding can leave a quiet phase a hair below zero.
+	cpu, gcCPU = max(cpu, 0), max(gcCPU, 0)
 	g.CPUSeconds = cpu
 	if cpu > 0 {
 		g.GCCPUShare = gcCPU / cpu
