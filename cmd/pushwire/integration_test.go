@@ -5,7 +5,6 @@ package main
 // with hand-made frames for the hostile cases. Run only these: go test -run Integration ./cmd/pushwire/
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -175,19 +174,7 @@ func (c *rawConn) login(tok, device string) frame.Frame {
 // push calls POST /v1/push on the gateway.
 func push(t *testing.T, d *bench.Deployment, key string, body any) (int, map[string]any) {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(http.MethodPost, d.GatewayHTTP[0]+"/v1/push", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("push answer: %v", err)
-	}
-	return resp.StatusCode, out
+	return apiCall(t, http.MethodPost, d.GatewayHTTP[0]+"/v1/push", key, body)
 }
 
 // stats reads the gateway's /v1/stats.
