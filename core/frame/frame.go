@@ -103,15 +103,16 @@ const (
 	CodeEvicted            Code = 14
 	CodeShuttingDown       Code = 15
 	CodeSlowConsumer       Code = 16
+	CodeOverloaded         Code = 17 // pushwire addition: GOAWAY to a connection over the instance's cap
 
 	// NumCodes bounds Code values: every known code is below it.
-	NumCodes = 17
+	NumCodes = 18
 )
 
 var codeNames = [NumCodes]string{
 	"OK", "BAD_FRAME", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "NOT_LOGGED_IN", "AUTH_FAILED",
 	"UNKNOWN_BIZ", "BUSY", "BACKEND_ERROR", "BACKEND_TIMEOUT", "RATE_LIMITED", "FORBIDDEN",
-	"LOGIN_TIMEOUT", "IDLE_TIMEOUT", "EVICTED", "SHUTTING_DOWN", "SLOW_CONSUMER",
+	"LOGIN_TIMEOUT", "IDLE_TIMEOUT", "EVICTED", "SHUTTING_DOWN", "SLOW_CONSUMER", "OVERLOADED",
 }
 
 func (c Code) String() string {

@@ -520,6 +520,7 @@ func TestCodeString(t *testing.T) {
 		"OK", "BAD_FRAME", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "NOT_LOGGED_IN",
 		"AUTH_FAILED", "UNKNOWN_BIZ", "BUSY", "BACKEND_ERROR", "BACKEND_TIMEOUT", "RATE_LIMITED",
 		"FORBIDDEN", "LOGIN_TIMEOUT", "IDLE_TIMEOUT", "EVICTED", "SHUTTING_DOWN", "SLOW_CONSUMER",
+		"OVERLOADED",
 	}
 	if len(want) != frame.NumCodes {
 		t.Fatalf("%d names for %d codes", len(want), frame.NumCodes)
