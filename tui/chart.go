@@ -2,21 +2,23 @@ package tui
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/NimbleMarkets/ntcharts/linechart/timeserieslinechart"
 	"github.com/charmbracelet/lipgloss"
 )
 
-// The charts are drawn here in braille (2×4 dots per cell) rather than with ntcharts: ntcharts
-// v0.5.0 needs github.com/lrstanley/bubblezone, which go.sum does not list, and go.sum is pinned.
-
-// brailleDot[x][y] is the dot bit of column x (0..1), row y (0..3) of a braille cell.
-var brailleDot = [2][4]uint8{{0x01, 0x02, 0x04, 0x40}, {0x08, 0x10, 0x20, 0x80}}
-
-// lineChart draws series (points in time order; unknown values leave gaps) in a w×h box: a y axis
-// with labels formatted by yfmt on the left, the plot, and the time range on the bottom line.
-// Series drawn later are painted over earlier ones where they share a cell.
+// lineChart draws series (points in time order; unknown values leave gaps) in a w×h box with
+// ntcharts' time-series line chart in braille runes: a y axis from 0 with labels formatted by
+// yfmt on the left, the plot, and clock times under the x axis. Series drawn later are drawn over
+// earlier ones where they share a cell (braille dots of both are kept, in the later style).
+//
+// The chart is built afresh from the kept points at every render: the points are few (the
+// model keeps cfg.History per series) and the y range follows the largest value on screen.
+// ntcharts places points by whole seconds, so with a polling interval under a second several
+// points can share an x position.
 func lineChart(series [][]Point, styles []lipgloss.Style, w, h int, yfmt func(float64) string) string {
 	var minT, maxT time.Time
 	maxV := 0.0
@@ -37,123 +39,60 @@ func lineChart(series [][]Point, styles []lipgloss.Style, w, h int, yfmt func(fl
 	if minT.IsZero() {
 		return styleFaint.Render("no data yet")
 	}
-	if !maxT.After(minT) {
+	minT = minT.Truncate(time.Second)
+	if maxT.Unix() <= minT.Unix() {
 		maxT = minT.Add(time.Second)
 	}
 	if maxV <= 0 {
 		maxV = 1
 	}
 	maxV *= 1.1
-	labels := []string{yfmt(maxV), yfmt(maxV / 2), yfmt(0)}
-	lw := 0
-	for _, l := range labels {
-		lw = max(lw, lipgloss.Width(l))
-	}
-	pw, ph := w-lw-1, h-1
-	if pw < 4 || ph < 1 {
+	if w < 12 || h < 4 {
 		return styleFaint.Render("too small")
 	}
-	dw, dh := pw*2, ph*4
-	masks := make([]uint8, pw*ph)
-	owner := make([]int, pw*ph)
-	set := func(x, y, si int) {
-		if x < 0 || x >= dw || y < 0 || y >= dh {
-			return
-		}
-		row := ph - 1 - y/4 // y counts up from the bottom
-		i := row*pw + x/2
-		masks[i] |= brailleDot[x%2][3-y%4]
-		owner[i] = si
+	// Labels: on the y axis the bottom, the top and, when the plot is an even number of rows
+	// high, the middle; under the x axis a clock time about every 12 columns.
+	ystep := h - 2 // the plot's height: ntcharts keeps the last two rows for the x axis
+	if ystep%2 == 0 {
+		ystep /= 2
 	}
-	span := maxT.Sub(minT).Seconds()
+	c := timeserieslinechart.New(w, h,
+		timeserieslinechart.WithXYSteps(12, ystep),
+		timeserieslinechart.WithXLabelFormatter(func(_ int, v float64) string {
+			return time.Unix(int64(v), 0).In(minT.Location()).Format("15:04:05")
+		}),
+		timeserieslinechart.WithYLabelFormatter(func(_ int, v float64) string { return yfmt(v) }),
+		timeserieslinechart.WithAxesStyles(styleChartBox, styleFaint),
+		timeserieslinechart.WithYRange(0, maxV),
+		timeserieslinechart.WithTimeRange(minT, maxT),
+	)
+	// A series becomes one data set per run of known values, so an unknown value leaves a gap
+	// instead of a line bridging it.
+	var names []string
 	for si, s := range series {
-		px, py, have := 0, 0, false
+		seg := 0
+		open := false
 		for _, p := range s {
 			if !p.V.Known() {
-				have = false
+				if open {
+					seg++
+					open = false
+				}
 				continue
 			}
-			x := int(math.Round(p.At.Sub(minT).Seconds() / span * float64(dw-1)))
-			y := int(math.Round(float64(p.V) / maxV * float64(dh-1)))
-			if have {
-				line(px, py, x, y, func(x, y int) { set(x, y, si) })
-			} else {
-				set(x, y, si)
+			name := strconv.Itoa(si) + "." + strconv.Itoa(seg)
+			if !open {
+				names = append(names, name)
+				if si < len(styles) {
+					c.SetDataSetStyle(name, styles[si])
+				}
+				open = true
 			}
-			px, py, have = x, y, true
+			c.PushDataSet(name, timeserieslinechart.TimePoint{Time: p.At, Value: float64(p.V)})
 		}
 	}
-	var b strings.Builder
-	for row := 0; row < ph; row++ {
-		label := ""
-		switch {
-		case row == 0:
-			label = labels[0]
-		case row == ph-1:
-			label = labels[2]
-		case ph >= 5 && row == ph/2:
-			label = labels[1]
-		}
-		b.WriteString(styleFaint.Render(strings.Repeat(" ", lw-lipgloss.Width(label)) + label + "┤"))
-		for col := 0; col < pw; col++ {
-			i := row*pw + col
-			if masks[i] == 0 {
-				b.WriteByte(' ')
-				continue
-			}
-			r := string(rune(0x2800 + int(masks[i])))
-			if owner[i] < len(styles) {
-				r = styles[owner[i]].Render(r)
-			}
-			b.WriteString(r)
-		}
-		b.WriteByte('\n')
-	}
-	from, to := minT.Format("15:04:05"), maxT.Format("15:04:05")
-	gap := pw - len(from) - len(to)
-	axis := strings.Repeat(" ", lw) + "└"
-	if gap >= 1 {
-		axis += from + strings.Repeat("─", gap) + to
-	} else {
-		axis += to
-	}
-	b.WriteString(styleFaint.Render(axis))
-	return b.String()
-}
-
-// line calls plot for each point of the segment from (x0,y0) to (x1,y1) (Bresenham).
-func line(x0, y0, x1, y1 int, plot func(x, y int)) {
-	dx, dy := abs(x1-x0), -abs(y1-y0)
-	sx, sy := 1, 1
-	if x0 > x1 {
-		sx = -1
-	}
-	if y0 > y1 {
-		sy = -1
-	}
-	e := dx + dy
-	for {
-		plot(x0, y0)
-		if x0 == x1 && y0 == y1 {
-			return
-		}
-		e2 := 2 * e
-		if e2 >= dy {
-			e += dy
-			x0 += sx
-		}
-		if e2 <= dx {
-			e += dx
-			y0 += sy
-		}
-	}
-}
-
-func abs(x int) int {
-	if x < 0 {
-		return -x
-	}
-	return x
+	c.DrawBrailleDataSets(names)
+	return strings.TrimRight(c.View(), "\n")
 }
 
 // bar is a progress bar of width cells filled to share (0..1).
