@@ -15,8 +15,10 @@ COMMIT   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(
 VERSION  := $(shell git describe --tags --always 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS     := ./...
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := bin/golangci-lint
 
-.PHONY: help build deps vet fmt-check test unit race integration smoke-bench bench bench-all fuzz clean tools tui-e2e
+.PHONY: help build deps vet fmt-check lint lint-tool tidy-check test unit race integration smoke-bench bench bench-all fuzz gobench clean tools tui-e2e
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -34,7 +36,19 @@ fmt-check: ## fail on files gofmt would change
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: tools build vet fmt-check race smoke-bench ## everything CI runs: tools (tmux), build, vet, gofmt, tests with -race, a small bench checked
+lint-tool: ## install golangci-lint $(GOLANGCI_LINT_VERSION) into bin/, unless that version is already there
+	@if ! $(GOLANGCI_LINT) version 2>/dev/null | grep -qF 'has version $(GOLANGCI_LINT_VERSION:v%=%) '; then \
+	  echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into bin/"; rm -f $(GOLANGCI_LINT); \
+	  GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	fi
+
+lint: lint-tool tidy-check ## golangci-lint with .golangci.yml (pinned version, in bin/), and go.mod/go.sum tidy
+	$(GOLANGCI_LINT) run $(PKGS)
+
+tidy-check: ## fail when go mod tidy would change go.mod or go.sum (prints the diff, changes nothing)
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result"; exit 1; }
+
+test: tools build vet fmt-check lint race smoke-bench ## everything CI runs: tools (tmux), build, vet, gofmt, lint, tidy, tests with -race, a small bench checked
 
 unit: deps ## tests without the race detector
 	$(GO) test -shuffle=on -count=1 $(PKGS)

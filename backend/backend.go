@@ -183,7 +183,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("POST /echo", s.handleEcho)
 	s.mux.HandleFunc("POST /notify", s.handleNotify)
 	s.mux.HandleFunc("GET /stats", s.handleStats)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return s, nil
 }
@@ -254,7 +254,7 @@ func (s *Server) handleEcho(w http.ResponseWriter, r *http.Request) {
 	s.mEcho.WithLabelValues("ok").Inc()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.Write(body)
+	_, _ = w.Write(body) // a failed write means the caller has gone: nothing left to tell it
 }
 
 // behaviour decides the delay and whether to fail: the configuration, overridden by the query
@@ -330,7 +330,7 @@ func (s *Server) handleNotify(w http.ResponseWriter, r *http.Request) {
 	s.apply(events)
 	s.mBatches.WithLabelValues("ok").Inc()
 	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, "{\"accepted\":%d}\n", len(events))
+	_, _ = fmt.Fprintf(w, "{\"accepted\":%d}\n", len(events)) // the events are applied whether or not the caller reads this
 }
 
 func (s *Server) rejectBatch() {

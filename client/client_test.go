@@ -95,7 +95,7 @@ func (fc *fakeControl) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// The sign, computed here independently of the SDK.
 	m := hmac.New(sha256.New, []byte(testSecret))
-	fmt.Fprintf(m, "%s\n%s\n%s\n%d", req.App, req.Device, req.User, req.TS)
+	_, _ = fmt.Fprintf(m, "%s\n%s\n%s\n%d", req.App, req.Device, req.User, req.TS) // a hash.Hash's Write never fails
 	if want := hex.EncodeToString(m.Sum(nil)); req.Sign != want {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "bad_sign", "message": "signature mismatch"})
 		return
@@ -170,7 +170,7 @@ func (gw *fakeGateway) accept() {
 		gw.wg.Add(1)
 		go func() {
 			defer gw.wg.Done()
-			defer nc.Close()
+			defer func() { _ = nc.Close() }()
 			gw.handle(g)
 		}()
 	}
@@ -549,7 +549,9 @@ func TestEndpointFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadAddr := dead.Addr().String()
-	dead.Close() // connection refused from now on
+	if err := dead.Close(); err != nil { // connection refused from now on
+		t.Fatal(err)
+	}
 	ctl := newControl(t, Endpoint{"quic", "127.0.0.1:1"}, Endpoint{"tcp", deadAddr}, gw.endpoint())
 	c := newTestClient(t, ctl, nil)
 	if err := c.Connect(context.Background()); err != nil {
@@ -1147,7 +1149,9 @@ func TestRunGoaway(t *testing.T) {
 				t.Errorf("errors %v", s.Errors)
 			}
 			cancel()
-			recv(t, errc, "Run to end")
+			if err := recv(t, errc, "Run to end"); !errors.Is(err, context.Canceled) {
+				t.Errorf("Run: %v", err)
+			}
 		})
 	}
 }

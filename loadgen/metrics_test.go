@@ -100,7 +100,8 @@ func TestStartMetricsServes(t *testing.T) {
 		}
 	}
 	stop()
-	if _, err := http.Get("http://" + g.m.addr + "/metrics"); err == nil {
+	if resp, err := http.Get("http://" + g.m.addr + "/metrics"); err == nil {
+		resp.Body.Close()
 		t.Error("still serving after stop")
 	}
 

@@ -44,7 +44,7 @@ func (r *Result) WriteBenchFormat(w io.Writer) error {
 	}
 	for _, kv := range config {
 		if v := oneLine(kv[1]); v != "" {
-			fmt.Fprintf(bw, "%s: %s\n", kv[0], v)
+			_, _ = fmt.Fprintf(bw, "%s: %s\n", kv[0], v) // bw keeps its first error for Flush
 		}
 	}
 	for i, key := range phaseKeys(r.Phases) {
@@ -64,7 +64,7 @@ func (r *Result) WriteBenchFormat(w io.Writer) error {
 			continue // a benchmark line needs at least one value
 		}
 		line.WriteByte('\n')
-		bw.WriteString(line.String())
+		_, _ = bw.WriteString(line.String()) // bw keeps its first error for Flush
 	}
 	return bw.Flush()
 }

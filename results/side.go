@@ -1,6 +1,7 @@
 package results
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -85,7 +86,13 @@ func SideBySide(w io.Writer, runs []*Result, base string) error {
 	for _, r := range runs {
 		head = append(head, r.Engine)
 	}
-	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	var werr error // the first failed write; a tabwriter does not keep it
+	writeRow := func(cells []string) {
+		if _, err := fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t"); err != nil && werr == nil {
+			werr = err
+		}
+	}
+	writeRow(head)
 	for _, row := range sideRows(phases) {
 		m := metricByName(row.metric)
 		var baseV float64
@@ -114,10 +121,10 @@ func SideBySide(w io.Writer, runs []*Result, base string) error {
 			cells = append(cells, cell)
 		}
 		if any {
-			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+			writeRow(cells)
 		}
 	}
-	if err := tw.Flush(); err != nil {
+	if err := cmp.Or(werr, tw.Flush()); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintf(w, "\nratios are each run's figure over %s's; for memory, latency, GC and missing lower is better\n", runs[bi].Engine)

@@ -65,8 +65,8 @@ func writeAtomic(path string, b []byte) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			_ = f.Close() // the error returned is the one that stopped the write
+			_ = os.Remove(f.Name())
 		}
 	}()
 	if _, err = f.Write(b); err != nil {

@@ -78,11 +78,11 @@ func (r *Result) summary(buf *bytes.Buffer) {
 		fmt.Fprintln(buf, "\n(no phases)")
 	} else {
 		fmt.Fprintln(buf)
-		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "phase\tconns\tconn/s\trss/c KB\theap/c KB\tgorout\tgc p99 ms\tgc cpu%")
+		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
+		_, _ = fmt.Fprintln(tw, "phase\tconns\tconn/s\trss/c KB\theap/c KB\tgorout\tgc p99 ms\tgc cpu%")
 		for i := range r.Phases {
 			p, g := &r.Phases[i], &r.Phases[i].Gateway
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				clip(keys[i], summaryPhaseLen),
 				count(int64(p.Conns)),
 				opt(human(p.ConnectRate), p.ConnectRate > 0),
@@ -92,7 +92,7 @@ func (r *Result) summary(buf *bytes.Buffer) {
 				opt(human(g.GCPauseP99*1e3), g.GCCount > 0),
 				opt(human(g.GCCPUShare*100), g.CPUSeconds > 0))
 		}
-		tw.Flush()
+		_ = tw.Flush()
 	}
 
 	var traffic []int
@@ -104,8 +104,8 @@ func (r *Result) summary(buf *bytes.Buffer) {
 	}
 	if len(traffic) > 0 {
 		fmt.Fprintln(buf)
-		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "phase\tdeliv/s\tp50 ms\tp99 ms\tmax ms\tsent\tdeliv'd\toff+fail\tmissing")
+		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
+		_, _ = fmt.Fprintln(tw, "phase\tdeliv/s\tp50 ms\tp99 ms\tmax ms\tsent\tdeliv'd\toff+fail\tmissing")
 		for _, i := range traffic {
 			p := &r.Phases[i]
 			l := p.Latency
@@ -113,7 +113,7 @@ func (r *Result) summary(buf *bytes.Buffer) {
 			if l == nil {
 				l = new(Latency)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				clip(keys[i], summaryPhaseLen),
 				opt(human(p.Deliveries), p.Deliveries > 0),
 				opt(human(l.P50), hasL),
@@ -122,7 +122,7 @@ func (r *Result) summary(buf *bytes.Buffer) {
 				count(p.Sent), count(p.Delivered),
 				count(p.Offline+p.Failed), count(p.Missing))
 		}
-		tw.Flush()
+		_ = tw.Flush()
 	}
 
 	fmt.Fprintln(buf)
