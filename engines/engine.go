@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -94,7 +95,17 @@ type Config struct {
 	// Workers is the number of writer or event-loop goroutines where the engine has them.
 	// Default: the engine's own choice from GOMAXPROCS.
 	Workers int
-	// Options are engine-specific settings, "key=value", documented by each engine.
+	// MaxConns caps the connections open at once: past it, a newly accepted connection is
+	// refused before the handler sees it (no OnOpen). The engine writes RefuseMessage to it
+	// (best effort, without blocking) and closes it at once. Zero or negative: no cap.
+	MaxConns int
+	// RefuseMessage is written to a connection refused by MaxConns; it may be empty. The engine
+	// owns it after New and never modifies it.
+	RefuseMessage []byte
+	// Options are engine-specific settings, "key=value", declared by each engine when it
+	// registers (see Register and Describe). New rejects a key the engine does not declare and a
+	// value it cannot take, and gives the engine's factory every declared key, the defaults
+	// filled in.
 	Options map[string]string
 }
 
@@ -130,35 +141,83 @@ var (
 	ErrWriteTimeout = errors.New("engines: write timeout (slow consumer)")
 	// ErrFrameTooLarge is the OnClose reason when a partial frame outgrew MaxFrame.
 	ErrFrameTooLarge = errors.New("engines: buffered input over MaxFrame")
+	// ErrBadConsume is the OnClose reason when Handler.OnData returned a consumed count outside
+	// 0..len(in).
+	ErrBadConsume = errors.New("engines: handler consumed count out of range")
 )
 
-// Factory builds an engine for a handler.
+// Counter is an optional Engine capability: Refused counts the connections refused by
+// Config.MaxConns since the engine was built.
+type Counter interface {
+	Refused() uint64
+}
+
+// Factory builds an engine for a handler. New calls it with cfg.WithDefaults() and with
+// cfg.Options validated against the engine's declared options, every declared key present.
 type Factory func(cfg Config, h Handler) (Engine, error)
 
 var (
 	regMu    sync.RWMutex
-	registry = map[string]Factory{}
+	registry = map[string]entry{}
 )
 
-// Register makes an engine available by name. It panics on a duplicate name; call it from init.
-func Register(name string, f Factory) {
+type entry struct {
+	f    Factory
+	opts []Option
+}
+
+// Register makes an engine available by name, with the options it takes. It panics on a
+// duplicate name or a bad option declaration (a default its own check refuses, say); call it
+// from init.
+func Register(name string, f Factory, opts ...Option) {
 	regMu.Lock()
 	defer regMu.Unlock()
 	if _, dup := registry[name]; dup {
 		panic("engines: Register called twice for " + name)
 	}
-	registry[name] = f
+	seen := map[string]bool{}
+	for _, o := range opts {
+		if o.Key == "" || seen[o.Key] {
+			panic(fmt.Sprintf("engines: %s: option key %q empty or declared twice", name, o.Key))
+		}
+		seen[o.Key] = true
+		if err := o.Check(o.Default); err != nil {
+			panic(fmt.Sprintf("engines: %s: option %s: default %q: %v", name, o.Key, o.Default, err))
+		}
+	}
+	registry[name] = entry{f: f, opts: slices.Clone(opts)}
 }
 
-// New builds the engine registered as name.
+// New builds the engine registered as name. It fails, naming the engine, the key and what is
+// wanted, when cfg.Options holds a key the engine does not declare or a value it cannot take.
 func New(name string, cfg Config, h Handler) (Engine, error) {
 	regMu.RLock()
-	f, ok := registry[name]
+	e, ok := registry[name]
 	regMu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("engines: unknown engine %q (have %v)", name, Names())
 	}
-	return f(cfg.WithDefaults(), h)
+	if h == nil {
+		return nil, fmt.Errorf("engines: %s: nil handler", name)
+	}
+	opts, err := resolve(name, e.opts, cfg.Options)
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	cfg.Options = opts
+	return e.f(cfg, h)
+}
+
+// Describe returns the options the engine registered as name declares, in declaration order.
+func Describe(name string) ([]Option, error) {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	e, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("engines: unknown engine %q", name)
+	}
+	return slices.Clone(e.opts), nil
 }
 
 // Names lists the registered engines, sorted.

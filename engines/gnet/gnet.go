@@ -68,7 +68,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,37 +76,47 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/internal/kit"
 )
 
 // Name is the registered engine name.
 const Name = "gnet"
 
-func init() { engines.Register(Name, New) }
+// Options are the gnet engine's options.
+var Options = []engines.Option{
+	{Key: "write_buffer_cap", Type: engines.OptInt, Default: "16384", Min: "1",
+		Help: "bytes of gnet's per-connection outbound ring before it spills into a list of copies (the ring is pooled: idle connections hold none)"},
+	{Key: "tcp_keepalive", Type: engines.OptDuration, Default: "0s", Min: "0s",
+		Help: "TCP keepalive period, 0 for off"},
+	{Key: "tick", Type: engines.OptDuration, Default: "100ms", Min: "1ns",
+		Help: "how often connections with output pending are checked for the write timeout (at least 10ms, at most WriteTimeout/5)"},
+	{Key: "load_balancing", Type: engines.OptEnum, Default: "round_robin",
+		Values: []string{"round_robin", "least_connections", "source_addr_hash"},
+		Help:   "how gnet spreads new connections over its event loops"},
+	{Key: "lock_os_thread", Type: engines.OptBool, Default: "false",
+		Help: "lock each event loop to an OS thread"},
+}
+
+func init() { engines.Register(Name, newEngine, Options...) }
 
 // ErrStopped is the OnClose reason when gnet stopped without Shutdown (see the package comment).
 var ErrStopped = errors.New("gnetengine: gnet stopped on its own (accept failed: out of file descriptors?)")
 
-const (
-	defaultWriteBufferCap = 16 << 10
-	defaultTick           = 100 * time.Millisecond
-	minTick               = 10 * time.Millisecond
-)
+// minTick is the shortest slow-consumer check period.
+const minTick = 10 * time.Millisecond
 
 type engine struct {
 	cfg  engines.Config
-	h    engines.Handler
 	log  *slog.Logger
+	rd   *kit.Reader
+	gate *kit.Gate
 	opts []gnet.Option
 	tick time.Duration
 
-	maxConns int64 // 0: no limit
-
-	nextID      atomic.Uint64
-	open        atomic.Int64 // connections opened and not yet closed
-	started     atomic.Bool
-	stopping    atomic.Bool
-	booted      atomic.Bool
-	lastRefusal atomic.Int64 // unix nanoseconds of the last refusal logged
+	nextID   atomic.Uint64
+	started  atomic.Bool
+	stopping atomic.Bool
+	booted   atomic.Bool
 
 	ready    chan struct{} // closed at the first tick: the event loops run
 	stopCh   chan struct{} // closed by Shutdown
@@ -121,16 +130,14 @@ type engine struct {
 	loops map[gnet.EventLoop]*loopState
 }
 
-// New builds a gnet engine. See the package comment for the options.
-func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	if h == nil {
-		return nil, errors.New("gnetengine: nil handler")
-	}
-	cfg = cfg.WithDefaults()
+// newEngine builds a gnet engine; engines.New has validated the options.
+func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
+	log := slog.Default().With("engine", Name)
 	e := &engine{
 		cfg:     cfg,
-		h:       h,
-		log:     slog.Default().With("engine", Name),
+		log:     log,
+		rd:      kit.NewReader(cfg, h),
+		gate:    kit.NewGate(cfg, log),
 		ready:   make(chan struct{}),
 		stopCh:  make(chan struct{}),
 		runDone: make(chan struct{}),
@@ -140,71 +147,29 @@ func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)
 	}
-	writeCap := defaultWriteBufferCap
-	e.tick = defaultTick
-	var keepAlive time.Duration
-	lb := gnet.RoundRobin
-	lockOS := false
-	for k, v := range cfg.Options {
-		var err error
-		switch k {
-		case "write_buffer_cap":
-			writeCap, err = strconv.Atoi(v)
-			if err == nil && writeCap <= 0 {
-				err = errors.New("must be positive")
-			}
-		case "tcp_keepalive":
-			keepAlive, err = time.ParseDuration(v)
-			if err == nil && keepAlive < 0 {
-				err = errors.New("must not be negative")
-			}
-		case "tick":
-			e.tick, err = time.ParseDuration(v)
-			if err == nil && e.tick <= 0 {
-				err = errors.New("must be positive")
-			}
-		case "load_balancing":
-			switch v {
-			case "round_robin":
-				lb = gnet.RoundRobin
-			case "least_connections":
-				lb = gnet.LeastConnections
-			case "source_addr_hash":
-				lb = gnet.SourceAddrHash
-			default:
-				err = errors.New("want round_robin, least_connections or source_addr_hash")
-			}
-		case "lock_os_thread":
-			lockOS, err = strconv.ParseBool(v)
-		case "max_conns":
-			e.maxConns, err = strconv.ParseInt(v, 10, 64)
-			if err == nil && e.maxConns < 0 {
-				err = errors.New("must not be negative")
-			}
-		default:
-			err = errors.New("unknown option")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("gnetengine: option %s=%q: %w", k, v, err)
-		}
-	}
-	e.tick = max(min(e.tick, cfg.WriteTimeout/5), minTick)
+	lb := map[string]gnet.LoadBalancing{
+		"round_robin": gnet.RoundRobin, "least_connections": gnet.LeastConnections, "source_addr_hash": gnet.SourceAddrHash,
+	}[cfg.Options["load_balancing"]]
+	e.tick = max(min(kit.Duration(cfg, "tick"), cfg.WriteTimeout/5), minTick)
 	e.opts = []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithReadBufferCap(cfg.ReadBufferSize),
-		gnet.WithWriteBufferCap(writeCap),
+		gnet.WithWriteBufferCap(kit.Int(cfg, "write_buffer_cap")),
 		gnet.WithTicker(true),
 		gnet.WithLoadBalancing(lb),
-		gnet.WithLockOSThread(lockOS),
+		gnet.WithLockOSThread(kit.Bool(cfg, "lock_os_thread")),
 		gnet.WithLogger(gnetLogger{e.log}),
 	}
-	if keepAlive > 0 {
+	if keepAlive := kit.Duration(cfg, "tcp_keepalive"); keepAlive > 0 {
 		e.opts = append(e.opts, gnet.WithTCPKeepAlive(keepAlive))
 	}
 	return e, nil
 }
+
+// Refused implements engines.Counter.
+func (e *engine) Refused() uint64 { return e.gate.Refused() }
 
 func (e *engine) Name() string { return Name }
 
@@ -249,7 +214,7 @@ func (e *engine) Start() error {
 func (e *engine) run() {
 	defer close(e.runDone)
 	addr := "tcp://" + e.cfg.Addr
-	backoff := 100 * time.Millisecond
+	backoff := kit.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		err := gnet.Run(eventHandler{e}, addr, e.opts...)
 		select {
@@ -265,15 +230,10 @@ func (e *engine) run() {
 			return
 		}
 		e.log.Error("gnet stopped without Shutdown (accept failed: out of file descriptors?); restarting",
-			"addr", e.addr, "err", err, "in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-e.stopCh:
-			t.Stop()
+			"addr", e.addr, "err", err)
+		if !backoff.Wait(e.stopCh) {
 			return
 		}
-		backoff = min(2*backoff, 5*time.Second)
 		addr = "tcp://" + e.addr.String() // the same port, also when the configured one was 0
 		e.mu.Lock()
 		e.loops = make(map[gnet.EventLoop]*loopState) // the old loops are gone
@@ -342,33 +302,34 @@ func (ls *loopState) remove(c *conn) {
 // extra is the loop's state of a connection that has output pending or is being closed by the
 // engine; idle connections (most of them) carry none. Only the loop touches it.
 type extra struct {
-	in       []byte // a large partial frame, moved out of gnet's buffer (see spillAt)
-	reason   error  // why the engine closes the connection
-	inBusy   bool   // in ls.busy: output pending or a close waiting for it
-	handed   int64  // bytes gnet took (written or buffered) since it became busy, plus the outbound buffer then
-	lastSent int64  // handed minus outbound at the last progress
-	lastTime int64  // unix nanoseconds of the last progress
+	in       kit.Input // a large partial frame, moved out of gnet's buffer (see spillAt)
+	reason   error     // why the engine closes the connection
+	inBusy   bool      // in ls.busy: output pending or a close waiting for it
+	handed   int64     // bytes gnet took (written or buffered) since it became busy, plus the outbound buffer then
+	lastSent int64     // handed minus outbound at the last progress
+	lastTime int64     // unix nanoseconds of the last progress
 }
 
 // conn is one connection. Fields marked "loop" are only touched on the connection's event loop.
 // (Field order keeps the struct in a small size class: most connections are idle.)
 type conn struct {
+	kit.Slot
 	id     uint64
 	gc     gnet.Conn
 	ls     *loopState
 	remote string
-	ctx    atomic.Pointer[any]
 
-	pending  atomic.Int64 // bytes queued by Write and not yet taken by gnet (batch and flush task)
 	outbound atomic.Int64 // gnet's outbound buffer as last read on the loop
 
-	mu    sync.Mutex
-	batch [][]byte // mu: frames written since the flush task last ran
+	mu sync.Mutex
+	// q (under mu) holds the frames written since the flush task last ran, and counts the bytes
+	// queued by Write and not yet taken by gnet; q.Closed: no more Writes, and after OnClose the
+	// gnet.Conn is never touched again.
+	q kit.Queue
 
 	x *extra // loop: allocated when output is pending or the engine closes it
 
 	refreshQueued atomic.Bool
-	closed        bool // mu: no more Writes; after OnClose the gnet.Conn is never touched again
 	flushQueued   bool // mu: a flush task is queued on the loop
 	gone          bool // loop: OnClose happened
 	closeReq      bool // loop: close once the output is written
@@ -376,15 +337,11 @@ type conn struct {
 
 func (c *conn) ID() uint64         { return c.id }
 func (c *conn) RemoteAddr() string { return c.remote }
-func (c *conn) Context() any {
-	if p := c.ctx.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-func (c *conn) SetContext(v any) { c.ctx.Store(&v) }
 
-var _ engines.FrameWriter = (*conn)(nil)
+var (
+	_ engines.FrameWriter = (*conn)(nil)
+	_ engines.Counter     = (*engine)(nil)
+)
 
 // Write adds b to the connection's batch and, unless one is already queued, queues a flush task
 // on the event loop with gnet's AsyncWritev (high priority, ahead of a later Close). Frames
@@ -404,18 +361,15 @@ func (c *conn) queue(a, b []byte) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return engines.ErrClosed
-	}
 	out := c.outbound.Load()
-	if c.pending.Load()+out+int64(n) > int64(c.ls.e.cfg.MaxWriteQueue) {
-		if out > 0 && c.refreshQueued.CompareAndSwap(false, true) {
+	if err := c.q.Check(n, c.ls.e.cfg.MaxWriteQueue, out); err != nil {
+		if errors.Is(err, engines.ErrQueueFull) && out > 0 && c.refreshQueued.CompareAndSwap(false, true) {
 			// The outbound reading may be stale: have the loop refresh it for the next Write.
 			if err := c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(c.refresh)); err != nil {
 				c.refreshQueued.Store(false)
 			}
 		}
-		return engines.ErrQueueFull
+		return err
 	}
 	if !c.flushQueued {
 		// An empty AsyncWritev writes nothing; it runs c.flush on the loop in write order.
@@ -424,13 +378,7 @@ func (c *conn) queue(a, b []byte) error {
 		}
 		c.flushQueued = true
 	}
-	if len(a) > 0 {
-		c.batch = append(c.batch, a)
-	}
-	if len(b) > 0 {
-		c.batch = append(c.batch, b)
-	}
-	c.pending.Add(int64(n))
+	c.q.Append(a, b)
 	return nil
 }
 
@@ -442,8 +390,7 @@ const maxIov = 1024
 // already closed the connection.
 func (c *conn) flush(_ gnet.Conn, err error) error {
 	c.mu.Lock()
-	batch := c.batch
-	c.batch = nil
+	batch := c.q.Take()
 	c.flushQueued = false
 	c.mu.Unlock()
 	total := 0
@@ -451,14 +398,14 @@ func (c *conn) flush(_ gnet.Conn, err error) error {
 		total += len(b)
 	}
 	if c.gone || err != nil {
-		c.pending.Add(-int64(total))
+		c.q.Written(total)
 		return nil
 	}
 	for len(batch) > 0 {
 		chunk := batch[:min(len(batch), maxIov)]
 		batch = batch[len(chunk):]
 		if _, err := c.gc.Writev(chunk); err != nil || c.gone {
-			c.pending.Add(-int64(total))
+			c.q.Written(total)
 			return nil // gnet has closed the connection (OnClose ran)
 		}
 	}
@@ -467,7 +414,7 @@ func (c *conn) flush(_ gnet.Conn, err error) error {
 	}
 	out := int64(c.gc.OutboundBuffered())
 	c.outbound.Store(out)
-	c.pending.Add(-int64(total))
+	c.q.Written(total)
 	if out > 0 || c.busy() || c.closeReq {
 		c.check(time.Now().UnixNano())
 	}
@@ -490,7 +437,7 @@ func (c *conn) check(now int64) {
 	}
 	out := int64(c.gc.OutboundBuffered())
 	c.outbound.Store(out)
-	idle := out == 0 && c.pending.Load() == 0
+	idle := out == 0 && c.q.Queued() == 0
 	if !c.busy() {
 		if idle {
 			if c.closeReq {
@@ -531,7 +478,7 @@ func (c *conn) busy() bool { return c.x != nil && c.x.inBusy }
 
 // tidyExtra drops c.x when it holds nothing.
 func (c *conn) tidyExtra() {
-	if x := c.x; x != nil && !x.inBusy && x.reason == nil && x.in == nil {
+	if x := c.x; x != nil && !x.inBusy && x.reason == nil && x.in.Pending() == 0 {
 		c.x = nil
 	}
 }
@@ -567,7 +514,7 @@ func (c *conn) closeNow() {
 
 func (c *conn) markClosed() {
 	c.mu.Lock()
-	c.closed = true
+	c.q.Closed = true
 	c.mu.Unlock()
 }
 
@@ -577,10 +524,10 @@ func (c *conn) markClosed() {
 func (c *conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.q.Closed {
 		return nil
 	}
-	c.closed = true
+	c.q.Closed = true
 	// The task runs after the writes queued before it: AsyncWrite tasks have the higher priority.
 	err := c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		c.beginClose()
@@ -649,22 +596,10 @@ func boundAddr(eng gnet.Engine) (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("getsockname: %w", err)
 	}
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}, nil
-	case *unix.SockaddrInet6:
-		a := &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}
-		if sa.ZoneId != 0 {
-			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
-				a.Zone = ifi.Name
-			} else {
-				a.Zone = strconv.Itoa(int(sa.ZoneId))
-			}
-		}
+	if a := kit.SockaddrToAddr(sa); a != nil {
 		return a, nil
-	default:
-		return nil, fmt.Errorf("unexpected socket address %T", sa)
 	}
+	return nil, fmt.Errorf("unexpected socket address %T", sa)
 }
 
 func (h eventHandler) OnShutdown(gnet.Engine) {}
@@ -693,21 +628,17 @@ func (h eventHandler) OnTick() (time.Duration, gnet.Action) {
 
 func (h eventHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	e := h.e
-	if e.maxConns > 0 && e.open.Load() >= e.maxConns {
-		// Refused before the handler sees it: gnet closes it, and OnClose finds no conn.
-		if now := time.Now().UnixNano(); now-e.lastRefusal.Load() >= int64(time.Second) {
-			e.lastRefusal.Store(now)
-			e.log.Warn("connection refused: max_conns reached", "max_conns", e.maxConns)
-		}
-		return nil, gnet.Close
+	if !e.gate.Admit() {
+		// Refused before the handler sees it: gnet writes the message without waiting (what
+		// the socket does not take is dropped at the close) and closes it; OnClose finds no conn.
+		return e.gate.Message(), gnet.Close
 	}
 	c := &conn{id: e.nextID.Add(1), gc: gc, ls: e.loopFor(gc.EventLoop())}
 	if ra := gc.RemoteAddr(); ra != nil {
 		c.remote = ra.String()
 	}
 	gc.SetContext(c)
-	e.open.Add(1)
-	e.h.OnOpen(c)
+	e.rd.H.OnOpen(c)
 	return nil, gnet.None
 }
 
@@ -721,7 +652,7 @@ func (h eventHandler) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	var herr error
-	if c.x != nil && c.x.in != nil {
+	if c.x != nil && c.x.in.Pending() > 0 {
 		herr = h.deliverSpilled(c, gc)
 	} else {
 		herr = h.deliver(c, gc)
@@ -739,101 +670,66 @@ func (h eventHandler) OnTraffic(gc gnet.Conn) gnet.Action {
 // (measured: 116 ms per 1 MiB frame read 4 KiB at a time, against 3 ms for the std engine).
 const spillAt = 16 << 10
 
-// deliver offers the input gnet holds to the handler, at most MaxFrame bytes at a time, so that
-// the handler never sees more than a MaxFrame-long partial frame (like the std engine, whose
-// buffer stops at MaxFrame). It returns engines.ErrFrameTooLarge when MaxFrame bytes are buffered
-// and the handler consumes none of them. A partial frame of spillAt bytes or more moves to the
-// engine's own buffer (see deliverSpilled).
+// deliver offers the input gnet holds to the handler through the kit's Reader (at most MaxFrame
+// bytes at a time, the consumed count checked) and discards what it consumed. A partial frame of
+// spillAt bytes or more moves to the engine's own buffer (see deliverSpilled).
 func (h eventHandler) deliver(c *conn, gc gnet.Conn) error {
-	maxFrame := h.e.cfg.MaxFrame
-	for {
-		in, err := gc.Peek(-1)
-		if err != nil || len(in) == 0 {
-			return nil
-		}
-		cut := len(in) > maxFrame
-		if cut {
-			in = in[:maxFrame]
-		}
-		n, herr := h.e.h.OnData(c, in)
-		if herr != nil {
-			return herr
-		}
-		if n < 0 || n > len(in) {
-			return fmt.Errorf("gnetengine: handler consumed %d of %d bytes", n, len(in))
-		}
-		if n == 0 && len(in) >= maxFrame {
-			return engines.ErrFrameTooLarge
-		}
-		if n > 0 {
-			// Only a positive count: gnet's Discard(0) or a negative one discards everything.
-			if _, err := gc.Discard(n); err != nil {
-				return fmt.Errorf("gnetengine: discard: %w", err)
-			}
-		}
-		if n > 0 && cut && !c.closeReq {
-			continue // more whole frames may follow the first MaxFrame bytes
-		}
-		if left := gc.InboundBuffered(); left >= spillAt && !c.closeReq {
-			// A large partial frame: take it out of gnet's buffer (one copy) and gather the rest
-			// of it in the engine's own buffer, copying each new byte once.
-			rest, err := gc.Peek(-1)
-			if err != nil {
-				return fmt.Errorf("gnetengine: peek: %w", err)
-			}
-			c.extra().in = append(make([]byte, 0, max(2*len(rest), 64<<10)), rest...)
-			if _, err := gc.Discard(len(rest)); err != nil {
-				return fmt.Errorf("gnetengine: discard: %w", err)
-			}
-		}
+	in, err := gc.Peek(-1)
+	if err != nil || len(in) == 0 {
 		return nil
 	}
-}
-
-// deliverSpilled appends the new input to the engine's buffer (gnet's is then empty, so its
-// Peek(-1) is the read itself, no copy) and offers the buffer to the handler like deliver does.
-// The buffer goes when the handler has consumed all of it, and shrinks when what is left is small.
-func (h eventHandler) deliverSpilled(c *conn, gc gnet.Conn) error {
-	x := c.x
-	if in, err := gc.Peek(-1); err == nil && len(in) > 0 {
-		x.in = append(x.in, in...)
-		if _, err := gc.Discard(len(in)); err != nil {
+	n, herr := h.e.rd.Offer(c, in, c.closing)
+	if n > 0 {
+		// Only a positive count: gnet's Discard(0) or a negative one discards everything.
+		if _, err := gc.Discard(n); err != nil {
 			return fmt.Errorf("gnetengine: discard: %w", err)
 		}
 	}
-	maxFrame := h.e.cfg.MaxFrame
-	for len(x.in) > 0 && !c.closeReq {
-		in := x.in[:min(len(x.in), maxFrame)]
-		n, herr := h.e.h.OnData(c, in)
-		if herr != nil {
-			return herr
-		}
-		if n < 0 || n > len(in) {
-			return fmt.Errorf("gnetengine: handler consumed %d of %d bytes", n, len(in))
-		}
-		if n == 0 {
-			if len(in) >= maxFrame {
-				return engines.ErrFrameTooLarge
-			}
-			break
-		}
-		x.in = x.in[n:]
+	if herr != nil {
+		return herr
 	}
-	switch {
-	case len(x.in) == 0:
-		x.in = nil
-		c.tidyExtra()
-	case len(x.in) < spillAt && cap(x.in) > 4*spillAt:
-		x.in = append(make([]byte, 0, 2*spillAt), x.in...) // give back a large frame's buffer
+	if left := gc.InboundBuffered(); left >= spillAt && !c.closeReq {
+		// A large partial frame: take it out of gnet's buffer (one copy) and gather the rest
+		// of it in the engine's own buffer, copying each new byte once.
+		rest, err := gc.Peek(-1)
+		if err != nil {
+			return fmt.Errorf("gnetengine: peek: %w", err)
+		}
+		h.e.rd.Hold(&c.extra().in, rest)
+		if _, err := gc.Discard(len(rest)); err != nil {
+			return fmt.Errorf("gnetengine: discard: %w", err)
+		}
 	}
 	return nil
 }
 
+// deliverSpilled feeds the new input to the engine's buffer through the kit's Reader (gnet's
+// buffer is then empty, so its Peek(-1) is the read itself, no copy) and discards it from gnet.
+// The buffer goes when the handler has consumed all of it.
+func (h eventHandler) deliverSpilled(c *conn, gc gnet.Conn) error {
+	x := c.x
+	in, err := gc.Peek(-1)
+	if err != nil || len(in) == 0 {
+		return nil
+	}
+	herr := h.e.rd.Feed(c, &x.in, in, c.closing)
+	if _, err := gc.Discard(len(in)); err != nil && herr == nil {
+		herr = fmt.Errorf("gnetengine: discard: %w", err)
+	}
+	if x.in.Pending() == 0 {
+		c.tidyExtra()
+	}
+	return herr
+}
+
+// closing reports, on the loop, whether the engine is closing c: its input is dropped.
+func (c *conn) closing() bool { return c.closeReq }
+
 // dropInput discards what gnet and the engine hold of c's input.
 func (c *conn) dropInput(gc gnet.Conn) {
 	discardAll(gc)
-	if c.x != nil && c.x.in != nil {
-		c.x.in = nil
+	if c.x != nil && c.x.in.Pending() > 0 {
+		c.ls.e.rd.Release(&c.x.in)
 		c.tidyExtra()
 	}
 }
@@ -865,8 +761,11 @@ func (h eventHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 	case !h.e.stopping.Load():
 		reason = ErrStopped // gnet closes every connection when it stops on its own
 	}
-	h.e.open.Add(-1)
-	h.e.h.OnClose(c, reason)
+	if c.x != nil {
+		h.e.rd.Release(&c.x.in)
+	}
+	h.e.gate.Leave()
+	h.e.rd.H.OnClose(c, reason)
 	return gnet.None
 }
 

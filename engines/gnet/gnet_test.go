@@ -25,7 +25,7 @@ import (
 // The cases every engine must pass (partial and coalesced input, Write and WriteFrame from many
 // goroutines, close from either side, write after close, a slow reader, shutdown with
 // connections open, the largest frame) run in engines/conformance. This file keeps what is
-// gnet's own: options, max_conns, EMFILE recovery, MaxFrame in gnet's buffer and in the spill
+// gnet's own: options, EMFILE recovery, MaxFrame in gnet's buffer and in the spill
 // buffer, draining gnet's outbound buffer at Close, handler errors.
 
 func TestMain(m *testing.M) {
@@ -61,17 +61,17 @@ func TestAddrAndStartErrors(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	good := map[string]string{"write_buffer_cap": "4096", "tcp_keepalive": "30s", "tick": "50ms",
-		"load_balancing": "least_connections", "lock_os_thread": "false", "max_conns": "100"}
-	if _, err := New(engines.Config{Options: good}, enginetest.NewHandler(t)); err != nil {
+		"load_balancing": "least_connections", "lock_os_thread": "false"}
+	if _, err := engines.New(Name, engines.Config{Options: good}, enginetest.NewHandler(t)); err != nil {
 		t.Fatalf("good options: %v", err)
 	}
 	for k, v := range map[string]string{"write_buffer_cap": "0", "tcp_keepalive": "x", "tick": "-1s",
-		"load_balancing": "random", "lock_os_thread": "maybe", "max_conns": "-1", "nope": "1"} {
-		if _, err := New(engines.Config{Options: map[string]string{k: v}}, enginetest.NewHandler(t)); err == nil {
+		"load_balancing": "random", "lock_os_thread": "maybe", "max_conns": "100", "nope": "1"} {
+		if _, err := engines.New(Name, engines.Config{Options: map[string]string{k: v}}, enginetest.NewHandler(t)); err == nil {
 			t.Errorf("option %s=%s accepted", k, v)
 		}
 	}
-	if _, err := New(engines.Config{}, nil); err == nil {
+	if _, err := engines.New(Name, engines.Config{}, nil); err == nil {
 		t.Error("nil handler accepted")
 	}
 }
@@ -289,38 +289,6 @@ func TestRestartAfterEMFILE(t *testing.T) {
 	got, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || got != "again\n" {
 		t.Fatalf("echo after restart: %q, %v", got, err)
-	}
-}
-
-func TestMaxConns(t *testing.T) {
-	h := enginetest.NewHandler(t)
-	e := enginetest.Start(t, Name, engines.Config{Options: map[string]string{"max_conns": "3"}}, h)
-	var clients []net.Conn
-	for range 3 {
-		clients = append(clients, enginetest.Dial(t, e))
-	}
-	for h.Opens() < 3 {
-		time.Sleep(time.Millisecond)
-	}
-	// The fourth is closed before the handler sees it.
-	extra := enginetest.Dial(t, e)
-	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := extra.Read(make([]byte, 1)); err == nil {
-		t.Fatal("connection over max_conns not closed")
-	}
-	if n := h.Opens(); n != 3 {
-		t.Fatalf("%d OnOpen, want 3", n)
-	}
-	// A slot frees when one closes.
-	clients[0].Close()
-	h.WaitClosed(t)
-	c := enginetest.Dial(t, e)
-	if _, err := c.Write([]byte("hi\n")); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if got, err := bufio.NewReader(c).ReadString('\n'); err != nil || got != "hi\n" {
-		t.Fatalf("after a slot freed: %q, %v", got, err)
 	}
 }
 

@@ -81,8 +81,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,18 +90,37 @@ import (
 	"github.com/lesismal/nbio/logging"
 
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/internal/kit"
 )
 
 // Name is the registered engine name.
 const Name = "nbio"
 
-func init() { engines.Register(Name, New) }
+// Options are the nbio engine's options.
+var Options = []engines.Option{
+	{Key: "sweep", Type: engines.OptDuration, Default: "0s", Min: "0s",
+		Help: "slow-consumer sweep period; 0 for WriteTimeout/4 clamped to 10ms..1s"},
+	{Key: "read_times", Type: engines.OptInt, Default: "3", Min: "1",
+		Help: "nbio's MaxConnReadTimesPerEventLoop: reads per readable event and connection before the poller moves on"},
+	{Key: "lock_poller", Type: engines.OptBool, Default: "false",
+		Help: "lock each poller goroutine to an OS thread"},
+	{Key: "nbio_log", Type: engines.OptEnum, Default: "info", Values: []string{"debug", "info", "warn", "error", "none"},
+		Help: "nbio's own log level (process-wide; nbio logs to stdout)"},
+}
+
+var nbioLevels = map[string]int{
+	"debug": logging.LevelDebug, "info": logging.LevelInfo, "warn": logging.LevelWarn,
+	"error": logging.LevelError, "none": logging.LevelNone,
+}
+
+func init() { engines.Register(Name, newEngine, Options...) }
 
 // engine serves one listener with an nbio.Engine.
 type engine struct {
-	cfg engines.Config
-	h   engines.Handler
-	log *slog.Logger
+	cfg  engines.Config
+	log  *slog.Logger
+	rd   *kit.Reader
+	gate *kit.Gate
 
 	npoller   int
 	readTimes int
@@ -114,7 +131,7 @@ type engine struct {
 	ln     *listener
 	t0     time.Time // origin of the monotonic stamps in conn.stamp
 	nextID atomic.Uint64
-	live   atomic.Int64 // connections opened and not yet reported closed
+	live   sync.WaitGroup // one per connection opened, done after its OnClose
 
 	stateMu  sync.Mutex // guards started and stopped
 	started  bool
@@ -132,75 +149,36 @@ type engine struct {
 	quit    chan struct{}
 	sweepWG sync.WaitGroup
 
-	bufPool sync.Pool // *[]byte of cap ReadBufferSize, for pending partial frames
-
 	probeHit chan int // probePollers: one receive per poller that read its probe
 }
 
-// New builds an nbio engine; see the package comment for cfg.Options.
-func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	if h == nil {
-		return nil, errors.New("nbioengine: nil handler")
-	}
-	cfg = cfg.WithDefaults()
+// newEngine builds an nbio engine; engines.New has validated the options.
+func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
+	log := slog.Default().With("engine", Name)
 	e := &engine{
-		cfg:     cfg,
-		h:       h,
-		log:     slog.Default().With("engine", Name),
-		npoller: cfg.Workers,
-		quit:    make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		rd:        kit.NewReader(cfg, h),
+		gate:      kit.NewGate(cfg, log),
+		npoller:   cfg.Workers,
+		readTimes: kit.Int(cfg, "read_times"),
+		lockPoll:  kit.Bool(cfg, "lock_poller"),
+		sweepIvl:  kit.Duration(cfg, "sweep"),
+		quit:      make(chan struct{}),
 	}
 	if e.npoller <= 0 {
 		e.npoller = runtime.GOMAXPROCS(0)
 	}
 	e.probeHit = make(chan int, e.npoller) // before Start: read by the pollers
-	e.sweepIvl = min(max(cfg.WriteTimeout/4, 10*time.Millisecond), time.Second)
-	for k, v := range cfg.Options {
-		switch k {
-		case "sweep":
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return nil, fmt.Errorf("nbioengine: option sweep=%q: %w", v, err)
-			}
-			if d <= 0 {
-				return nil, fmt.Errorf("nbioengine: option sweep=%q: must be positive", v)
-			}
-			e.sweepIvl = d
-		case "read_times":
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return nil, fmt.Errorf("nbioengine: option read_times=%q: %w", v, err)
-			}
-			if n <= 0 {
-				return nil, fmt.Errorf("nbioengine: option read_times=%q: must be positive", v)
-			}
-			e.readTimes = n
-		case "lock_poller":
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, fmt.Errorf("nbioengine: option lock_poller=%q: %w", v, err)
-			}
-			e.lockPoll = b
-		case "nbio_log":
-			lvl, ok := map[string]int{
-				"debug": logging.LevelDebug, "info": logging.LevelInfo, "warn": logging.LevelWarn,
-				"error": logging.LevelError, "none": logging.LevelNone,
-			}[strings.ToLower(v)]
-			if !ok {
-				return nil, fmt.Errorf("nbioengine: option nbio_log=%q: want debug, info, warn, error or none", v)
-			}
-			logging.SetLevel(lvl)
-		default:
-			e.log.Warn("unknown option ignored", "key", k, "value", v)
-		}
+	if e.sweepIvl == 0 {
+		e.sweepIvl = min(max(cfg.WriteTimeout/4, 10*time.Millisecond), time.Second)
 	}
-	size := cfg.ReadBufferSize
-	e.bufPool.New = func() any {
-		b := make([]byte, 0, size)
-		return &b
-	}
+	logging.SetLevel(nbioLevels[cfg.Options["nbio_log"]])
 	return e, nil
 }
+
+// Refused implements engines.Counter.
+func (e *engine) Refused() uint64 { return e.gate.Refused() }
 
 func (e *engine) Name() string { return Name }
 
@@ -345,12 +323,12 @@ func (e *engine) probePollers() error {
 type probe struct{}
 
 // listen is nbio's Config.Listen: it keeps the listener, for Addr and for Shutdown.
-func (e *engine) listen(network, addr string) (net.Listener, error) {
-	ln, err := net.Listen(network, addr)
+func (e *engine) listen(_, addr string) (net.Listener, error) {
+	ln, err := kit.Listen(addr)
 	if err != nil {
 		return nil, err
 	}
-	e.ln = newListener(ln, e.log)
+	e.ln = newListener(ln, e.log, e.gate)
 	return e.ln, nil
 }
 
@@ -379,18 +357,16 @@ func (e *engine) Shutdown(ctx context.Context) error {
 		for _, c := range e.conns() {
 			_ = c.Close()
 		}
-		// No connection opens from here on: the acceptor is parked.
-		tick := time.NewTicker(5 * time.Millisecond)
-	wait:
-		for e.live.Load() > 0 {
-			select {
-			case <-tick.C:
-			case <-ctx.Done():
-				err = ctx.Err()
-				break wait
-			}
+	}
+	// No connection opens from here on: the acceptor is parked.
+	done := make(chan struct{})
+	go func() { e.live.Wait(); close(done) }()
+	if err == nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
 		}
-		tick.Stop()
 	}
 	if err != nil {
 		for _, c := range e.conns() {
@@ -401,6 +377,7 @@ func (e *engine) Shutdown(ctx context.Context) error {
 	// nbio's Stop closes the listener (releasing the parked acceptor), closes what is left, waits
 	// for every OnClose and stops the pollers.
 	e.stopOnce.Do(e.g.Stop)
+	<-done
 	close(e.quit)
 	e.sweepWG.Wait()
 	return err
@@ -467,7 +444,7 @@ func (e *engine) onOpen(nc *nbio.Conn) {
 	e.link(c)
 	c.hmu.Lock()
 	c.opening.Store(true)
-	e.h.OnOpen(c)
+	e.rd.H.OnOpen(c)
 	c.opening.Store(false)
 	c.hmu.Unlock()
 }
@@ -498,10 +475,10 @@ func (e *engine) onData(nc *nbio.Conn, data []byte) {
 		c.hmu.Unlock()
 		return
 	}
-	err := c.feed(data)
+	err := e.rd.Feed(c, &c.in, data, nil)
 	if err != nil {
 		c.noRead = true
-		c.releaseIn()
+		e.rd.Release(&c.in)
 	}
 	c.hmu.Unlock()
 	if err != nil {
@@ -523,14 +500,15 @@ func (e *engine) onClose(nc *nbio.Conn, err error) {
 	}
 	c.dead = true
 	c.gone.Store(true)
-	c.releaseIn()
+	e.rd.Release(&c.in)
 	c.hmu.Unlock()
 	if c.halfShut.Load() {
 		err = c.closeReason() // closed in OnOpen: the hang-up nbio saw was ours
 	}
 	e.unlink(c)
-	e.h.OnClose(c, err)
-	e.live.Add(-1)
+	e.gate.Leave()
+	e.rd.H.OnClose(c, err)
+	e.live.Done()
 }
 
 // onWritten is nbio's OnWrittenSize: n bytes of c's output reached the socket. It runs with
@@ -613,11 +591,11 @@ func (e *engine) sweep() {
 
 // conn is one connection.
 type conn struct {
+	kit.Slot
 	e      *engine
 	nc     *nbio.Conn
 	id     uint64
 	remote string
-	ctx    atomic.Pointer[any]
 
 	queued   atomic.Int64          // bytes accepted by Write and not yet written to the socket
 	stamp    atomic.Int64          // e.mono() of the last write progress, while on the slow list
@@ -632,24 +610,18 @@ type conn struct {
 	hmu    sync.Mutex // serialises the handler's calls for this connection
 	dead   bool       // under hmu: OnClose delivered
 	noRead bool       // under hmu: closing for a read-side error, drop further input
-	in     *[]byte    // under hmu: pending partial frame, nil when none
+	in     kit.Input  // under hmu: pending partial frame
 
 	prev, next *conn // e's list, under e.mu
 }
 
-var _ engines.FrameWriter = (*conn)(nil)
+var (
+	_ engines.FrameWriter = (*conn)(nil)
+	_ engines.Counter     = (*engine)(nil)
+)
 
 func (c *conn) ID() uint64         { return c.id }
 func (c *conn) RemoteAddr() string { return c.remote }
-
-func (c *conn) Context() any {
-	if p := c.ctx.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (c *conn) SetContext(v any) { c.ctx.Store(&v) }
 
 // Write sends b now as far as the socket takes it; nbio copies the rest and sends it when the
 // socket is writable, so b is not retained. It never blocks on the peer.
@@ -779,108 +751,14 @@ func (c *conn) abort(reason error) {
 	_ = c.nc.CloseWithError(reason)
 }
 
-// feed offers data (valid only during the call) after any pending tail. Called under hmu.
-func (c *conn) feed(data []byte) error {
-	maxFrame := c.e.cfg.MaxFrame
-	for len(data) > 0 {
-		if c.in == nil {
-			// Common case: offer the poller's buffer directly; copy only an unconsumed tail.
-			n, err := c.offer(data)
-			if err != nil {
-				return err
-			}
-			data = data[n:]
-			if len(data) == 0 {
-				return nil
-			}
-			if len(data) >= maxFrame {
-				return engines.ErrFrameTooLarge
-			}
-			c.in = c.e.getBuf(len(data))
-			*c.in = append(*c.in, data...)
-			return nil
-		}
-		// A partial frame is pending: append at most up to MaxFrame and offer again.
-		buf := *c.in
-		take := min(maxFrame-len(buf), len(data))
-		if len(buf)+take > cap(buf) {
-			nb := make([]byte, len(buf), min(max(2*cap(buf), len(buf)+take), maxFrame))
-			copy(nb, buf)
-			c.e.putBuf(c.in)
-			buf = nb
-			c.in = &nb
-		}
-		buf = append(buf, data[:take]...)
-		data = data[take:]
-		n, err := c.offer(buf)
-		if err != nil {
-			*c.in = buf
-			return err
-		}
-		rest := len(buf) - n
-		switch {
-		case rest == 0:
-			*c.in = buf[:0]
-			c.releaseIn()
-		case rest >= maxFrame:
-			*c.in = buf
-			return engines.ErrFrameTooLarge
-		case cap(buf) > c.e.cfg.ReadBufferSize && rest <= c.e.cfg.ReadBufferSize:
-			// A large frame went through: give its buffer back.
-			c.e.putBuf(c.in)
-			c.in = c.e.getBuf(rest)
-			*c.in = append(*c.in, buf[n:]...)
-		default:
-			*c.in = buf[:copy(buf, buf[n:])]
-		}
-	}
-	return nil
-}
-
-// offer calls the handler and checks what it claims to have consumed.
-func (c *conn) offer(in []byte) (int, error) {
-	n, err := c.e.h.OnData(c, in)
-	if err != nil {
-		return 0, err
-	}
-	if n < 0 || n > len(in) {
-		return 0, fmt.Errorf("nbioengine: handler consumed %d of %d bytes", n, len(in))
-	}
-	return n, nil
-}
-
-// releaseIn drops the pending input buffer. Called under hmu.
-func (c *conn) releaseIn() {
-	if c.in != nil {
-		c.e.putBuf(c.in)
-		c.in = nil
-	}
-}
-
-// getBuf returns an empty buffer with room for n bytes, pooled when n fits a read.
-func (e *engine) getBuf(n int) *[]byte {
-	if n <= e.cfg.ReadBufferSize {
-		p := e.bufPool.Get().(*[]byte)
-		*p = (*p)[:0]
-		return p
-	}
-	b := make([]byte, 0, min(max(n, 2*e.cfg.ReadBufferSize), e.cfg.MaxFrame))
-	return &b
-}
-
-func (e *engine) putBuf(p *[]byte) {
-	if cap(*p) == e.cfg.ReadBufferSize {
-		*p = (*p)[:0]
-		e.bufPool.Put(p)
-	}
-}
-
 // listener wraps the net.Listener nbio accepts from. nbio's acceptor loop spins (logging) on any
-// Accept error until its Stop; this wrapper instead backs off on transient errors (EMFILE), and
-// once Shutdown stops accepting it parks Accept until nbio closes the listener.
+// Accept error until its Stop; this wrapper instead backs off on transient errors (EMFILE) through
+// the kit, refuses connections past the cap before nbio sees them, and once Shutdown stops
+// accepting it parks Accept until nbio closes the listener.
 type listener struct {
-	net.Listener
+	*net.TCPListener
 	log      *slog.Logger
+	gate     *kit.Gate
 	stopping atomic.Bool
 	stopCh   chan struct{} // closed by stopAccepting
 	parked   chan struct{} // closed when Accept has parked for good
@@ -890,42 +768,34 @@ type listener struct {
 	doneOnce sync.Once
 }
 
-func newListener(ln net.Listener, log *slog.Logger) *listener {
-	return &listener{Listener: ln, log: log, stopCh: make(chan struct{}), parked: make(chan struct{}), done: make(chan struct{})}
+func newListener(ln *net.TCPListener, log *slog.Logger, gate *kit.Gate) *listener {
+	return &listener{TCPListener: ln, log: log, gate: gate, stopCh: make(chan struct{}), parked: make(chan struct{}), done: make(chan struct{})}
 }
 
-// Accept returns the next connection, retrying transient errors with a backoff.
+// Accept returns the next connection under the cap, retrying transient errors with a backoff.
 func (l *listener) Accept() (net.Conn, error) {
-	var delay time.Duration
+	var backoff kit.Backoff
 	for {
-		c, err := l.Listener.Accept()
+		c, err := l.AcceptTCP()
 		if err == nil {
-			if l.stopping.Load() {
+			backoff.Reset()
+			switch {
+			case l.stopping.Load():
 				_ = c.Close()
-				continue
+			case !l.gate.Admit():
+				l.gate.RefuseConn(c)
+			default:
+				return c, nil
 			}
-			return c, nil
+			continue
 		}
 		if l.stopping.Load() || errors.Is(err, net.ErrClosed) {
 			l.parkOnce.Do(func() { close(l.parked) })
 			<-l.done
 			return nil, net.ErrClosed
 		}
-		if delay == 0 {
-			delay = 5 * time.Millisecond
-		} else if delay *= 2; delay > time.Second {
-			delay = time.Second
-		}
-		l.log.Warn("accept failed; retrying", "err", err, "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-l.stopCh:
-			t.Stop()
-		case <-l.done:
-			t.Stop()
-			return nil, net.ErrClosed
-		}
+		l.log.Warn("accept failed; retrying", "err", err)
+		backoff.Wait(l.stopCh)
 	}
 }
 
@@ -934,7 +804,7 @@ func (l *listener) stopAccepting() {
 	l.stopOnce.Do(func() {
 		l.stopping.Store(true)
 		close(l.stopCh)
-		_ = l.Listener.Close()
+		_ = l.TCPListener.Close()
 	})
 }
 

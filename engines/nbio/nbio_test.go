@@ -113,10 +113,10 @@ func TestFrameTooLarge(t *testing.T) {
 		t.Fatalf("echo %q %v", got, err)
 	}
 	sc.hmu.Lock()
-	pending := sc.in
+	pending := sc.in.Pending()
 	sc.hmu.Unlock()
-	if pending != nil {
-		t.Fatalf("pending buffer kept after the frame was consumed (%d bytes)", len(*pending))
+	if pending != 0 {
+		t.Fatalf("pending buffer kept after the frame was consumed (%d bytes)", pending)
 	}
 	if _, err := c.Write(bytes.Repeat([]byte("b"), 200)); err != nil {
 		t.Fatal(err)
@@ -178,14 +178,14 @@ func TestOptionsAndLifecycle(t *testing.T) {
 	h := enginetest.NewHandler(t)
 	for _, opts := range []map[string]string{
 		{"sweep": "soon"}, {"sweep": "-1s"}, {"read_times": "x"}, {"read_times": "0"},
-		{"lock_poller": "maybe"}, {"nbio_log": "loud"},
+		{"lock_poller": "maybe"}, {"nbio_log": "loud"}, {"unknown": "x"},
 	} {
 		if _, err := engines.New(Name, engines.Config{Options: opts}, h); err == nil {
 			t.Errorf("options %v accepted", opts)
 		}
 	}
 	e, err := engines.New(Name, engines.Config{Options: map[string]string{
-		"sweep": "50ms", "read_times": "8", "lock_poller": "false", "unknown": "ignored",
+		"sweep": "50ms", "read_times": "8", "lock_poller": "false",
 	}}, h)
 	if err != nil {
 		t.Fatal(err)

@@ -117,8 +117,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -128,37 +126,36 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/internal/kit"
 )
 
 // Name is the registered engine name.
 const Name = "netpoll"
 
-// Option keys understood in engines.Config.Options.
+// Option keys.
 const (
 	OptBufferSize = "buffer_size"
 	OptPollers    = "pollers"
 	OptHandoff    = "handoff"
 )
 
-// Defaults for the options.
-const (
-	DefaultBufferSize = 1 << 10
-	DefaultHandoff    = 2 * time.Millisecond
-)
+// Options are the netpoll engine's options.
+var Options = []engines.Option{
+	{Key: OptBufferSize, Type: engines.OptInt, Default: "1024", Min: "64", Max: "1048576",
+		Help: "bytes: netpoll's initial read buffer and smallest buffer node (netpoll's own default is 8192); process-wide, set by the first engine to start"},
+	{Key: OptPollers, Type: engines.OptInt, Default: "0", Min: "0", Max: "1024",
+		Help: "netpoll epoll loops, 0 for netpoll's default (GOMAXPROCS/20+1); process-wide, set by the first engine to start"},
+	{Key: OptHandoff, Type: engines.OptDuration, Default: "2ms", Min: "10us", Max: "1m",
+		Help: "how long a writer worker waits on one Flush before a fresh goroutine takes over its other connections (at most Config.WriteTimeout)"},
+}
 
-func init() { engines.Register(Name, New) }
+func init() { engines.Register(Name, newEngine, Options...) }
 
-// maxDirect is the largest batch of queued frames that write links into netpoll's output buffer
+// maxDirect is the largest batch of queued buffers that write links into netpoll's output buffer
 // without copying.
 const maxDirect = 8
 
-// Errors of this package (OnClose reasons wrap them where the handler or input is at fault).
-var (
-	// ErrBadConsume is the OnClose reason when Handler.OnData returned a consumed count outside
-	// 0..len(in).
-	ErrBadConsume = errors.New("netpoll: handler consumed count out of range")
-	errHandedOff  = errors.New("netpoll: accepted socket is owned by netpoll")
-)
+var errHandedOff = errors.New("netpoll: accepted socket is owned by netpoll")
 
 // settings are the process-wide netpoll settings an engine asks for.
 type settings struct {
@@ -200,18 +197,17 @@ func configure(s settings, log *slog.Logger) error {
 }
 
 type engine struct {
-	cfg     engines.Config
-	h       engines.Handler
-	log     *slog.Logger
-	set     settings
-	handoff time.Duration
+	cfg   engines.Config
+	log   *slog.Logger
+	rd    *kit.Reader
+	gate  *kit.Gate
+	group *kit.Group
+	set   settings
 
 	ln      *listener
 	evl     netpoll.EventLoop
 	served  chan struct{} // closed when EventLoop.Serve returns
 	started bool
-	workers []*worker
-	writers sync.WaitGroup // runners of every worker, active and handed off
 	nextID  atomic.Uint64
 
 	mu       sync.Mutex
@@ -221,57 +217,24 @@ type engine struct {
 	shutOnce sync.Once
 }
 
-// New builds a netpoll engine; see the package comment for cfg.Options.
-func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	if h == nil {
-		return nil, errors.New("netpoll: nil handler")
-	}
-	cfg = cfg.WithDefaults()
+// newEngine builds a netpoll engine; engines.New has validated the options.
+func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
+	log := slog.Default().With("engine", Name)
 	e := &engine{
-		cfg:     cfg,
-		h:       h,
-		log:     slog.Default().With("engine", Name),
-		set:     settings{bufferSize: DefaultBufferSize},
-		handoff: min(DefaultHandoff, cfg.WriteTimeout),
-		conns:   make(map[uint64]*conn),
-		served:  make(chan struct{}),
+		cfg:    cfg,
+		log:    log,
+		rd:     kit.NewReader(cfg, h),
+		gate:   kit.NewGate(cfg, log),
+		set:    settings{bufferSize: kit.Int(cfg, OptBufferSize), pollers: kit.Int(cfg, OptPollers)},
+		conns:  make(map[uint64]*conn),
+		served: make(chan struct{}),
 	}
-	for k, v := range cfg.Options {
-		switch k {
-		case OptBufferSize:
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 64 || n > 1<<20 {
-				return nil, fmt.Errorf("netpoll: option %s=%q: want bytes in 64..1048576", k, v)
-			}
-			e.set.bufferSize = n
-		case OptPollers:
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1024 {
-				return nil, fmt.Errorf("netpoll: option %s=%q: want 1..1024", k, v)
-			}
-			e.set.pollers = n
-		case OptHandoff:
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 10*time.Microsecond || d > cfg.WriteTimeout {
-				return nil, fmt.Errorf("netpoll: option %s=%q: want a duration in 10µs..%v", k, v, cfg.WriteTimeout)
-			}
-			e.handoff = d
-		default:
-			e.log.Debug("ignoring option of another engine", "key", k)
-		}
-	}
-	n := cfg.Workers
-	if n <= 0 {
-		n = 2 * runtime.GOMAXPROCS(0)
-	}
-	e.workers = make([]*worker, n)
-	for i := range e.workers {
-		e.workers[i] = &worker{e: e, wake: make(chan struct{}, 1), quit: make(chan struct{})}
-	}
+	e.group = kit.NewGroup(kit.Workers(cfg), min(kit.Duration(cfg, OptHandoff), cfg.WriteTimeout))
 	return e, nil
 }
 
-func (e *engine) Name() string { return Name }
+func (e *engine) Name() string    { return Name }
+func (e *engine) Refused() uint64 { return e.gate.Refused() }
 
 func (e *engine) Addr() net.Addr {
 	if e.ln == nil {
@@ -280,7 +243,8 @@ func (e *engine) Addr() net.Addr {
 	return e.ln.addr
 }
 
-// Start binds cfg.Addr and serves in the background.
+// Start binds cfg.Addr and serves in the background. It returns once netpoll watches the
+// listener, so that a Shutdown right after it finds netpoll's server to stop.
 func (e *engine) Start() error {
 	if e.started {
 		return errors.New("netpoll: engine already started")
@@ -302,12 +266,12 @@ func (e *engine) Start() error {
 		return fmt.Errorf("netpoll: event loop: %w", err)
 	}
 	e.ln, e.evl, e.started = ln, evl, true
-	for _, w := range e.workers {
-		w.spawn()
-	}
+	e.group.Start()
+	serveErr := make(chan error, 1)
 	go func() {
 		defer close(e.served)
 		err := evl.Serve(ln)
+		serveErr <- err
 		e.mu.Lock()
 		closing := e.closing
 		e.mu.Unlock()
@@ -315,7 +279,14 @@ func (e *engine) Start() error {
 			e.log.Error("netpoll stopped serving", "err", err)
 		}
 	}()
-	return nil
+	select {
+	case <-ln.registered:
+		return nil
+	case err := <-serveErr:
+		e.group.Stop()
+		_ = ln.Close()
+		return fmt.Errorf("netpoll: serve %s: %w", e.cfg.Addr, err)
+	}
 }
 
 // Shutdown stops accepting, closes every connection after flushing what it has queued, and
@@ -359,41 +330,35 @@ func (e *engine) shutdown(ctx context.Context) error {
 	// netpoll reacts to stopAccepting by detaching the listener and ending Serve. Wait for that
 	// before the listening descriptor is closed: under the race detector netpoll finds a
 	// descriptor's operator by number, so a hang-up still queued for this one would hit
-	// whatever socket reuses the number next (another engine's listener, say).
+	// whatever socket reuses the number next (another engine's listener, say). The hang-up is
+	// netpoll's to deliver; the bound keeps a lost one from holding Shutdown.
+	hup := time.NewTimer(time.Second)
 	select {
 	case <-e.served:
 	case <-ctx.Done():
-	case <-time.After(time.Second):
+	case <-hup.C:
 	}
+	hup.Stop()
 	// Every connection is gone, so the event loop's Shutdown only detaches and closes the
-	// listener. Serve may not have registered its server yet when Start was just called: repeat
-	// until it returns.
-	for served := false; !served; {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if serr := e.evl.Shutdown(sctx); serr != nil {
-			e.log.Warn("netpoll event loop shutdown", "err", serr)
-		}
-		cancel()
-		select {
-		case <-e.served:
-			served = true
-		case <-time.After(10 * time.Millisecond):
-		}
+	// listener (Start returned after Serve registered it, so Shutdown finds it), and Serve
+	// returns if the hang-up has not ended it already.
+	if serr := e.evl.Shutdown(ctx); serr != nil {
+		e.log.Warn("netpoll event loop shutdown", "err", serr)
 	}
-	for _, w := range e.workers {
-		close(w.quit)
-	}
-	e.writers.Wait()
+	<-e.served
+	e.group.Stop()
 	return err
 }
 
 // onPrepare runs on the accept path before netpoll watches the socket: it creates the conn and
 // registers its close callback (netpoll runs close callbacks newest first, so this one runs
-// before netpoll's own, which frees the buffers and closes the descriptor).
+// before netpoll's own, which frees the buffers and closes the descriptor). The listener has
+// admitted the connection under the cap.
 func (e *engine) onPrepare(nc netpoll.Connection) context.Context {
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
+		e.gate.Leave()
 		return context.Background() // not a *conn: onConnect closes it
 	}
 	id := e.nextID.Add(1)
@@ -401,7 +366,7 @@ func (e *engine) onPrepare(nc netpoll.Connection) context.Context {
 		baseContext: context.Background(),
 		id:          id,
 		e:           e,
-		w:           e.workers[id%uint64(len(e.workers))],
+		w:           e.group.For(id),
 		nc:          nc,
 		remote:      addrString(nc.RemoteAddr()),
 	}
@@ -419,12 +384,12 @@ func (e *engine) onConnect(ctx context.Context, nc netpoll.Connection) context.C
 		return ctx
 	}
 	c.opened.Store(true)
-	e.h.OnOpen(c)
+	e.rd.H.OnOpen(c)
 	return ctx
 }
 
-// onRequest takes everything netpoll has buffered and offers it to the handler; see the package
-// comment.
+// onRequest takes everything netpoll has buffered and offers it to the handler through the kit's
+// Reader; see the package comment.
 func (e *engine) onRequest(ctx context.Context, nc netpoll.Connection) error {
 	r := nc.Reader()
 	n := r.Len()
@@ -443,37 +408,11 @@ func (e *engine) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		c.closeWith(fmt.Errorf("netpoll: read: %w", err))
 		return nil
 	}
-	data := in
-	if c.pending != nil {
-		c.pending = append(c.pending, in...)
-		data = c.pending
+	if err := e.rd.Feed(c, &c.in, in, c.readStopped); err != nil {
+		e.rd.Release(&c.in)
+		c.closeWith(err)
 	}
-	// Like an engine reading into a MaxFrame buffer, offer at most MaxFrame bytes at a time: a
-	// frame longer than that is never handed to the handler, however it arrives.
-	off := 0
-	for {
-		win, truncated := data[off:], false
-		if len(win) > e.cfg.MaxFrame {
-			win, truncated = win[:e.cfg.MaxFrame], true
-		}
-		consumed, herr := e.h.OnData(c, win)
-		if herr != nil {
-			c.pending = nil
-			c.closeWith(herr)
-			break
-		}
-		if consumed < 0 || consumed > len(win) {
-			c.pending = nil
-			c.closeWith(fmt.Errorf("netpoll: OnData consumed %d of %d bytes: %w", consumed, len(win), ErrBadConsume))
-			break
-		}
-		off += consumed
-		if !truncated || consumed == 0 || c.readStopped() {
-			c.keep(data[off:])
-			break
-		}
-	}
-	// Next's bytes die here; what the handler left is in c.pending.
+	// Next's bytes die here; what the handler left is in c.in.
 	_ = r.Release()
 	return nil
 }
@@ -481,33 +420,38 @@ func (e *engine) onRequest(ctx context.Context, nc netpoll.Connection) error {
 // baseContext names the context.Context embedded in conn (conn has its own Context method).
 type baseContext = context.Context
 
-// conn is one connection. Lock order: wmu, then mu, then worker.mu.
+var (
+	_ engines.Conn        = (*conn)(nil)
+	_ engines.FrameWriter = (*conn)(nil)
+	_ engines.Counter     = (*engine)(nil)
+	_ kit.Task            = (*conn)(nil)
+)
+
+// conn is one connection. Lock order: wmu, then mu, then the worker's.
 type conn struct {
 	// The conn is itself the context netpoll hands back to OnConnect and OnRequest, so it
 	// needs no separate allocation.
 	baseContext
+	kit.Slot
 
 	id     uint64
 	e      *engine
-	w      *worker
+	w      *kit.Worker
 	nc     netpoll.Connection
 	remote string
-	val    atomic.Pointer[any]
 	opened atomic.Bool // OnOpen was called: OnClose is owed
 	ended  atomic.Bool // OnClose was called
 
-	// pending is the unconsumed input: only touched under netpoll's processing lock.
-	pending []byte
+	// in is the unconsumed input: only touched under netpoll's processing lock.
+	in kit.Input
 
 	// wmu is held while using nc's Writer, and by the close callback before netpoll frees it.
 	wmu sync.Mutex
 
 	mu        sync.Mutex
-	queue     [][]byte // queued, not yet handed to netpoll
-	queued    int      // bytes queued and not yet flushed
-	busy      bool     // a runner owns the write side
-	closed    bool     // Close, a handler error or a failure: no more Writes or reads
-	reasonSet bool     // reason below is final (nil for a local Close)
+	q         kit.Queue // mu; q.Closed: Close, a handler error or a failure: no more Writes or reads
+	busy      bool      // a runner owns the write side
+	reasonSet bool      // reason below is final (nil for a local Close)
 	reason    error
 	closeSent bool // nc.Close was called (or netpoll closed it)
 	sockDone  bool // the close callback ran: nc's buffers are gone
@@ -515,36 +459,25 @@ type conn struct {
 
 func (c *conn) ID() uint64         { return c.id }
 func (c *conn) RemoteAddr() string { return c.remote }
-func (c *conn) Context() any {
-	if p := c.val.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-func (c *conn) SetContext(v any) { c.val.Store(&v) }
 
 // Write queues b; see engines.Conn.
-func (c *conn) Write(b []byte) error {
+func (c *conn) Write(b []byte) error { return c.write(b, nil) }
+
+// WriteFrame implements engines.FrameWriter: head and tail are queued as one unit without
+// copying, and linked into netpoll's output buffer like any other queued frame (see write).
+func (c *conn) WriteFrame(head, tail []byte) error { return c.write(head, tail) }
+
+func (c *conn) write(a, b []byte) error {
 	c.mu.Lock()
-	if c.closed {
+	if err := c.q.Push(a, b, c.e.cfg.MaxWriteQueue, 0); err != nil || len(a)+len(b) == 0 {
 		c.mu.Unlock()
-		return engines.ErrClosed
+		return err
 	}
-	if len(b) == 0 {
-		c.mu.Unlock()
-		return nil
-	}
-	if c.queued+len(b) > c.e.cfg.MaxWriteQueue {
-		c.mu.Unlock()
-		return engines.ErrQueueFull
-	}
-	c.queue = append(c.queue, b)
-	c.queued += len(b)
 	schedule := !c.busy
 	c.busy = true
 	c.mu.Unlock()
 	if schedule {
-		c.w.enqueue(c)
+		c.w.Enqueue(c)
 	}
 	return nil
 }
@@ -552,66 +485,33 @@ func (c *conn) Write(b []byte) error {
 // Close stops reading at once; the worker flushes what is queued and then closes the socket.
 // OnClose follows, never on the caller's goroutine.
 func (c *conn) Close() error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	if !c.reasonSet {
-		c.reasonSet, c.reason = true, nil
-	}
-	schedule := !c.busy
-	c.busy = true
-	c.mu.Unlock()
-	if schedule {
-		c.w.enqueue(c)
-	}
+	c.closeWith(nil)
 	return nil
 }
 
 // closeWith closes like Close with err as the OnClose reason (unless one is already set).
 func (c *conn) closeWith(err error) {
 	c.mu.Lock()
+	if c.q.Closed && err == nil {
+		c.mu.Unlock()
+		return
+	}
 	if !c.reasonSet {
 		c.reasonSet, c.reason = true, err
 	}
-	c.closed = true
+	c.q.Closed = true
 	schedule := !c.busy
 	c.busy = true
 	c.mu.Unlock()
 	if schedule {
-		c.w.enqueue(c)
+		c.w.Enqueue(c)
 	}
 }
 
 func (c *conn) readStopped() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closed
-}
-
-// keep stores the unconsumed tail of the input as c.pending (called under netpoll's
-// processing lock). tail may alias c.pending or netpoll's buffer.
-func (c *conn) keep(tail []byte) {
-	switch {
-	case len(tail) == 0:
-		c.pending = nil // release the partial-frame buffer
-	case len(tail) >= c.e.cfg.MaxFrame:
-		c.pending = nil
-		c.closeWith(engines.ErrFrameTooLarge)
-	case c.pending == nil:
-		p := make([]byte, len(tail), max(len(tail), 256))
-		copy(p, tail)
-		c.pending = p
-	case cap(c.pending) > 4*max(len(tail), c.e.set.bufferSize):
-		// A large frame was consumed; give its buffer back.
-		p := make([]byte, len(tail), max(len(tail), 256))
-		copy(p, tail)
-		c.pending = p
-	default:
-		c.pending = c.pending[:copy(c.pending, tail)]
-	}
+	return c.q.Closed
 }
 
 // onNetpollClose is the connection's close callback: it runs once, under netpoll's processing
@@ -619,78 +519,74 @@ func (c *conn) keep(tail []byte) {
 func (c *conn) onNetpollClose(netpoll.Connection) error {
 	c.wmu.Lock() // a runner inside the Writer finishes first (netpoll has woken its Flush)
 	c.mu.Lock()
-	c.sockDone, c.closeSent, c.closed = true, true, true
-	c.queue = nil
+	c.sockDone, c.closeSent, c.q.Closed = true, true, true
+	c.q.Drop()
 	reason, set := c.reason, c.reasonSet
 	c.mu.Unlock()
 	c.wmu.Unlock()
-	c.pending = nil
+	c.e.rd.Release(&c.in)
 	if !set {
 		reason = io.EOF // the peer closed, or the socket failed under netpoll
 	}
 	if !c.ended.CompareAndSwap(false, true) {
 		return nil
 	}
+	c.e.gate.Leave()
 	c.e.mu.Lock()
 	delete(c.e.conns, c.id)
 	c.e.mu.Unlock()
 	if c.opened.Load() {
-		c.e.h.OnClose(c, reason)
+		c.e.rd.H.OnClose(c, reason)
 	}
 	c.e.live.Done()
 	return nil
 }
 
-// flush runs on a runner of c's worker while c is busy. It writes what is queued with one Flush;
-// if more arrives meanwhile c goes to the back of the worker's queue, unless the runner was
-// handed off, in which case it keeps draining c until it is empty. It reports whether r was
-// handed off (and must exit).
-func (c *conn) flush(r *runner) (handedOff bool) {
+// Run is the kit.Task, on a runner of c's worker while c is busy. It writes what is queued with
+// one Flush; if more arrives meanwhile c goes to the back of the worker's queue, unless the
+// runner was handed off, in which case it keeps draining c until it is empty (and then exits).
+func (c *conn) Run(r *kit.Runner) {
 	wrote := false
 	for {
 		c.mu.Lock()
-		if c.sockDone || len(c.queue) == 0 {
+		if c.sockDone || c.q.Empty() {
 			c.busy = false
-			closeNow := c.closed && !c.closeSent
+			closeNow := c.q.Closed && !c.closeSent
 			c.closeSent = c.closeSent || closeNow
 			c.mu.Unlock()
 			if closeNow {
 				_ = c.nc.Close()
 			}
-			return handedOff
+			return
 		}
-		if wrote && !handedOff {
+		if wrote && !r.HandedOff() {
 			c.mu.Unlock()
-			c.w.enqueue(c) // still busy; let the worker's other connections go first
-			return false
+			c.w.Enqueue(c) // still busy; let the worker's other connections go first
+			return
 		}
-		bufs := c.queue
-		c.queue = nil
+		bufs := c.q.Take()
 		c.mu.Unlock()
 
-		n, err := c.write(bufs, r)
-		handedOff = handedOff || r.handedOff()
+		n, err := c.flush(bufs, r)
 		wrote = true
-		c.mu.Lock()
-		c.queued -= n
-		c.mu.Unlock()
+		c.q.Written(n)
 		if err != nil {
 			c.fail(err)
-			return handedOff
+			return
 		}
 	}
 }
 
-// write moves bufs into netpoll's output buffer and flushes it, under the write lock.
-func (c *conn) write(bufs [][]byte, r *runner) (int, error) {
+// flush moves bufs into netpoll's output buffer and flushes it, under the write lock.
+func (c *conn) flush(bufs [][]byte, r *kit.Runner) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.sockDone { // written under wmu
 		return 0, netpoll.ErrConnClosed
 	}
 	wr := c.nc.Writer()
-	// A few frames are linked into the output buffer without copying: no buffer node is
-	// allocated, and none stays behind as the idle connection's output tail. Many small frames
+	// A few buffers are linked into the output buffer without copying: no buffer node is
+	// allocated, and none stays behind as the idle connection's output tail. Many small ones
 	// are copied into nodes instead, so that one sendmsg carries many of them.
 	direct := len(bufs) <= maxDirect
 	n := 0
@@ -706,9 +602,9 @@ func (c *conn) write(bufs [][]byte, r *runner) (int, error) {
 		}
 		n += len(b)
 	}
-	r.beginFlush()
+	r.Begin()
 	err := wr.Flush()
-	r.endFlush()
+	r.End()
 	return n, err
 }
 
@@ -727,8 +623,8 @@ func (c *conn) fail(err error) {
 	if err != nil && !c.sockDone && c.reason == nil {
 		c.reasonSet, c.reason = true, err
 	}
-	c.closed = true
-	c.queue = nil
+	c.q.Closed = true
+	c.q.Drop()
 	closeNow := !c.closeSent
 	c.closeSent = true
 	c.mu.Unlock()
@@ -743,7 +639,7 @@ func (c *conn) fail(err error) {
 // abort closes c at once, dropping what is queued (Shutdown past its deadline).
 func (c *conn) abort() {
 	c.mu.Lock()
-	c.closed = true
+	c.q.Closed = true
 	if !c.reasonSet {
 		c.reasonSet, c.reason = true, nil
 	}
@@ -755,135 +651,31 @@ func (c *conn) abort() {
 	}
 }
 
-// worker is one writer of the downlink task group: a queue of connections with something to
-// write and one active runner goroutine draining it (plus handed-off runners finishing one slow
-// connection each).
-type worker struct {
-	e    *engine
-	mu   sync.Mutex
-	q    []*conn
-	head int
-	wake chan struct{}
-	quit chan struct{}
-}
-
-func (w *worker) enqueue(c *conn) {
-	w.mu.Lock()
-	w.q = append(w.q, c)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *worker) pop() *conn {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.head == len(w.q) {
-		w.q, w.head = w.q[:0], 0
-		return nil
-	}
-	c := w.q[w.head]
-	w.q[w.head] = nil
-	w.head++
-	if w.head > 1024 && w.head > len(w.q)/2 { // compact under sustained load
-		n := copy(w.q, w.q[w.head:])
-		clear(w.q[n:])
-		w.q, w.head = w.q[:n], 0
-	}
-	return c
-}
-
-// spawn starts a new active runner. The caller holds a count in e.writers (or is Start).
-func (w *worker) spawn() {
-	r := &runner{w: w}
-	r.timer = time.AfterFunc(time.Hour, r.slow)
-	r.timer.Stop()
-	w.e.writers.Add(1)
-	go w.run(r)
-}
-
-func (w *worker) run(r *runner) {
-	defer w.e.writers.Done()
-	defer r.timer.Stop()
-	for {
-		c := w.pop()
-		if c == nil {
-			select {
-			case <-w.wake:
-				continue
-			case <-w.quit:
-				return
-			}
-		}
-		if c.flush(r) {
-			return // handed off: another runner serves w now
-		}
-	}
-}
-
-// runner is one goroutine draining a worker. A Flush that outlasts the hand-off delay detaches
-// the runner from the worker (slow) and a new runner takes over.
-type runner struct {
-	w     *worker
-	state atomic.Int32 // runnerIdle, runnerFlushing, runnerHandedOff
-	timer *time.Timer
-}
-
-const (
-	runnerIdle int32 = iota
-	runnerFlushing
-	runnerHandedOff
-)
-
-func (r *runner) beginFlush() {
-	if r.state.CompareAndSwap(runnerIdle, runnerFlushing) {
-		r.timer.Reset(r.w.e.handoff)
-	}
-}
-
-func (r *runner) endFlush() {
-	if r.state.CompareAndSwap(runnerFlushing, runnerIdle) {
-		r.timer.Stop()
-	}
-}
-
-func (r *runner) handedOff() bool { return r.state.Load() == runnerHandedOff }
-
-// slow runs on the timer's goroutine while r is (still) in Flush: hand the worker to a new
-// runner. r holds its e.writers count until it exits, so the Add in spawn is safe.
-func (r *runner) slow() {
-	if r.state.CompareAndSwap(runnerFlushing, runnerHandedOff) {
-		r.w.spawn()
-	}
-}
-
 // listener is the netpoll.Listener the engine gives netpoll (see the package comment).
 type listener struct {
-	tl     *net.TCPListener
-	raw    syscall.RawConn
-	fd     int
-	addr   net.Addr
-	e      *engine
-	closed atomic.Bool
+	tl         *net.TCPListener
+	raw        syscall.RawConn
+	fd         int
+	addr       net.Addr
+	e          *engine
+	closed     atomic.Bool
+	registered chan struct{} // closed when netpoll first asks for Fd: its server is set
+	regOnce    sync.Once
 }
 
 var _ netpoll.Listener = (*listener)(nil)
 
 func listen(addr string, e *engine) (*listener, error) {
-	lc := net.ListenConfig{Control: reuseAddr}
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	tl, err := kit.Listen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("netpoll: listen %s: %w", addr, err)
 	}
-	tl := ln.(*net.TCPListener)
 	raw, err := tl.SyscallConn()
 	if err != nil {
 		_ = tl.Close()
 		return nil, fmt.Errorf("netpoll: listen %s: %w", addr, err)
 	}
-	l := &listener{tl: tl, raw: raw, addr: tl.Addr(), e: e, fd: -1}
+	l := &listener{tl: tl, raw: raw, addr: tl.Addr(), e: e, fd: -1, registered: make(chan struct{})}
 	if err := raw.Control(func(fd uintptr) { l.fd = int(fd) }); err != nil {
 		_ = tl.Close()
 		return nil, fmt.Errorf("netpoll: listen %s: %w", addr, err)
@@ -891,19 +683,10 @@ func listen(addr string, e *engine) (*listener, error) {
 	return l, nil
 }
 
-func reuseAddr(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
 // Accept is called by netpoll's poller when the listening socket is readable. (nil, nil) means
 // "nothing more now"; it is also the answer once the listener is closed, which ends netpoll's
-// out-of-descriptors retry loop instead of leaving it spinning.
+// out-of-descriptors retry loop instead of leaving it spinning. A connection past the cap is
+// refused here, before netpoll or the handler sees it.
 func (l *listener) Accept() (net.Conn, error) {
 	for {
 		if l.closed.Load() {
@@ -921,8 +704,12 @@ func (l *listener) Accept() (net.Conn, error) {
 		default:
 			return nil, err // EMFILE and ENFILE: netpoll backs off and retries
 		}
+		if !l.e.gate.Admit() {
+			l.e.gate.RefuseFD(fd)
+			continue
+		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		return &acceptedFD{fd: fd, local: l.addr, remote: sockaddrToTCP(sa)}, nil
+		return &acceptedFD{fd: fd, local: l.addr, remote: kit.SockaddrToAddr(sa)}, nil
 	}
 }
 
@@ -951,7 +738,13 @@ func (l *listener) Close() error {
 }
 
 func (l *listener) Addr() net.Addr { return l.addr }
-func (l *listener) Fd() int        { return l.fd }
+
+// Fd is first called by netpoll's server when Serve registers it, with the event loop's lock
+// held: once it has been called, EventLoop.Shutdown finds the server.
+func (l *listener) Fd() int {
+	l.regOnce.Do(func() { close(l.registered) })
+	return l.fd
+}
 
 // acceptedFD carries an accepted socket to netpoll, which takes its descriptor and addresses and
 // owns it from then on; the net.Conn methods are never used.
@@ -969,20 +762,6 @@ func (a *acceptedFD) Close() error                     { return nil }
 func (a *acceptedFD) SetDeadline(time.Time) error      { return errHandedOff }
 func (a *acceptedFD) SetReadDeadline(time.Time) error  { return errHandedOff }
 func (a *acceptedFD) SetWriteDeadline(time.Time) error { return errHandedOff }
-
-func sockaddrToTCP(sa unix.Sockaddr) net.Addr {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port}
-	case *unix.SockaddrInet6:
-		var zone string
-		if sa.ZoneId != 0 {
-			zone = strconv.Itoa(int(sa.ZoneId))
-		}
-		return &net.TCPAddr{IP: net.IP(append([]byte(nil), sa.Addr[:]...)), Port: sa.Port, Zone: zone}
-	}
-	return &net.TCPAddr{}
-}
 
 func addrString(a net.Addr) string {
 	if a == nil {

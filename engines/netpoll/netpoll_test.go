@@ -42,7 +42,7 @@ func TestPendingBufferReleased(t *testing.T) {
 	var sawPending, sawReleased atomic.Bool
 	h := &probeHandler{Handler: enginetest.NewHandler(t)}
 	h.check.Store(func(c *conn) {
-		if c.pending != nil {
+		if c.in.Pending() > 0 {
 			sawPending.Store(true)
 		}
 	})
@@ -61,7 +61,7 @@ func TestPendingBufferReleased(t *testing.T) {
 	}
 	// One more complete line: by now the pending buffer must be gone.
 	h.check.Store(func(c *conn) {
-		if c.pending == nil {
+		if c.in.Pending() == 0 {
 			sawReleased.Store(true)
 		}
 	})
@@ -264,7 +264,7 @@ func TestShutdownDeadline(t *testing.T) {
 
 func TestStartShutdownAtOnce(t *testing.T) {
 	for range 20 {
-		e, err := New(engines.Config{}, enginetest.NewHandler(t))
+		e, err := engines.New(Name, engines.Config{}, enginetest.NewHandler(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,18 +286,19 @@ func TestOptions(t *testing.T) {
 		ok   bool
 	}{
 		{map[string]string{OptBufferSize: "4096", OptPollers: "2", OptHandoff: "1ms"}, true},
-		{map[string]string{"writer": "pool"}, true}, // another engine's key: ignored
+		{map[string]string{"writer": "pool"}, false}, // another engine's key
 		{map[string]string{OptBufferSize: "1"}, false},
 		{map[string]string{OptBufferSize: "x"}, false},
-		{map[string]string{OptPollers: "0"}, false},
+		{map[string]string{OptPollers: "0"}, true}, // netpoll's default
+		{map[string]string{OptPollers: "-1"}, false},
 		{map[string]string{OptHandoff: "1h"}, false},
 	} {
-		_, err := New(engines.Config{Options: tc.opts}, enginetest.NewHandler(t))
+		_, err := engines.New(Name, engines.Config{Options: tc.opts}, enginetest.NewHandler(t))
 		if (err == nil) != tc.ok {
 			t.Errorf("%v: err %v", tc.opts, err)
 		}
 	}
-	if _, err := New(engines.Config{}, nil); err == nil {
+	if _, err := engines.New(Name, engines.Config{}, nil); err == nil {
 		t.Error("nil handler accepted")
 	}
 }
@@ -318,7 +319,7 @@ func TestBadConsumeClosesWithoutPanic(t *testing.T) {
 	}
 	select {
 	case err := <-h.closed:
-		if !errors.Is(err, ErrBadConsume) {
+		if !errors.Is(err, engines.ErrBadConsume) {
 			t.Fatalf("reason %v", err)
 		}
 	case <-time.After(5 * time.Second):

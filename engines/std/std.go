@@ -1,7 +1,7 @@
 // Package stdengine is the standard-library engine: one reader goroutine per connection, and one
-// of two write paths, chosen with Config.Options["writer"]:
+// of two write paths, chosen with the option "writer":
 //
-//   - "pool" (the default): a downlink task group, a fixed set of writer workers
+//   - "pool" (the default): the kit's downlink task group, a fixed set of writer workers
 //     (Config.Workers, default 2×GOMAXPROCS) with every connection bound to one, instead of a
 //     writer goroutine per connection. A worker writes a connection's queued frames with one
 //     non-blocking writev. When the socket cannot take everything (a slow peer), the rest is
@@ -12,17 +12,21 @@
 //     the connection is idle. It writes with the same non-blocking writev and, when the socket is
 //     full, waits for it itself with the same deadline.
 //
-// Any other value of "writer" makes New fail. In both, queued bytes per connection are bounded
-// by Config.MaxWriteQueue (Write returns engines.ErrQueueFull past it) and Write never blocks.
-// Connections implement engines.FrameWriter: WriteFrame queues a frame's own header and a tail
-// shared by a fan-out as two iovecs of the same writev, without copying either.
-// "pool" is the default because it is the leaner and not the slower: measured on 2,000 idle
-// connections it costs one goroutine and about 3.5 KB less per connection, and pushing to 1, 100
-// and 1,000 connections it is as fast or faster (WRITERS.md beside this file has the commands
-// and figures). Neither path allocates per push: the iovecs are pooled and a connection's queue
-// array is reused.
+// In both, queued bytes per connection are bounded by Config.MaxWriteQueue (the kit's Queue:
+// Write returns engines.ErrQueueFull past it) and Write never blocks. Connections implement
+// engines.FrameWriter: WriteFrame queues a frame's own header and a tail shared by a fan-out as
+// two iovecs of the same writev, without copying either. "pool" is the default because it is the
+// leaner and not the slower: measured on 2,000 idle connections it costs one goroutine and about
+// 3.5 KB less per connection, and pushing to 1, 100 and 1,000 connections it is as fast or faster
+// (WRITERS.md beside this file has the commands and figures). Neither path allocates per push:
+// the iovecs are pooled and a connection's queue array is reused.
 //
-// Registered as "std".
+// Reads go into the connection's kit.Input (Config.ReadBufferSize, growing for a large frame up
+// to Config.MaxFrame and shrinking back after it). Past Config.MaxConns a newly accepted
+// connection gets Config.RefuseMessage and is closed before the handler sees it; accept errors
+// (EMFILE) back off through the kit.
+//
+// Registered as "std"; its options are declared in Options.
 package stdengine
 
 import (
@@ -33,7 +37,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -43,17 +46,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/engines/internal/kit"
 )
 
 // Name is the registered engine name.
 const Name = "std"
 
-func init() { engines.Register(Name, New) }
-
-// maxIov bounds one writev (IOV_MAX is 1024 on Linux).
-const maxIov = 1024
-
-// OptWriter is the Config.Options key that selects the write path: WriterPool or WriterConn.
+// OptWriter is the option that selects the write path: WriterPool or WriterConn.
 const OptWriter = "writer"
 
 // Values of OptWriter.
@@ -62,50 +61,54 @@ const (
 	WriterConn = "conn" // a writer goroutine per connection
 )
 
+// Options are the std engine's options.
+var Options = []engines.Option{
+	{Key: OptWriter, Type: engines.OptEnum, Default: WriterPool, Values: []string{WriterPool, WriterConn},
+		Help: "write path: pool (a fixed set of writer workers, each connection bound to one) or conn (a writer goroutine per connection)"},
+}
+
+func init() { engines.Register(Name, newEngine, Options...) }
+
+// maxIov bounds one writev (IOV_MAX is 1024 on Linux).
+const maxIov = 1024
+
 type engine struct {
 	cfg     engines.Config
-	h       engines.Handler
 	log     *slog.Logger
+	rd      *kit.Reader
+	gate    *kit.Gate
+	group   *kit.Group
 	perConn bool // writer=conn
 
-	ln       net.Listener
-	workers  []*worker // writer=pool only
-	nextID   atomic.Uint64
-	closing  atomic.Bool
-	acceptWG sync.WaitGroup
-	readers  sync.WaitGroup // one per connection, done after OnClose
-	writers  sync.WaitGroup // workers and slow-path flushers
-	open     atomic.Int64   // sockets not yet closed
+	ln      *net.TCPListener
+	nextID  atomic.Uint64
+	closing atomic.Bool
+	stop    chan struct{} // closed by Shutdown: ends an accept back-off
+	accepts sync.WaitGroup
+	readers sync.WaitGroup // one per connection, done after OnClose
+	sockets sync.WaitGroup // one per connection, done when its socket is closed
 
 	mu    sync.Mutex
 	conns map[uint64]*conn
 }
 
-// New builds a std engine. Options: "writer" = "pool" (default) or "conn" (see the package
-// comment); any other value is an error. Other keys are ignored.
-func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	cfg = cfg.WithDefaults()
-	e := &engine{cfg: cfg, h: h, log: slog.Default().With("engine", Name), conns: make(map[uint64]*conn)}
-	switch v := cfg.Options[OptWriter]; v {
-	case "", WriterPool:
-	case WriterConn:
-		e.perConn = true
-		return e, nil
-	default:
-		return nil, fmt.Errorf("stdengine: option %s=%q: want %q or %q", OptWriter, v, WriterPool, WriterConn)
+// newEngine builds a std engine; engines.New has validated the options.
+func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
+	log := slog.Default().With("engine", Name)
+	e := &engine{cfg: cfg, log: log, rd: kit.NewReader(cfg, h), gate: kit.NewGate(cfg, log),
+		stop: make(chan struct{}), conns: make(map[uint64]*conn)}
+	e.rd.Keep = true // the reader reads into it
+	e.perConn = cfg.Options[OptWriter] == WriterConn
+	workers := kit.Workers(cfg)
+	if e.perConn {
+		workers = 0
 	}
-	n := cfg.Workers
-	if n <= 0 {
-		n = 2 * runtime.GOMAXPROCS(0)
-	}
-	e.workers = make([]*worker, n)
-	for i := range e.workers {
-		e.workers[i] = &worker{e: e, wake: make(chan struct{}, 1), quit: make(chan struct{})}
-	}
+	e.group = kit.NewGroup(workers, 0)
 	return e, nil
 }
 
-func (e *engine) Name() string { return Name }
+func (e *engine) Name() string    { return Name }
+func (e *engine) Refused() uint64 { return e.gate.Refused() }
 
 func (e *engine) Addr() net.Addr {
 	if e.ln == nil {
@@ -115,96 +118,84 @@ func (e *engine) Addr() net.Addr {
 }
 
 func (e *engine) Start() error {
-	lc := net.ListenConfig{Control: reuseAddr}
-	ln, err := lc.Listen(context.Background(), "tcp", e.cfg.Addr)
+	if e.ln != nil {
+		return errors.New("stdengine: already started")
+	}
+	ln, err := kit.Listen(e.cfg.Addr)
 	if err != nil {
 		return err
 	}
 	e.ln = ln
-	for _, w := range e.workers {
-		e.writers.Add(1)
-		go w.run()
-	}
-	e.acceptWG.Add(1)
+	e.group.Start()
+	e.accepts.Add(1)
 	go e.accept()
 	return nil
 }
 
-func reuseAddr(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
 func (e *engine) accept() {
-	defer e.acceptWG.Done()
-	var delay time.Duration
+	defer e.accepts.Done()
+	var backoff kit.Backoff
 	for {
-		nc, err := e.ln.Accept()
+		tc, err := e.ln.AcceptTCP()
 		if err != nil {
 			if e.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors or similar: back off like net/http does.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay *= 2; delay > time.Second {
-				delay = time.Second
+			// Out of file descriptors or similar: back off.
+			e.log.Warn("accept failed; retrying", "err", err)
+			if !backoff.Wait(e.stop) {
+				return
 			}
-			e.log.Warn("accept failed; retrying", "err", err, "delay", delay)
-			time.Sleep(delay)
 			continue
 		}
-		delay = 0
-		tc := nc.(*net.TCPConn)
+		backoff.Reset()
+		if !e.gate.Admit() {
+			e.gate.RefuseConn(tc)
+			continue
+		}
 		raw, err := tc.SyscallConn()
 		if err != nil {
-			_ = nc.Close()
+			_ = tc.Close()
+			e.gate.Leave()
 			continue
 		}
 		id := e.nextID.Add(1)
-		c := &conn{id: id, nc: tc, raw: raw, remote: nc.RemoteAddr().String(), e: e}
+		c := &conn{id: id, nc: tc, raw: raw, remote: tc.RemoteAddr().String(), e: e}
 		if e.perConn {
 			c.wake = make(chan struct{}, 1)
 		} else {
-			c.w = e.workers[id%uint64(len(e.workers))]
+			c.w = e.group.For(id)
 		}
-		e.open.Add(1)
 		e.mu.Lock()
 		if e.closing.Load() {
 			e.mu.Unlock()
-			_ = nc.Close()
-			e.open.Add(-1)
+			_ = tc.Close()
+			e.gate.Leave()
 			continue
 		}
 		e.conns[id] = c
 		e.readers.Add(1)
-		if e.perConn {
-			e.writers.Add(1)
-		}
+		e.sockets.Add(1)
 		e.mu.Unlock()
 		if e.perConn {
-			go c.writeLoop()
+			e.group.Go(c.writeLoop)
 		}
 		go c.readLoop()
 	}
 }
 
 // Shutdown stops accepting, closes every connection after flushing what it has queued, waits for
-// every OnClose and for the engine's goroutines.
+// every OnClose and for the engine's goroutines. When ctx ends first the remaining sockets are
+// closed at once and ctx.Err() is returned once they are gone.
 func (e *engine) Shutdown(ctx context.Context) error {
 	if !e.closing.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(e.stop)
 	if e.ln != nil {
 		_ = e.ln.Close()
 	}
-	e.acceptWG.Wait()
+	e.accepts.Wait()
 	e.mu.Lock()
 	all := make([]*conn, 0, len(e.conns))
 	for _, c := range e.conns {
@@ -217,9 +208,7 @@ func (e *engine) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		e.readers.Wait()
-		for e.open.Load() > 0 && ctx.Err() == nil {
-			time.Sleep(5 * time.Millisecond)
-		}
+		e.sockets.Wait()
 		close(done)
 	}()
 	var err error
@@ -232,48 +221,38 @@ func (e *engine) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
-	for _, w := range e.workers {
-		close(w.quit)
-	}
-	e.writers.Wait()
+	e.group.Stop()
 	return err
 }
 
 var (
 	_ engines.Conn        = (*conn)(nil)
 	_ engines.FrameWriter = (*conn)(nil)
+	_ engines.Counter     = (*engine)(nil)
+	_ kit.Task            = (*conn)(nil)
 )
 
-// conn is one connection. Lock order: conn.mu, then worker.mu.
+// conn is one connection. Lock order: conn.mu, then the worker's.
 type conn struct {
+	kit.Slot
 	id     uint64
 	nc     *net.TCPConn
 	raw    syscall.RawConn
 	remote string
 	e      *engine
-	w      *worker       // writer=pool: the worker c is bound to
+	w      *kit.Worker   // writer=pool: the worker c is bound to
 	wake   chan struct{} // writer=conn: wakes c's writer goroutine (capacity 1)
-	ctx    atomic.Pointer[any]
 
 	mu        sync.Mutex
-	pending   [][]byte // queued, not yet handed to a writer
-	queued    int      // bytes queued and not yet written (pending plus in flight)
-	busy      bool     // a worker or the slow path owns the write side
-	closed    bool     // Close called or the reader ended: no more Writes
-	sockDone  bool     // the socket is closed
-	closeErr  error    // why the engine closed it (a write failure); OnClose reports it
+	q         kit.Queue // mu; q.Closed: Close called or the reader ended, no more Writes
+	busy      bool      // a worker or the slow path owns the write side
+	sockDone  bool      // the socket is closed
+	closeErr  error     // why the engine closed it (a write failure); OnClose reports it
 	closeOnce sync.Once
 }
 
 func (c *conn) ID() uint64         { return c.id }
 func (c *conn) RemoteAddr() string { return c.remote }
-func (c *conn) Context() any {
-	if p := c.ctx.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-func (c *conn) SetContext(v any) { c.ctx.Store(&v) }
 
 // Write implements engines.Conn.
 func (c *conn) Write(b []byte) error { return c.write(b, nil) }
@@ -284,26 +263,11 @@ func (c *conn) WriteFrame(head, tail []byte) error { return c.write(head, tail) 
 
 // write queues a followed by b as one unit under the queue bound.
 func (c *conn) write(a, b []byte) error {
-	n := len(a) + len(b)
-	if n == 0 {
-		return nil
-	}
 	c.mu.Lock()
-	if c.closed {
+	if err := c.q.Push(a, b, c.e.cfg.MaxWriteQueue, 0); err != nil || len(a)+len(b) == 0 {
 		c.mu.Unlock()
-		return engines.ErrClosed
+		return err
 	}
-	if c.queued+n > c.e.cfg.MaxWriteQueue {
-		c.mu.Unlock()
-		return engines.ErrQueueFull
-	}
-	if len(a) > 0 {
-		c.pending = append(c.pending, a)
-	}
-	if len(b) > 0 {
-		c.pending = append(c.pending, b)
-	}
-	c.queued += n
 	schedule := !c.busy
 	c.busy = true
 	c.mu.Unlock()
@@ -319,7 +283,7 @@ func (c *conn) schedule() {
 		c.kick()
 		return
 	}
-	c.w.enqueue(c)
+	c.w.Enqueue(c)
 }
 
 // kick wakes c's writer goroutine (writer=conn) without blocking.
@@ -337,11 +301,11 @@ func (c *conn) kick() {
 // write timeout passes).
 func (c *conn) Close() error {
 	c.mu.Lock()
-	if c.closed {
+	if c.q.Closed {
 		c.mu.Unlock()
 		return nil
 	}
-	c.closed = true
+	c.q.Closed = true
 	idle := !c.busy
 	c.mu.Unlock()
 	// Wake the reader; it calls OnClose.
@@ -357,53 +321,33 @@ func (c *conn) closeSocket() {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.sockDone = true
-		c.closed = true
-		c.pending = nil
+		c.q.Closed = true
+		c.q.Drop()
 		c.mu.Unlock()
 		_ = c.nc.Close()
-		c.e.open.Add(-1)
+		c.e.gate.Leave()
+		c.e.sockets.Done()
 	})
 	c.kick()
 }
 
 func (c *conn) readLoop() {
 	defer c.e.readers.Done()
-	c.e.h.OnOpen(c)
-	size := c.e.cfg.ReadBufferSize
-	buf := make([]byte, size)
-	have := 0 // unconsumed bytes at the start of buf
+	rd := c.e.rd
+	rd.H.OnOpen(c)
+	var in kit.Input
+	defer rd.Release(&in)
 	var rerr error
 	for {
-		n, err := c.nc.Read(buf[have:])
+		n, err := c.nc.Read(rd.Space(&in))
 		if n > 0 {
-			have += n
-			consumed, herr := c.e.h.OnData(c, buf[:have])
-			if herr != nil {
-				rerr = herr
-				break
-			}
-			if consumed > 0 {
-				have = copy(buf, buf[consumed:have])
-			}
-			switch {
-			case have == len(buf) && len(buf) >= c.e.cfg.MaxFrame:
-				rerr = engines.ErrFrameTooLarge
-			case have == len(buf):
-				nb := make([]byte, min(2*len(buf), c.e.cfg.MaxFrame))
-				copy(nb, buf[:have])
-				buf = nb
-			case len(buf) > size && have < size:
-				nb := make([]byte, size) // give back a large frame's buffer
-				copy(nb, buf[:have])
-				buf = nb
-			}
-			if rerr != nil {
+			if rerr = rd.Commit(c, &in, n, nil); rerr != nil {
 				break
 			}
 		}
 		if err != nil {
 			c.mu.Lock()
-			local, why := c.closed, c.closeErr
+			local, why := c.q.Closed, c.closeErr
 			c.mu.Unlock()
 			if why != nil {
 				rerr = why
@@ -420,7 +364,7 @@ func (c *conn) readLoop() {
 	// No more writes are accepted. What is queued (an ERROR frame before a close, say) is still
 	// flushed by the writer, which closes the socket when done; an idle socket closes now.
 	c.mu.Lock()
-	c.closed = true
+	c.q.Closed = true
 	idle := !c.busy
 	c.mu.Unlock()
 	if idle {
@@ -430,24 +374,23 @@ func (c *conn) readLoop() {
 	c.e.mu.Lock()
 	delete(c.e.conns, c.id)
 	c.e.mu.Unlock()
-	c.e.h.OnClose(c, rerr)
+	rd.H.OnClose(c, rerr)
 }
 
-// flush writes what c has queued. It runs on c's worker. It never blocks on the peer: what the
-// socket does not take is handed to a slow-path goroutine.
-func (c *conn) flush() {
+// Run is the kit.Task: it writes what c has queued, on c's worker. It never blocks on the peer:
+// what the socket does not take is handed to a slow-path goroutine.
+func (c *conn) Run(*kit.Runner) {
 	c.mu.Lock()
-	bufs := c.pending
-	c.pending = nil
+	bufs := c.q.Take()
 	sock := c.sockDone
 	c.mu.Unlock()
 	if sock {
 		return
 	}
 	written, err := writevNonblock(c.raw, bufs)
-	rest := consume(bufs, written)
+	rest := kit.Consume(bufs, written)
+	c.q.Written(written)
 	c.mu.Lock()
-	c.queued -= written
 	if err != nil {
 		c.busy = false
 		c.mu.Unlock()
@@ -456,50 +399,34 @@ func (c *conn) flush() {
 	}
 	if len(rest) > 0 {
 		// The socket is full: put the rest back in front and wait for it off the worker.
-		c.pending = append(rest, c.pending...)
+		c.q.Requeue(rest)
 		c.mu.Unlock()
-		c.e.writers.Add(1)
-		go c.slowFlush()
+		c.e.group.Go(c.slowFlush)
 		return
 	}
-	if len(c.pending) > 0 {
+	if !c.q.Empty() {
 		c.mu.Unlock()
 		c.schedule() // more arrived meanwhile; stay busy
 		return
 	}
-	c.recycle(bufs)
+	c.q.Recycle(bufs)
 	c.busy = false
-	closeNow := c.closed
+	closeNow := c.q.Closed
 	c.mu.Unlock()
 	if closeNow {
 		c.closeSocket()
 	}
 }
 
-// recycle gives the written bufs' backing array back to c.pending, when nothing new is queued
-// and it is small, so a steady trickle of pushes does not allocate a queue each time. c.mu is held.
-func (c *conn) recycle(bufs [][]byte) {
-	if c.pending != nil || cap(bufs) > maxRecycle {
-		return
-	}
-	clear(bufs) // drop the references to written frames
-	c.pending = bufs[:0]
-}
-
-// maxRecycle bounds the queue array a connection keeps between writes.
-const maxRecycle = 16
-
 // slowFlush writes with blocking calls and a deadline until the queue is empty, then gives the
 // connection back to its worker's regime.
 func (c *conn) slowFlush() {
-	defer c.e.writers.Done()
 	for {
 		c.mu.Lock()
-		bufs := c.pending
-		c.pending = nil
+		bufs := c.q.Take()
 		if len(bufs) == 0 || c.sockDone {
 			c.busy = false
-			closeNow := c.closed
+			closeNow := c.q.Closed
 			c.mu.Unlock()
 			if closeNow {
 				c.closeSocket()
@@ -514,15 +441,13 @@ func (c *conn) slowFlush() {
 	}
 }
 
-// writeBlocking writes all of bufs, waiting for the peer at most WriteTimeout, and takes what it
-// wrote off c.queued. A deadline that passes is reported as engines.ErrWriteTimeout.
+// writeBlocking writes all of bufs, waiting for the peer at most WriteTimeout, and counts what
+// it wrote. A deadline that passes is reported as engines.ErrWriteTimeout.
 func (c *conn) writeBlocking(bufs [][]byte) error {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
 	nb := net.Buffers(bufs)
 	n, err := nb.WriteTo(c.nc)
-	c.mu.Lock()
-	c.queued -= int(n)
-	c.mu.Unlock()
+	c.q.Written(int(n))
 	switch {
 	case err == nil:
 		return nil
@@ -537,7 +462,6 @@ func (c *conn) writeBlocking(bufs [][]byte) error {
 // what is queued with a non-blocking writev, waits for a full socket itself (with the write
 // deadline), and exits when c is closed and its queue flushed, or on a write error.
 func (c *conn) writeLoop() {
-	defer c.e.writers.Done()
 	for range c.wake {
 		for {
 			c.mu.Lock()
@@ -546,10 +470,10 @@ func (c *conn) writeLoop() {
 				c.mu.Unlock()
 				return
 			}
-			bufs := c.pending
+			bufs := c.q.Take()
 			if len(bufs) == 0 {
 				c.busy = false
-				closeNow := c.closed
+				closeNow := c.q.Closed
 				c.mu.Unlock()
 				if closeNow {
 					c.closeSocket()
@@ -557,16 +481,15 @@ func (c *conn) writeLoop() {
 				}
 				break // idle: park until the next Write or Close
 			}
-			c.pending = nil
 			c.mu.Unlock()
 			written, err := writevNonblock(c.raw, bufs)
-			c.mu.Lock()
-			c.queued -= written
-			rest := consume(bufs, written)
+			c.q.Written(written)
+			rest := kit.Consume(bufs, written)
 			if err == nil && len(rest) == 0 {
-				c.recycle(bufs)
+				c.mu.Lock()
+				c.q.Recycle(bufs)
+				c.mu.Unlock()
 			}
-			c.mu.Unlock()
 			if err == nil && len(rest) > 0 {
 				err = c.writeBlocking(rest) // the socket is full: wait for the peer here
 			}
@@ -582,7 +505,7 @@ func (c *conn) writeLoop() {
 func (c *conn) fail(err error) {
 	c.e.log.Debug("write failed; closing", "conn", c.id, "remote", c.remote, "err", err)
 	c.mu.Lock()
-	c.closed = true
+	c.q.Closed = true
 	c.busy = false
 	if c.closeErr == nil {
 		c.closeErr = err
@@ -676,62 +599,4 @@ func (w *writev) release() {
 	clear(w.iov)
 	w.iov = w.iov[:0]
 	writevPool.Put(w)
-}
-
-// consume drops the first n bytes of bufs.
-func consume(bufs [][]byte, n int) [][]byte {
-	for len(bufs) > 0 && n >= len(bufs[0]) {
-		n -= len(bufs[0])
-		bufs = bufs[1:]
-	}
-	if len(bufs) > 0 && n > 0 {
-		bufs[0] = bufs[0][n:]
-	}
-	if len(bufs) == 0 {
-		return nil
-	}
-	return bufs
-}
-
-// worker is one writer of the downlink task group.
-type worker struct {
-	e    *engine
-	mu   sync.Mutex
-	q    []*conn
-	wake chan struct{}
-	quit chan struct{}
-}
-
-func (w *worker) enqueue(c *conn) {
-	w.mu.Lock()
-	w.q = append(w.q, c)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *worker) run() {
-	defer w.e.writers.Done()
-	var batch []*conn
-	for {
-		select {
-		case <-w.wake:
-		case <-w.quit:
-			return
-		}
-		for {
-			w.mu.Lock()
-			batch, w.q = w.q, batch[:0]
-			w.mu.Unlock()
-			if len(batch) == 0 {
-				break
-			}
-			for i, c := range batch {
-				c.flush()
-				batch[i] = nil
-			}
-		}
-	}
 }

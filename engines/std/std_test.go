@@ -21,13 +21,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var writers = []string{WriterPool, WriterConn}
 
 func TestWriterOption(t *testing.T) {
-	for _, v := range append([]string{""}, writers...) {
-		e, err := New(engines.Config{Options: map[string]string{OptWriter: v}}, enginetest.NewHandler(t))
+	for _, v := range writers {
+		e, err := engines.New(Name, engines.Config{Options: map[string]string{OptWriter: v}}, enginetest.NewHandler(t))
 		if err != nil || e == nil {
 			t.Fatalf("writer=%q: %v", v, err)
 		}
 	}
-	_, err := New(engines.Config{Options: map[string]string{OptWriter: "goroutine"}}, enginetest.NewHandler(t))
+	_, err := engines.New(Name, engines.Config{Options: map[string]string{OptWriter: "goroutine"}}, enginetest.NewHandler(t))
 	if err == nil || !strings.Contains(err.Error(), `writer="goroutine"`) {
 		t.Fatalf("writer=goroutine: err %v, want one naming the option", err)
 	}
