@@ -142,10 +142,9 @@ func TestPushFanOut(t *testing.T) {
 	})
 }
 
-// TestWriteFrame: where a Conn implements the optional engines.FrameWriter, the same fan-out
-// through WriteFrame, with a head of its own for every write and a tail shared by all, delivers
-// every frame whole and per writer in order; WriteFrame after Close returns ErrClosed. Engines
-// without FrameWriter skip.
+// TestWriteFrame: the same fan-out through engines.FrameWriter (every engine shipped implements
+// it), with a head of its own for every write and a tail shared by all, delivers every frame whole
+// and per writer in order; WriteFrame after Close returns ErrClosed.
 func TestWriteFrame(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, tg target) {
 		fanOut(t, tg, 200, 16, true, func(sc engines.Conn, _, head, tail []byte) error {
@@ -158,7 +157,7 @@ func TestWriteFrame(t *testing.T) {
 // sequence of each frames to every connection with write (given the whole frame, and the same
 // split into its 18-byte header and the shared rest). Every client must receive every frame
 // whole, and each writer's in order. Then write after Close must return ErrClosed. With
-// frameWriter, it skips unless the engine's Conn implements engines.FrameWriter.
+// frameWriter, the engine's Conn must implement engines.FrameWriter.
 func fanOut(t *testing.T, tg target, conns, each int, frameWriter bool, write func(sc engines.Conn, whole, head, tail []byte) error) {
 	const writers = 8
 	h := newHandler(frame.Limits{}, false)
@@ -170,7 +169,7 @@ func fanOut(t *testing.T, tg target, conns, each int, frameWriter bool, write fu
 	h.waitOpens(t, conns)
 	scs := h.conns()
 	if _, ok := scs[0].(engines.FrameWriter); frameWriter && !ok {
-		t.Skipf("%s: Conn does not implement the optional engines.FrameWriter", tg.name)
+		t.Fatalf("%s: Conn does not implement engines.FrameWriter (every engine shipped does)", tg.name)
 	}
 
 	// One encoded buffer per (writer, seq), shared by every connection, as the core does.
