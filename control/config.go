@@ -20,7 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pushwire/pushwire/control/token"
-	"github.com/pushwire/pushwire/core/forward"
+	"github.com/pushwire/pushwire/core/gateway"
 )
 
 // Defaults for zero-valued Config settings, applied in one place (Config.Validate).
@@ -88,8 +88,13 @@ type Config struct {
 	Endpoints []Endpoint `yaml:"endpoints"`
 	// Businesses configure upstream forwarding per business ID (the frames' biz): backend URL,
 	// timeout, pool size, queue length, notify URL, whether clients may join groups, and the
-	// slow-consumer policy. Read by gateways; see forward.Biz for each setting and its default.
-	Businesses map[uint16]forward.Biz `yaml:"businesses"`
+	// slow-consumer policy. Read by gateways; see gateway.Business for each setting and its
+	// default.
+	Businesses map[uint16]gateway.Business `yaml:"businesses"`
+	// EngineOptions are the gateway's I/O engine options (engines.Config.Options), key to value
+	// as "pushwire gateway --engine X --help-engine" lists them. Read by gateways, which check
+	// them against the chosen engine at start-up; --engine-opt flags override them.
+	EngineOptions map[string]string `yaml:"engine_options"`
 
 	index *configIndex // built by Validate; nil before
 }
@@ -143,11 +148,12 @@ type configIndex struct {
 // fileConfig mirrors Config as written in YAML, with durations as text so that a bad duration
 // is reported with the name of its setting.
 type fileConfig struct {
-	Token      fileToken              `yaml:"token"`
-	Heartbeat  string                 `yaml:"heartbeat"`
-	Apps       []App                  `yaml:"apps"`
-	Endpoints  []Endpoint             `yaml:"endpoints"`
-	Businesses map[uint16]forward.Biz `yaml:"businesses"`
+	Token         fileToken                   `yaml:"token"`
+	Heartbeat     string                      `yaml:"heartbeat"`
+	Apps          []App                       `yaml:"apps"`
+	Endpoints     []Endpoint                  `yaml:"endpoints"`
+	Businesses    map[uint16]gateway.Business `yaml:"businesses"`
+	EngineOptions map[string]string           `yaml:"engine_options"`
 }
 
 type fileToken struct {
@@ -163,7 +169,7 @@ var yamlParents = map[string]string{
 	"control.Key":        "token.keys[].",
 	"control.App":        "apps[].",
 	"control.Endpoint":   "endpoints[].",
-	"forward.Biz":        "businesses.<biz>.",
+	"gateway.Business":   "businesses.<biz>.",
 }
 
 var (
@@ -238,6 +244,8 @@ func ParseConfig(data []byte) (*Config, error) {
 		Apps:       f.Apps,
 		Endpoints:  f.Endpoints,
 		Businesses: f.Businesses,
+
+		EngineOptions: f.EngineOptions,
 	}
 	var errs []error
 	for _, d := range []struct {
@@ -299,12 +307,8 @@ func (c *Config) Validate() error {
 	checkSeconds("token.ttl", c.Token.TTL)
 	checkSeconds("heartbeat", c.Heartbeat)
 
-	if len(c.Businesses) > 0 {
-		fc := forward.Config{Biz: maps.Clone(c.Businesses)}
-		fc.SetDefaults()
-		if err := fc.Validate(); err != nil {
-			bad("businesses", "%v", strings.TrimPrefix(err.Error(), "forward: "))
-		}
+	if err := gateway.ValidateBusinesses(c.Businesses); err != nil {
+		bad("businesses", "%s", strings.TrimPrefix(strings.TrimPrefix(err.Error(), "forward: "), "gateway: "))
 	}
 
 	if len(c.Token.Keys) == 0 {

@@ -209,6 +209,19 @@ func New(name string, cfg Config, h Handler) (Engine, error) {
 	return e.f(cfg, h)
 }
 
+// CheckOptions checks opts against the options the engine registered as name declares, as New
+// does, so that a caller can refuse bad settings before it builds anything else.
+func CheckOptions(name string, opts map[string]string) error {
+	regMu.RLock()
+	e, ok := registry[name]
+	regMu.RUnlock()
+	if !ok {
+		return fmt.Errorf("engines: unknown engine %q (have %v)", name, Names())
+	}
+	_, err := resolve(name, e.opts, opts)
+	return err
+}
+
 // Describe returns the options the engine registered as name declares, in declaration order.
 func Describe(name string) ([]Option, error) {
 	regMu.RLock()

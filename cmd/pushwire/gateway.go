@@ -29,6 +29,10 @@ func runGateway(args []string) error {
 	writeQueue := fs.Int("write-queue", engines.DefaultMaxWriteQueue, "bytes queued per connection before it is closed as a slow consumer")
 	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long a peer may take to accept queued bytes")
 	workers := fs.Int("workers", 0, "engine writer/event-loop goroutines (0: the engine's default)")
+	engineOpts := engineOptFlag{}
+	fs.Var(engineOpts, "engine-opt", "an engine option, key=value (repeatable; overrides the config file's engine_options; see --help-engine)")
+	helpEngine := fs.Bool("help-engine", false, "print the options of --engine (key, type, default, help) and exit")
+	maxConns := fs.Int("max-conns", derivedMaxConns(), fmt.Sprintf("connections open at once; past it a new one gets GOAWAY OVERLOADED and is closed before login; 0 or negative: no cap. Default: the open-files limit (soft) less %d", fdReserve))
 	tick := fs.Duration("wheel-tick", time.Second, "timing wheel granularity for login and idle timeouts")
 	rateLimit := fs.Float64("rate-limit", 50, "REQUEST/JOIN/LEAVE frames per second per connection before RATE_LIMITED (-1: no limit)")
 	rateBurst := fs.Int("rate-burst", 100, "frames a connection may send at once above --rate-limit")
@@ -40,6 +44,9 @@ func runGateway(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if *helpEngine {
+		return printEngineOptions(*engine)
+	}
 	log, err := logger()
 	if err != nil {
 		return err
@@ -48,6 +55,11 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
+	engOpts, err := engineOptions(*engine, cfg.EngineOptions, engineOpts)
+	if err != nil {
+		return err
+	}
+	checkMaxConns(log, *maxConns)
 	verifier, err := cfg.Verifier()
 	if err != nil {
 		return fmt.Errorf("gateway: --config: %w", err)
@@ -83,9 +95,15 @@ func runGateway(args []string) error {
 		WriteTimeout:  *writeTimeout,
 		MaxFrame:      gatewayMaxFrame(*maxBody),
 		Workers:       *workers,
+		MaxConns:      *maxConns,
+		RefuseMessage: refuseMessage(*retryMs),
+		Options:       engOpts,
 	}, node)
 	if err != nil {
 		return fmt.Errorf("gateway: --engine: %w", err)
+	}
+	if err := registerRefused(node.Registry(), eng); err != nil {
+		return fmt.Errorf("gateway: metrics: %w", err)
 	}
 	node.Start()
 	stopNode := func(ctx context.Context) {
