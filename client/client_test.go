@@ -1199,13 +1199,19 @@ func TestCloseEndsRun(t *testing.T) {
 
 func TestCloseDuringConnect(t *testing.T) {
 	// The gateway never answers LOGIN: Close must cancel the attempt.
-	gw := newGateway(t, func(g *gwConn) { _, _ = g.next(); _, _ = g.next() })
+	login := make(chan frame.Type, 1)
+	gw := newGateway(t, func(g *gwConn) {
+		f, _ := g.next()
+		login <- f.Type
+		_, _ = g.next()
+	})
 	ctl := newControl(t, gw.endpoint())
 	c := newTestClient(t, ctl, nil)
 	errc := make(chan error, 1)
 	go func() { errc <- c.Connect(context.Background()) }()
-	waitFor(t, "login sent", func() bool { return len(ctl.requests()) == 1 })
-	time.Sleep(10 * time.Millisecond)
+	if ft := recv(t, login, "LOGIN at the gateway"); ft != frame.TypeLogin {
+		t.Fatalf("first frame %v, want LOGIN", ft)
+	}
 	_ = c.Close()
 	if err := recv(t, errc, "Connect to end"); !errors.Is(err, ErrClosed) {
 		t.Errorf("Connect: %v, want ErrClosed", err)

@@ -664,6 +664,7 @@ func (m *Model) computeTotals() {
 			continue
 		case StateDraining:
 			t.Draining++
+		case StateServing:
 		}
 		t.Up++
 		conns += float64(r.Conns)

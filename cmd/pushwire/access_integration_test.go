@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,6 +169,11 @@ func TestIntegrationAccess(t *testing.T) {
 	t.Run("a slow business does not delay another", func(t *testing.T) {
 		c := newSDKClient(t, d, "req-2")
 		// biz 2 answers after 2s with 2 workers and a queue of 2: six requests saturate it.
+		slowBiz := `biz="` + strconv.Itoa(bench.BizSlow) + `"`
+		arrived := func() float64 {
+			return metric(t, gw, "pushwire_forward_submitted_total", slowBiz) + metric(t, gw, "pushwire_forward_busy_total", slowBiz)
+		}
+		before := arrived()
 		codes := make(chan frame.Code, 6)
 		for range 6 {
 			go func() {
@@ -179,7 +185,8 @@ func TestIntegrationAccess(t *testing.T) {
 				codes <- r.Code
 			}()
 		}
-		time.Sleep(300 * time.Millisecond) // the six are at the gateway
+		// The six are at the gateway: taken into biz 2's queue or refused BUSY.
+		eventually(t, 10*time.Second, "six slow requests at the gateway", func() bool { return arrived()-before >= 6 })
 		start := time.Now()
 		for range 5 {
 			r, err := c.Request(ctx, bench.BizEcho, nil, []byte("fast"))
@@ -352,11 +359,10 @@ func TestIntegrationAccess(t *testing.T) {
 		}
 		// It reads again (with room to read fast): everything queued arrives, then a PONG: still
 		// connected.
+		// The PING goes once the first queued push has arrived: the queue is draining, so the
+		// PONG finds room in it.
 		_ = drop.nc.(*net.TCPConn).SetReadBuffer(4 << 20)
-		go func() {
-			time.Sleep(100 * time.Millisecond)
-			drop.send(frame.TypePing, 0, 77, nil)
-		}()
+		pinged := false
 		for {
 			f := drop.next(10 * time.Second)
 			if f.Type == frame.TypePong {
@@ -365,6 +371,13 @@ func TestIntegrationAccess(t *testing.T) {
 			if f.Type != frame.TypePush {
 				t.Fatalf("got %v", f.Type)
 			}
+			if !pinged {
+				drop.send(frame.TypePing, 0, 77, nil)
+				pinged = true
+			}
+		}
+		if !pinged {
+			t.Fatal("a PONG before any queued push")
 		}
 	})
 
@@ -456,7 +469,10 @@ func TestIntegrationDrain(t *testing.T) {
 		}
 		answered <- r
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// The drain starts once the request is at gw0's backend.
+	eventually(t, 10*time.Second, "the request in flight on gw0", func() bool {
+		return metric(t, d.GatewayHTTP[0], "pushwire_forward_in_flight", `biz="`+strconv.Itoa(bench.BizSlow)+`"`) >= 1
+	})
 	done := make(chan error, 1)
 	go func() { done <- d.Terminate("gateway-0", 30*time.Second) }()
 	select {

@@ -293,7 +293,8 @@ func TestIntegrationGateway(t *testing.T) {
 	})
 
 	t.Run("heartbeat", func(t *testing.T) {
-		// The idle timeout is 2s; the SDK pings every second and stays up well past it.
+		// The idle timeout is 2s; the SDK pings every second and stays up well past it. The sleep
+		// is the test: 3s pass, longer than the idle timeout, and the connection must survive them.
 		before := good.Stats()
 		time.Sleep(3 * time.Second)
 		after := good.Stats()
