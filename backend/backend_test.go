@@ -297,10 +297,12 @@ func TestWithForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	n, err := forward.NewNotifier(forward.NotifyConfig{URLs: []string{hs.URL + "/notify"}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.Start()
 	for i, tc := range []struct {
 		meta map[string]string
 		code string

@@ -96,6 +96,7 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	args := []string{"loadgen",
 		"--control", dep.ControlURL,
 		"--gateways", strings.Join(dep.GatewayHTTP, ","),
+		"--gateway-admin", strings.Join(dep.GatewayAdmin, ","),
 		"--app", dep.App, "--secret", dep.Secret, "--push-key", dep.PushKey,
 		"--conns", strconv.Itoa(cfg.Conns),
 		"--rate", strconv.FormatFloat(cfg.ConnectRate, 'f', -1, 64),

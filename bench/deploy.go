@@ -27,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pushwire/pushwire/core/forward"
+	"github.com/pushwire/pushwire/core/gateway"
 )
 
 // DeployConfig describes a local deployment.
@@ -46,7 +47,7 @@ type DeployConfig struct {
 	// Businesses configures the gateways' businesses. A BackendURL or NotifyURL that starts with
 	// "backend:" is a path on the demo backend ("backend:/echo?delay=2s"). Default with Backend:
 	// DefaultBusinesses.
-	Businesses map[uint16]forward.Biz
+	Businesses map[uint16]gateway.Business
 	// LogDir receives each process's log. Default: a new temporary directory.
 	LogDir string
 	// Logger reports progress. Default slog.Default().
@@ -59,6 +60,7 @@ type Deployment struct {
 	ControlAdmin string   // control's admin base URL: /metrics, /debug/pprof, /v1/instances
 	GatewayAddrs []string // client (TCP) addresses
 	GatewayHTTP  []string // push API / stats base URLs
+	GatewayAdmin []string // admin base URLs: /v1/stats?gc=1, /metrics, /debug/pprof
 	App          string
 	Secret       string // the app's secret (devices prove it at connect)
 	PushKey      string // the app's push key
@@ -122,17 +124,17 @@ const (
 )
 
 // DefaultBusinesses is the demo deployment's set of businesses, all served by the demo backend.
-func DefaultBusinesses() map[uint16]forward.Biz {
-	return map[uint16]forward.Biz{
-		BizEcho:  {Name: "echo", BackendURL: "backend:/echo", AllowJoin: true, NotifyURL: "backend:/notify", PoolSize: 32},
-		BizSlow:  {Name: "slow", BackendURL: "backend:/echo?delay=2s", PoolSize: 2, QueueLen: 2, Timeout: 10 * time.Second},
-		BizDrop:  {Name: "drop", BackendURL: "backend:/echo", SlowConsumer: forward.SlowConsumerDrop},
-		BizGroup: {Name: "group", BackendURL: "backend:/echo", AllowJoin: true},
+func DefaultBusinesses() map[uint16]gateway.Business {
+	return map[uint16]gateway.Business{
+		BizEcho:  {Biz: forward.Biz{Name: "echo", BackendURL: "backend:/echo", NotifyURL: "backend:/notify", PoolSize: 32}, AllowJoin: true},
+		BizSlow:  {Biz: forward.Biz{Name: "slow", BackendURL: "backend:/echo?delay=2s", PoolSize: 2, QueueLen: 2, Timeout: 10 * time.Second}},
+		BizDrop:  {Biz: forward.Biz{Name: "drop", BackendURL: "backend:/echo"}, SlowConsumer: gateway.SlowConsumerDrop},
+		BizGroup: {Biz: forward.Biz{Name: "group", BackendURL: "backend:/echo"}, AllowJoin: true},
 	}
 }
 
 // businessesYAML renders the businesses section with backend: URLs resolved.
-func businessesYAML(biz map[uint16]forward.Biz, backend string) (string, error) {
+func businessesYAML(biz map[uint16]gateway.Business, backend string) (string, error) {
 	if len(biz) == 0 {
 		return "", nil
 	}
@@ -142,7 +144,7 @@ func businessesYAML(biz map[uint16]forward.Biz, backend string) (string, error) 
 		}
 		return u
 	}
-	out := make(map[uint16]forward.Biz, len(biz))
+	out := make(map[uint16]gateway.Business, len(biz))
 	for id, b := range biz {
 		b.BackendURL, b.NotifyURL = resolve(b.BackendURL), resolve(b.NotifyURL)
 		if strings.HasPrefix(b.BackendURL, "backend:") || strings.HasPrefix(b.NotifyURL, "backend:") {
@@ -209,6 +211,7 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		addr := "127.0.0.1:" + strconv.Itoa(ports[1+3*i])
 		d.GatewayAddrs = append(d.GatewayAddrs, addr)
 		d.GatewayHTTP = append(d.GatewayHTTP, "http://127.0.0.1:"+strconv.Itoa(ports[2+3*i]))
+		d.GatewayAdmin = append(d.GatewayAdmin, "http://127.0.0.1:"+strconv.Itoa(ports[3+3*i]))
 		endpoints = append(endpoints, "tcp://"+addr)
 	}
 	if cfg.Backend {
@@ -248,7 +251,7 @@ apps:
 	for i := range cfg.Instances {
 		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.Engine,
 			"--listen", d.GatewayAddrs[i], "--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
-			"--admin", "127.0.0.1:" + strconv.Itoa(ports[3+3*i]), "--node", fmt.Sprintf("gw%d", i),
+			"--admin", strings.TrimPrefix(d.GatewayAdmin[i], "http://"), "--node", fmt.Sprintf("gw%d", i),
 			"--drain-window", "2s"}
 		args = append(args, cfg.GatewayArgs...)
 		if err := d.start(fmt.Sprintf("gateway-%d", i), args...); err != nil {

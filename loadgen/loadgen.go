@@ -37,6 +37,11 @@ type Config struct {
 	Secret      string   // required: the app secret devices prove
 	PushKey     string   // required: the app's push key
 
+	// GatewayAdmin are the gateways' admin base URLs, in the order of GatewayHTTP: the memory
+	// snapshots, which force a garbage collection first (/v1/stats?gc=1, served on the admin
+	// listener only), are read there. Default none: memory is read without a forced collection.
+	GatewayAdmin []string
+
 	Conns          int           // connections to open; default 10,000
 	ConnectRate    float64       // new connections per second; default 2,000
 	RampTimeout    time.Duration // give up waiting for the ramp after; default Conns/ConnectRate + 60s
@@ -76,6 +81,8 @@ func (c *Config) setDefaults() error {
 		return errors.New("loadgen: control URL required")
 	case len(c.GatewayHTTP) == 0:
 		return errors.New("loadgen: at least one gateway HTTP URL required")
+	case len(c.GatewayAdmin) > 0 && len(c.GatewayAdmin) != len(c.GatewayHTTP):
+		return fmt.Errorf("loadgen: gateway admin URLs: %d for %d gateways (one per gateway, in the same order)", len(c.GatewayAdmin), len(c.GatewayHTTP))
 	case c.App == "" || c.Secret == "" || c.PushKey == "":
 		return errors.New("loadgen: app, secret and push key required")
 	}

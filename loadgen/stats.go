@@ -33,6 +33,8 @@ type instanceStats struct {
 // snapshot is every instance's stats at one moment.
 type snapshot []instanceStats
 
+// fetchStats reads a gateway's /v1/stats at base; with gc, base must be the gateway's admin
+// listener, the only one that forces a collection.
 func fetchStats(ctx context.Context, hc *http.Client, base string, gc bool) (instanceStats, error) {
 	url := base + "/v1/stats"
 	if gc {
@@ -62,7 +64,11 @@ func (g *gen) snapshot(ctx context.Context, gc bool) (snapshot, error) {
 	defer cancel()
 	snap := make(snapshot, len(g.cfg.GatewayHTTP))
 	for i, base := range g.cfg.GatewayHTTP {
-		st, err := fetchStats(ctx, g.http, base, gc)
+		forced := gc && len(g.cfg.GatewayAdmin) > 0
+		if forced {
+			base = g.cfg.GatewayAdmin[i]
+		}
+		st, err := fetchStats(ctx, g.http, base, forced)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -14,18 +15,19 @@ import (
 )
 
 func runGateway(args []string) error {
-	fs := newFlags("gateway", "Run a gateway instance: accepts client connections on --listen with the chosen\nI/O engine, and serves the push API, /v1/stats, /healthz, /readyz and /metrics on --http.")
+	fs := newFlags("gateway", "Run a gateway instance: accepts client connections on --listen with the chosen\nI/O engine, and serves the push API, /v1/stats, /healthz, /readyz and /metrics on --http\n(and /v1/stats?gc=1, /metrics, /debug/pprof on --admin).")
 	cfgPath := fs.String("config", "", "deployment config file with apps and token keys (required)")
 	engine := fs.String("engine", "std", "I/O engine: "+strings.Join(engines.Names(), ", "))
 	listen := fs.String("listen", "127.0.0.1:7000", "TCP address clients connect to")
 	httpAddr := fs.String("http", "127.0.0.1:7080", "address of the push API, stats, health and metrics")
-	admin := fs.String("admin", "127.0.0.1:6060", "address of /debug/pprof and /metrics (empty: off)")
+	admin := fs.String("admin", "127.0.0.1:6060", "address of /debug/pprof, /metrics and /v1/stats with ?gc=1 (empty: off)")
 	nodeID := fs.String("node", "", "instance ID (default hostname-pid)")
 	hb := fs.Duration("heartbeat", 0, "heartbeat interval told to clients (default: the config file's heartbeat)")
 	idle := fs.Duration("idle-timeout", 0, "close a logged-in connection silent this long (default 3 × heartbeat)")
 	login := fs.Duration("login-timeout", 10*time.Second, "close a connection not logged in within this")
 	maxBody := fs.Int("max-body", 64<<10, "largest frame body in bytes")
 	perUser := fs.Int("max-conns-per-user", 8, "close a user's oldest connection past this many (-1: no limit)")
+	maxGroups := fs.Int("max-groups-per-conn", 256, "groups one connection may JOIN; past it JOIN is answered FORBIDDEN (-1: no limit)")
 	writeQueue := fs.Int("write-queue", engines.DefaultMaxWriteQueue, "bytes queued per connection before it is closed as a slow consumer")
 	writeTimeout := fs.Duration("write-timeout", 10*time.Second, "how long a peer may take to accept queued bytes")
 	workers := fs.Int("workers", 0, "engine writer/event-loop goroutines (0: the engine's default)")
@@ -69,22 +71,23 @@ func runGateway(args []string) error {
 		heartbeat = *hb
 	}
 	node, err := gateway.New(gateway.Config{
-		Node:            *nodeID,
-		Engine:          *engine,
-		Transport:       "tcp",
-		Heartbeat:       heartbeat,
-		IdleTimeout:     *idle,
-		LoginTimeout:    *login,
-		MaxBody:         *maxBody,
-		MaxConnsPerUser: *perUser,
-		WheelTick:       *tick,
-		Businesses:      cfg.Businesses,
-		RateLimit:       *rateLimit,
-		RateBurst:       *rateBurst,
-		AckTTL:          *ackTTL,
-		DrainWindow:     *drainWindow,
-		RetryMs:         *retryMs,
-		Logger:          log,
+		Node:             *nodeID,
+		Engine:           *engine,
+		Transport:        "tcp",
+		Heartbeat:        heartbeat,
+		IdleTimeout:      *idle,
+		LoginTimeout:     *login,
+		MaxBody:          *maxBody,
+		MaxConnsPerUser:  *perUser,
+		MaxGroupsPerConn: *maxGroups,
+		WheelTick:        *tick,
+		Businesses:       cfg.Businesses,
+		RateLimit:        *rateLimit,
+		RateBurst:        *rateBurst,
+		AckTTL:           *ackTTL,
+		DrainWindow:      *drainWindow,
+		RetryMs:          *retryMs,
+		Logger:           log,
 	}, tokenVerifier{verifier}, pushKeys{cfg})
 	if err != nil {
 		return err
@@ -105,7 +108,9 @@ func runGateway(args []string) error {
 	if err := registerRefused(node.Registry(), eng); err != nil {
 		return fmt.Errorf("gateway: metrics: %w", err)
 	}
-	node.Start()
+	if err := node.Start(context.Background()); err != nil {
+		return err
+	}
 	stopNode := func(ctx context.Context) {
 		if err := node.Stop(ctx); err != nil {
 			log.Warn("stopping the node", "err", err)
@@ -122,7 +127,7 @@ func runGateway(args []string) error {
 	}
 	var adm *httpServer
 	if *admin != "" {
-		if adm, err = listenHTTP("admin", *admin, adminHandler(node.Registry()), log); err != nil {
+		if adm, err = listenHTTP("admin", *admin, gatewayAdminHandler(node), log); err != nil {
 			_ = eng.Shutdown(context.Background())
 			_ = api.Shutdown(context.Background())
 			return err
@@ -174,7 +179,16 @@ func (t tokenVerifier) Verify(tok string, now time.Time) (gateway.Identity, erro
 	if err != nil {
 		return gateway.Identity{}, err
 	}
-	return gateway.Identity{App: c.App, Device: c.Device, User: c.User, ExpiresAt: c.ExpiresAt}, nil
+	return gateway.Identity{App: c.App, Device: c.Device, User: c.User}, nil
+}
+
+// gatewayAdminHandler serves the admin listener: /debug/pprof, /metrics, and the node's
+// operator-only /v1/stats (which may force a garbage collection, ?gc=1).
+func gatewayAdminHandler(node *gateway.Node) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", adminHandler(node.Registry()))
+	mux.Handle("/v1/stats", node.AdminHandler())
+	return mux
 }
 
 // pushKeys adapts the app registry to the gateway's push API authentication.

@@ -16,6 +16,7 @@ func runLoadgen(args []string) error {
 	fs := newFlags("loadgen", "Load a running deployment: connect --conns devices through the control layer at --rate,\nhold them for --idle, then push --push-rate unicast messages per second through the push API\nfor --push-duration, measuring end-to-end latency. Writes a result file.")
 	controlURL := fs.String("control", "", "control layer base URL, e.g. http://127.0.0.1:7100 (required)")
 	gateways := fs.String("gateways", "", "comma-separated gateway HTTP base URLs (push API and stats) (required)")
+	gatewayAdmin := fs.String("gateway-admin", "", "comma-separated gateway admin base URLs, in the order of --gateways: memory is read there after a forced GC (/v1/stats?gc=1); empty: without one")
 	app := fs.String("app", "", "app ID (required)")
 	secret := fs.String("secret", "", "app secret (required)")
 	pushKey := fs.String("push-key", "", "app push key (required)")
@@ -66,6 +67,7 @@ func runLoadgen(args []string) error {
 		FanoutPushes:    *fanoutPushes,
 		ControlURL:      *controlURL,
 		GatewayHTTP:     splitList(*gateways),
+		GatewayAdmin:    splitList(*gatewayAdmin),
 		App:             *app,
 		Secret:          *secret,
 		PushKey:         *pushKey,

@@ -18,19 +18,15 @@ const (
 	DefaultMaxBody  = frame.DefaultMaxBody
 )
 
-// Slow-consumer policies a Biz may carry (see Biz.SlowConsumer).
-const (
-	SlowConsumerClose = "close" // close the connection whose write queue overflowed
-	SlowConsumerDrop  = "drop"  // drop the message and keep the connection
-)
-
 // Upper bounds of the tunable settings: a typo must not spawn a million goroutines.
 const (
 	maxPoolSize = 4096
 	maxQueueLen = 1 << 20
 )
 
-// Biz configures one business: where its REQUEST frames go and how its pool is sized. The zero
+// Biz configures one business's upstream forwarding: where its REQUEST frames go and how its pool
+// is sized. (The gateway's own policies for a business, such as group joins and slow consumers,
+// are in gateway.Business, which embeds Biz.) The zero
 // value of each field means its documented default; BackendURL is required.
 type Biz struct {
 	// Name labels the business in logs and statistics. Default: "biz-<id>".
@@ -49,12 +45,6 @@ type Biz struct {
 	MaxBody int `yaml:"max_body" json:"max_body"`
 	// NotifyURL, when set, receives the connection state changes as JSON batches (Notifier).
 	NotifyURL string `yaml:"notify_url" json:"notify_url,omitempty"`
-	// AllowJoin lets clients JOIN and LEAVE groups of this business. Carried for the gateway.
-	AllowJoin bool `yaml:"allow_join" json:"allow_join"`
-	// SlowConsumer is what the gateway does when a push of this business overflows a
-	// connection's write queue: SlowConsumerClose or SlowConsumerDrop. Default "close".
-	// Carried for the gateway.
-	SlowConsumer string `yaml:"slow_consumer" json:"slow_consumer"`
 }
 
 // Config configures a Forwarder. The zero value is a forwarder with no business, which answers
@@ -97,9 +87,6 @@ func (b *Biz) setDefaults(id uint16) {
 	if b.MaxBody == 0 {
 		b.MaxBody = DefaultMaxBody
 	}
-	if b.SlowConsumer == "" {
-		b.SlowConsumer = SlowConsumerClose
-	}
 }
 
 // Validate reports the first setting that cannot work, naming the biz and the setting, in
@@ -134,8 +121,6 @@ func (b Biz) validate(id uint16) error {
 		return bad("queue_len %d: must be 1..%d", b.QueueLen, maxQueueLen)
 	case b.MaxBody < 1 || b.MaxBody > frame.MaxBodyLimit:
 		return bad("max_body %d: must be 1..%d", b.MaxBody, frame.MaxBodyLimit)
-	case b.SlowConsumer != SlowConsumerClose && b.SlowConsumer != SlowConsumerDrop:
-		return bad("slow_consumer %q: want %q or %q", b.SlowConsumer, SlowConsumerClose, SlowConsumerDrop)
 	}
 	return nil
 }

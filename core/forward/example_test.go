@@ -28,6 +28,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
+	f.Start()
 	done := make(chan struct{})
 	err = f.Submit(&forward.Request{
 		App: "demo", Device: "dev-1", User: "u-1", Biz: 1, Conn: 7, Node: "gw-1", Seq: 42,

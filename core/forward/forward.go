@@ -1,10 +1,11 @@
 // Package forward is the gateway's upstream path. A Forwarder keeps one bounded worker pool per
 // business (biz) and forwards each REQUEST to the business backend over HTTP keep-alive
-// (PROTOCOL.md "Backend contract"); a slow or dead business fills only its own queue and never
+// (docs/protocol.md "Backend contract"); a slow or dead business fills only its own queue and never
 // delays another. A Notifier posts connection state changes to the businesses that ask for them.
 //
-// Goroutines: New starts PoolSize workers per business and NewNotifier one sender per notify URL;
-// their Close stops and waits for them. Locks: each pool's mu and the Notifier's mu only order a
+// Goroutines: constructors start nothing. Forwarder.Start starts PoolSize workers per business
+// and Notifier.Start one sender per notify URL; their Close stops and waits for them (and works
+// without Start too). Locks: each pool's mu and the Notifier's mu only order a
 // send on a queue against Close closing it; no lock is held while calling the backend, Done or
 // Observe, and no two locks are ever held together.
 //
@@ -119,6 +120,9 @@ type Forwarder struct {
 	closing   atomic.Bool // set first thing in Close: Submit's fast refusal
 	closeOnce sync.Once
 	workers   sync.WaitGroup
+
+	life    sync.Mutex // orders Start against Close
+	started bool
 }
 
 // pool is one business's queue and workers.
@@ -135,8 +139,8 @@ type pool struct {
 	inFlight                                 atomic.Int64
 }
 
-// New validates cfg, applies its defaults and starts every business's workers. Close stops
-// them.
+// New validates cfg and applies its defaults. It starts nothing: Start starts the workers, Close
+// stops them. Requests submitted before Start wait in their queue.
 func New(cfg Config) (*Forwarder, error) {
 	cfg.Biz = maps.Clone(cfg.Biz)
 	cfg.SetDefaults()
@@ -157,13 +161,24 @@ func New(cfg Config) (*Forwarder, error) {
 	}
 	f.abort, f.cancel = context.WithCancel(context.Background())
 	for id, b := range cfg.Biz {
-		p := &pool{id: id, cfg: b, url: b.BackendURL, queue: make(chan *Request, b.QueueLen)}
-		f.pools[id] = p
-		for range b.PoolSize {
+		f.pools[id] = &pool{id: id, cfg: b, url: b.BackendURL, queue: make(chan *Request, b.QueueLen)}
+	}
+	return f, nil
+}
+
+// Start starts every business's workers. It does nothing after the first call or after Close.
+func (f *Forwarder) Start() {
+	f.life.Lock()
+	defer f.life.Unlock()
+	if f.started || f.closing.Load() {
+		return
+	}
+	f.started = true
+	for _, p := range f.pools {
+		for range p.cfg.PoolSize {
 			f.workers.Go(func() { f.work(p) })
 		}
 	}
-	return f, nil
 }
 
 // newTransport is the keep-alive transport shared by every pool: several businesses may share a
@@ -470,15 +485,24 @@ func (p *pool) stats() Stats {
 // request already queued or in flight, and waits for them. If ctx ends first, it aborts the
 // backend calls in flight, answers every request left with BACKEND_ERROR "shutting down" (Done
 // is still called exactly once per request), waits for the workers and returns ctx.Err().
-// Close may be called more than once; later calls wait like the first.
+// Close may be called more than once; later calls wait like the first. Without Start, it answers
+// every queued request "shutting down" itself.
 func (f *Forwarder) Close(ctx context.Context) error {
 	f.closeOnce.Do(func() {
+		f.life.Lock()
 		f.closing.Store(true)
+		started := f.started
+		f.life.Unlock()
 		for _, p := range f.pools {
 			p.mu.Lock()
 			p.closed = true
 			close(p.queue)
 			p.mu.Unlock()
+			if !started {
+				for req := range p.queue {
+					f.answer(p, req, Response{Code: frame.CodeBackendError, Msg: MsgShuttingDown})
+				}
+			}
 		}
 	})
 	err := waitOrAbort(ctx, &f.workers, f.cancel, f.log, "close deadline passed: aborting backend calls")

@@ -34,6 +34,7 @@ func newForwarder(t testing.TB, bizs map[uint16]forward.Biz) *forward.Forwarder 
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -99,8 +100,6 @@ func TestConfigValidate(t *testing.T) {
 		{"huge pool", 2, with(func(b *forward.Biz) { b.PoolSize = 1 << 20 }), "pool_size 1048576"},
 		{"negative queue", 2, with(func(b *forward.Biz) { b.QueueLen = -5 }), "forward: biz 2: queue_len -5"},
 		{"huge max body", 2, with(func(b *forward.Biz) { b.MaxBody = 1 << 30 }), "forward: biz 2: max_body"},
-		{"slow consumer", 2, with(func(b *forward.Biz) { b.SlowConsumer = "kick" }), `forward: biz 2: slow_consumer "kick": want "close" or "drop"`},
-		{"drop", 2, with(func(b *forward.Biz) { b.SlowConsumer = forward.SlowConsumerDrop }), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := forward.New(forward.Config{Logger: quiet, Biz: map[uint16]forward.Biz{tc.id: tc.biz}})
@@ -131,7 +130,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := forward.Biz{
 		Name: "biz-7", BackendURL: "http://127.0.0.1:1/", NotifyURL: "http://127.0.0.1:1/n",
-		Timeout: 5 * time.Second, PoolSize: 16, QueueLen: 1024, MaxBody: 64 << 10, SlowConsumer: "close",
+		Timeout: 5 * time.Second, PoolSize: 16, QueueLen: 1024, MaxBody: 64 << 10,
 	}
 	if b != want {
 		t.Fatalf("effective config\n got %+v\nwant %+v", b, want)
@@ -346,6 +345,7 @@ func TestSlowBizIsolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	t.Cleanup(func() { _ = f.Close(context.Background()) })
 	var slowResults []*result
 	for i := range 4 {
@@ -402,6 +402,7 @@ func TestCloseDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	var rs []*result
 	for i := range 20 {
 		rs = append(rs, submit(t, f, 1, fmt.Sprint(i)))
@@ -448,6 +449,7 @@ func TestDoneExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	const n = 400
 	var (
 		calls    [n]atomic.Int32
@@ -601,6 +603,7 @@ func TestObserve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.Start()
 	submit(t, f, 5, "a").wait(t, 5*time.Second)
 	r := newResult()
 	if err := f.Submit(&forward.Request{Biz: 5, Meta: frame.AppendMetaString(nil, "fail", "1"), Done: r.done}); err != nil {

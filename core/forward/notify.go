@@ -118,6 +118,7 @@ type Notifier struct {
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	started   bool // guarded by mu
 }
 
 type target struct {
@@ -127,8 +128,8 @@ type target struct {
 	sent, failed, dropped, batches, retries atomic.Uint64
 }
 
-// NewNotifier validates cfg and starts one sender per URL. With no URL, Notify does nothing.
-// Close stops the senders.
+// NewNotifier validates cfg. It starts nothing: Start starts one sender per URL, Close stops them.
+// With no URL, Notify does nothing. Events notified before Start wait in their buffer.
 func NewNotifier(cfg NotifyConfig) (*Notifier, error) {
 	cfg.URLs = slices.Clone(cfg.URLs)
 	cfg.setDefaults()
@@ -145,11 +146,22 @@ func NewNotifier(cfg NotifyConfig) (*Notifier, error) {
 	}
 	n.abort, n.cancel = context.WithCancel(context.Background())
 	for _, u := range slices.Compact(slices.Sorted(slices.Values(cfg.URLs))) {
-		t := &target{url: u, ch: make(chan Event, cfg.BufferLen)}
-		n.targets = append(n.targets, t)
-		n.wg.Go(func() { n.run(t) })
+		n.targets = append(n.targets, &target{url: u, ch: make(chan Event, cfg.BufferLen)})
 	}
 	return n, nil
+}
+
+// Start starts one sender per URL. It does nothing after the first call or after Close.
+func (n *Notifier) Start() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started || n.closed {
+		return
+	}
+	n.started = true
+	for _, t := range n.targets {
+		n.wg.Go(func() { n.run(t) })
+	}
 }
 
 // Notify queues ev for every target and returns at once: when a target's buffer is full, or
@@ -277,12 +289,19 @@ func (n *Notifier) Stats() []NotifyStats {
 // Close stops accepting events, posts every buffered one (with retries) and waits for the
 // senders. If ctx ends first, it aborts the POSTs and retries under way, counts what is left as
 // failed, waits for the senders and returns ctx.Err(). Close may be called more than once.
+// Without Start, the events buffered are counted as dropped.
 func (n *Notifier) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
 		n.closed = true
 		close(n.quit)
+		started := n.started
 		n.mu.Unlock()
+		if !started {
+			for _, t := range n.targets {
+				t.dropped.Add(uint64(len(t.ch)))
+			}
+		}
 	})
 	err := waitOrAbort(ctx, &n.wg, n.cancel, n.log, "notify close deadline passed: aborting")
 	n.cancel()

@@ -74,6 +74,7 @@ func newNotifier(t testing.TB, cfg forward.NotifyConfig) *forward.Notifier {
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -32,11 +32,9 @@ func newAckStore(max int) *ackStore {
 
 func (a *ackStore) shard(k string) *ackShard { return &a.shards[maphash.String(a.seed, k)%64] }
 
-func deviceKey(app, device string) string { return app + "\x00" + device }
-
 // keep records msg as pending for the device (once: a resend does not add it again).
 func (a *ackStore) keep(app, device string, msg *message) {
-	k := deviceKey(app, device)
+	k := key(app, device)
 	sh := a.shard(k)
 	sh.mu.Lock()
 	list := sh.m[k]
@@ -61,7 +59,7 @@ func (a *ackStore) keep(app, device string, msg *message) {
 
 // ack removes the pending message id of the device. It reports whether it was pending.
 func (a *ackStore) ack(app, device string, id []byte) bool {
-	k := deviceKey(app, device)
+	k := key(app, device)
 	sh := a.shard(k)
 	sh.mu.Lock()
 	list := sh.m[k]
@@ -87,7 +85,7 @@ func (a *ackStore) ack(app, device string, id []byte) bool {
 
 // pendingFor returns the device's pending messages that have not expired at now.
 func (a *ackStore) pendingFor(app, device string, now int64) []*message {
-	k := deviceKey(app, device)
+	k := key(app, device)
 	sh := a.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -146,15 +144,14 @@ func (a *ackStore) Len() int {
 
 // expireAcks sweeps expired at-least-once messages once a second until Stop.
 func (n *Node) expireAcks() {
-	defer n.bg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
-		case now := <-t.C:
-			n.acks.sweep(now.UnixNano())
+		case <-t.C:
+			n.acks.sweep(n.clock.Now().UnixNano())
 		}
 	}
 }

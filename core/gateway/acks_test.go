@@ -3,8 +3,6 @@ package gateway
 import (
 	"testing"
 	"time"
-
-	"github.com/pushwire/pushwire/core/session"
 )
 
 func TestAckStore(t *testing.T) {
@@ -37,33 +35,5 @@ func TestAckStore(t *testing.T) {
 	}
 	if a.Len() != 4 {
 		t.Fatalf("Len %d", a.Len())
-	}
-}
-
-func TestRateLimit(t *testing.T) {
-	n, err := New(Config{Node: "t", RateLimit: 10, RateBurst: 5}, noVerifier{}, noApps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := session.New(nil, 0)
-	allowed := 0
-	for range 100 {
-		if n.allow(s) {
-			allowed++
-		}
-	}
-	// A burst at once passes Burst (+1 for the first frame's own slot), the rest is refused.
-	if allowed < 5 || allowed > 7 {
-		t.Fatalf("%d of 100 frames at once allowed, want about the burst of 5", allowed)
-	}
-	s.RateTAT = time.Now().Add(-time.Hour).UnixNano() // a long quiet time refills
-	if !n.allow(s) {
-		t.Fatal("refused after a quiet hour")
-	}
-	unlimited, _ := New(Config{Node: "t", RateLimit: -1}, noVerifier{}, noApps{})
-	for range 1000 {
-		if !unlimited.allow(s) {
-			t.Fatal("limited with RateLimit -1")
-		}
 	}
 }

@@ -1,17 +1,12 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 )
-
-type oneApp struct{}
-
-func (oneApp) AppByPushKey(key string) (string, bool) { return "app", key == "key" }
 
 // FuzzPushAPI feeds arbitrary bodies to POST /v1/push and PUT /v1/groups/{g}/members: every
 // answer is 200 with a result or a 4xx JSON error {error, message}; nothing panics.
@@ -29,12 +24,7 @@ func FuzzPushAPI(f *testing.F) {
 		f.Add(seed, false)
 		f.Add(seed, true)
 	}
-	n, err := New(Config{Node: "fuzz"}, noVerifier{}, oneApp{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	n.Start()
-	f.Cleanup(func() { _ = n.Stop(context.Background()) })
+	n := newNode(f, Config{Node: "fuzz"})
 	h := n.Handler()
 	f.Fuzz(func(t *testing.T, body string, members bool) {
 		method, url := http.MethodPost, "/v1/push"

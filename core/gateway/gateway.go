@@ -1,6 +1,20 @@
-// Package gateway is the gateway node: it wires the session layer, the codec and the push path to
-// an engine. It implements engines.Handler, so any registered engine carries it unchanged, and it
-// serves the push API and the instance's health, metrics and statistics over HTTP.
+// Package gateway is the gateway node: it wires the connection objects, the codec and the push path
+// to an engine. It implements engines.Handler, so any registered engine carries it unchanged, and
+// it serves the push API and the instance's health, metrics and statistics over HTTP.
+//
+// Each connection is a Client (client.go): it owns its state, identity, counters, rate limiter and
+// groups, and handles every frame the connection sends through the session state machine. The
+// Node keeps what spans connections: the indexes (the session table by connection, device and
+// user; the groups), the downstream delivery (deliver.go: the one place that writes a frame to a
+// connection and counts its outcome), the push and membership APIs, the forward pools and the
+// timing wheel.
+//
+// Lifecycle: New starts nothing. Start starts every goroutine the node owns (timing wheel, fan-out
+// workers, forward pools, notifier, expiry of unacknowledged pushes); Stop stops them and waits for
+// them. Drain and Stop may be called more than once, and Stop without Start.
+//
+// Lock order: a table shard (conn, then device, then user), a groups shard, a group, a client's
+// group list; no lock is held while writing to a connection or calling another component.
 package gateway
 
 import (
@@ -25,13 +39,24 @@ import (
 // Identity is what a verified login token says about the connection.
 type Identity struct {
 	App, Device, User string
-	ExpiresAt         time.Time
 }
 
-// Verifier checks a login token without calling the control layer.
+// Verifier checks a login token without calling the control layer. Verify refuses a token that is
+// forged, malformed or expired at now. A token is a ticket to log in: a connection already logged
+// in is not closed when its token expires (docs/protocol.md, "Token expiry").
 type Verifier interface {
 	Verify(token string, now time.Time) (Identity, error)
 }
+
+// Clock tells the node the time: login and idle deadlines, the rate limiter, token checks and
+// push expiry read it. Tests give one they move by hand.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
 
 // Apps authenticates businesses on the push API.
 type Apps interface {
@@ -61,7 +86,11 @@ type Config struct {
 	WheelTick time.Duration
 	// Businesses configures each business (biz ID → backend, pool, notify URL, join policy,
 	// slow-consumer policy). A REQUEST, JOIN or LEAVE of a biz not listed is UNKNOWN_BIZ.
-	Businesses map[uint16]forward.Biz
+	Businesses map[uint16]Business
+	// MaxGroupsPerConn bounds the groups one connection may JOIN; past it JOIN is answered
+	// RESPONSE FORBIDDEN. The membership API (a business's own call) is not bounded by it.
+	// Default 256; negative: no limit.
+	MaxGroupsPerConn int
 	// RateLimit is the most REQUEST, JOIN and LEAVE frames one connection may send per second;
 	// past it (after Burst) they are answered RATE_LIMITED. PING and PUSH_ACK are never limited.
 	// Default 50; negative: no limit.
@@ -82,6 +111,8 @@ type Config struct {
 	FanoutWorkers int
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// Clock is the node's time. Default: the system clock.
+	Clock Clock
 }
 
 func (c *Config) setDefaults() {
@@ -131,8 +162,14 @@ func (c *Config) setDefaults() {
 	if c.RetryMs <= 0 {
 		c.RetryMs = 1000
 	}
+	if c.MaxGroupsPerConn == 0 {
+		c.MaxGroupsPerConn = 256
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
 	}
 }
 
@@ -155,22 +192,31 @@ type Node struct {
 	log      *slog.Logger
 	verifier Verifier
 	apps     Apps
+	clock    Clock
 	lim      frame.Limits
-	table    *session.Table
-	groups   *session.Groups
-	wheel    *timewheel.Wheel[*session.Session]
-	fanout   *push.Fanout[*session.Session]
+	table    *table
+	groups   *groups
+	wheel    *timewheel.Wheel[*Client]
+	fanout   *push.Fanout[*Client]
 	fwd      *forward.Forwarder
 	notifier *forward.Notifier // nil when no business has a notify URL
 	acks     *ackStore
-	biz      map[uint16]forward.Biz // with defaults applied; read-only
+	biz      map[uint16]Business // with defaults applied; read-only
 	m        *metrics
 	started  time.Time
 	hb       string // heartbeat seconds, for LOGIN_ACK
 	rateIvl  int64  // nanoseconds between limited frames; 0: no limit
 	rateTol  int64  // burst tolerance, nanoseconds
-	stop     chan struct{}
-	bg       sync.WaitGroup
+
+	life      sync.Mutex // orders Start against Stop
+	running   bool       // Start ran and Stop did not
+	stopped   bool       // Stop ran
+	stop      chan struct{}
+	bg        sync.WaitGroup
+	drainOnce sync.Once
+	drainErr  error
+	emptied   chan struct{} // closed when the table empties while draining
+	emptyOnce sync.Once
 
 	conns    atomic.Int64 // open transport connections
 	msgSeq   atomic.Uint64
@@ -184,8 +230,8 @@ type Node struct {
 // The engines.Handler the node implements.
 var _ engines.Handler = (*Node)(nil)
 
-// New returns a node. Call Start before handing it to an engine and Stop after the engine shut
-// down.
+// New returns a node. It starts nothing: call Start before handing the node to an engine, and
+// Stop after the engine shut down.
 func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -194,7 +240,11 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 	if v == nil || apps == nil {
 		return nil, errors.New("gateway: a token verifier and an app registry are required")
 	}
-	fcfg := forward.Config{Biz: cfg.Businesses, Logger: cfg.Logger}
+	biz, err := withDefaults(cfg.Businesses)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: businesses: %w", err)
+	}
+	fcfg := forward.Config{Biz: forwardConfig(biz), Logger: cfg.Logger}
 	fwd, err := forward.New(fcfg)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: businesses: %w", err)
@@ -204,22 +254,20 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 		log:      cfg.Logger.With("node", cfg.Node),
 		verifier: v,
 		apps:     apps,
+		clock:    cfg.Clock,
 		lim:      frame.Limits{MaxBody: cfg.MaxBody},
-		table:    session.NewTable(max(cfg.MaxConnsPerUser, 0)),
-		groups:   session.NewGroups(),
-		fanout:   push.New[*session.Session](push.Config{Workers: cfg.FanoutWorkers}),
+		table:    newTable(max(cfg.MaxConnsPerUser, 0)),
+		groups:   newGroups(),
+		fanout:   push.New[*Client](push.Config{Workers: cfg.FanoutWorkers}),
 		fwd:      fwd,
-		biz:      make(map[uint16]forward.Biz, len(cfg.Businesses)),
+		biz:      biz,
 		started:  time.Now(),
 		hb:       strconv.Itoa(int((cfg.Heartbeat + time.Second - 1) / time.Second)),
 		stop:     make(chan struct{}),
-	}
-	for id := range cfg.Businesses {
-		n.biz[id], _ = fwd.Biz(id)
+		emptied:  make(chan struct{}),
 	}
 	if urls := fcfg.NotifyURLs(); len(urls) > 0 {
 		if n.notifier, err = forward.NewNotifier(forward.NotifyConfig{URLs: urls, Logger: cfg.Logger}); err != nil {
-			_ = fwd.Close(context.Background())
 			return nil, fmt.Errorf("gateway: businesses: %w", err)
 		}
 	}
@@ -230,22 +278,46 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 	n.acks = newAckStore(cfg.MaxPending)
 	n.m = newMetrics(n)
 	slots := int((cfg.IdleTimeout+cfg.LoginTimeout)/cfg.WheelTick) + 2
-	n.wheel = timewheel.New(cfg.WheelTick, min(slots, 1<<16), n.expire)
+	n.wheel = timewheel.New(cfg.WheelTick, min(slots, 1<<16), n.expire, timewheel.WithClock(n.clock.Now))
 	return n, nil
 }
 
-// Start starts the node's timing wheel, fan-out workers and the expiry of unacknowledged pushes.
-func (n *Node) Start() {
+// Start starts every goroutine the node owns: the timing wheel, the fan-out workers, the forward
+// pools, the notifier and the expiry of unacknowledged pushes. ctx bounds the start itself, not
+// the goroutines' lifetime: Stop ends them. Start after Start or after Stop does nothing.
+func (n *Node) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.life.Lock()
+	defer n.life.Unlock()
+	if n.running || n.stopped {
+		return nil
+	}
+	n.running = true
 	n.wheel.Start()
 	n.fanout.Start()
-	n.bg.Add(1)
-	go n.expireAcks()
+	n.fwd.Start()
+	if n.notifier != nil {
+		n.notifier.Start()
+	}
+	n.bg.Go(n.expireAcks)
+	return nil
 }
 
-// Stop stops what Start started and the forward pools and notifier, waiting for the requests in
-// flight until ctx ends. Call it after the engine has shut down.
+// Stop stops what Start started, waiting for each goroutine to exit and for the forward pools to
+// answer the requests in flight until ctx ends (then ctx.Err()). Call it after the engine has shut
+// down. It may be called more than once (later calls return nil at once), and without Start.
 func (n *Node) Stop(ctx context.Context) error {
+	n.life.Lock()
+	if n.stopped {
+		n.life.Unlock()
+		return nil
+	}
+	n.stopped = true
+	n.running = false
 	close(n.stop)
+	n.life.Unlock()
 	n.bg.Wait()
 	n.wheel.Stop()
 	n.fanout.Stop()
@@ -259,256 +331,69 @@ func (n *Node) Stop(ctx context.Context) error {
 // Config returns the node's effective configuration.
 func (n *Node) Config() Config { return n.cfg }
 
-// Sessions is the session table.
-func (n *Node) Sessions() *session.Table { return n.table }
-
 // now is the node's coarse clock in unix nanoseconds: the wheel's last tick.
 func (n *Node) now() int64 { return n.wheel.Now().UnixNano() }
 
 // OnOpen implements engines.Handler.
-func (n *Node) OnOpen(c engines.Conn) {
-	now := time.Now()
-	s := session.New(c, now.UnixNano())
-	c.SetContext(s)
+func (n *Node) OnOpen(conn engines.Conn) {
+	now := n.clock.Now()
+	c := newClient(n, conn, now.UnixNano())
+	conn.SetContext(c)
 	n.conns.Add(1)
 	n.m.conns.Inc()
-	n.wheel.Add(now.Add(n.cfg.LoginTimeout), s)
+	n.wheel.Add(now.Add(n.cfg.LoginTimeout), c)
 	if n.draining.Load() {
 		// Draining: no new sessions. The client reconnects through the control layer.
-		var meta frame.Meta
-		meta = frame.AppendMetaString(meta, "reason", "shutting down")
-		meta = frame.AppendMetaString(meta, "retry_ms", strconv.Itoa(n.cfg.RetryMs))
-		n.m.goaways.Inc()
-		_ = n.send(s, frame.Header{Type: frame.TypeGoaway, Code: frame.CodeShuttingDown}, meta, nil)
-		n.kill(s, frame.CodeShuttingDown)
+		c.goaway(n.cfg.RetryMs)
 	}
 }
 
-// OnData implements engines.Handler: it decodes every whole frame in in and leaves a partial one.
-func (n *Node) OnData(c engines.Conn, in []byte) (int, error) {
-	s, _ := c.Context().(*session.Session)
-	if s == nil || s.State() == session.StateClosed {
+// OnData implements engines.Handler: the connection's Client decodes and handles every whole
+// frame in in and leaves a partial one.
+func (n *Node) OnData(conn engines.Conn, in []byte) (int, error) {
+	c, _ := conn.Context().(*Client)
+	if c == nil {
 		return len(in), nil
 	}
-	consumed := 0
-	for consumed < len(in) {
-		f, k, err := frame.Decode(in[consumed:], n.lim)
-		if errors.Is(err, frame.ErrShort) {
-			break
-		}
-		if err != nil {
-			var fe *frame.Error
-			errors.As(err, &fe)
-			n.m.protocolErrors.Inc()
-			n.fail(s, fe.Code, fe.Msg)
-			return len(in), nil
-		}
-		consumed += k
-		n.m.framesIn[f.Type].Inc()
-		if code := session.Check(s.State(), f.Type); code != frame.CodeOK {
-			n.m.protocolErrors.Inc()
-			n.fail(s, code, f.Type.String()+" not accepted in state "+s.State().String())
-			return len(in), nil
-		}
-		s.Touch(n.now())
-		n.handle(s, &f)
-		if s.State() == session.StateClosed {
-			return len(in), nil
-		}
-	}
-	return consumed, nil
+	return c.onData(in), nil
 }
 
 // OnClose implements engines.Handler.
-func (n *Node) OnClose(c engines.Conn, err error) {
-	s, _ := c.Context().(*session.Session)
+func (n *Node) OnClose(conn engines.Conn, err error) {
 	n.conns.Add(-1)
 	n.m.conns.Dec()
-	if s == nil {
-		return
-	}
-	s.SetState(session.StateClosed)
-	reason := s.CloseCode()
-	label := "transport"
-	switch {
-	case reason != frame.CodeOK:
-		label = reason.String()
-	case errors.Is(err, engines.ErrWriteTimeout):
-		label = frame.CodeSlowConsumer.String()
-	case err == nil:
-		label = "local"
-	}
-	n.m.closes.WithLabelValues(label).Inc()
-	n.groups.LeaveAll(s)
-	if n.table.Remove(s) {
-		n.notify(forward.EventDisconnect, s, label)
-	}
-	n.log.Debug("connection closed", "conn", c.ID(), "device", s.Device, "reason", label, "err", err)
-}
-
-func (n *Node) handle(s *session.Session, f *frame.Frame) {
-	switch f.Type {
-	case frame.TypeLogin:
-		n.login(s, f)
-	case frame.TypePing:
-		n.send(s, frame.Header{Type: frame.TypePong, Seq: f.Seq}, nil, nil)
-	case frame.TypePushAck:
-		n.m.pushAcks.Inc()
-		if id, ok := f.Meta.Get("id"); ok {
-			n.acks.ack(s.App, s.Device, id)
-		}
-	case frame.TypeRequest, frame.TypeJoin, frame.TypeLeave:
-		if !n.allow(s) {
-			n.m.rateLimited.Inc()
-			n.respond(s, f, frame.CodeRateLimited, "over "+strconv.FormatFloat(n.cfg.RateLimit, 'g', -1, 64)+" requests/s")
-			return
-		}
-		if f.Type == frame.TypeRequest {
-			n.request(s, f)
-		} else {
-			n.joinLeave(s, f)
-		}
-	default:
-		// session.Check lets nothing else through.
-		n.fail(s, frame.CodeBadFrame, "unexpected "+f.Type.String())
+	if c, _ := conn.Context().(*Client); c != nil {
+		c.onClose(err)
 	}
 }
 
-func (n *Node) login(s *session.Session, f *frame.Frame) {
-	if !s.Transition(session.StateConnected, session.StateAuthenticating) {
-		return
-	}
-	now := time.Now()
-	tok, ok := f.Meta.Get("token")
-	if !ok || len(tok) == 0 {
-		n.loginFailed(s, f.Seq, "missing", "token missing")
-		return
-	}
-	id, err := n.verifier.Verify(string(tok), now)
-	if err != nil {
-		n.loginFailed(s, f.Seq, "invalid", "token rejected: "+err.Error())
-		return
-	}
-	if d, ok := f.Meta.Get("device"); ok && string(d) != id.Device {
-		n.loginFailed(s, f.Seq, "mismatch", "token is for another device")
-		return
-	}
-	if a, ok := f.Meta.Get("app"); ok && string(a) != id.App {
-		n.loginFailed(s, f.Seq, "mismatch", "token is for another app")
-		return
-	}
-	s.App, s.Device, s.User = id.App, id.Device, id.User
-	s.LoginAt = now.UnixNano()
-	s.Gen = n.nextGen(uint64(now.UnixNano()))
-	if !s.Transition(session.StateAuthenticating, session.StateActive) {
-		return // timed out meanwhile
-	}
-	for _, old := range n.table.Add(s) {
+// register adds a logged-in client to the session table and closes those it displaces (GOAWAY
+// EVICTED): the device's previous connection and the user's oldest past the per-user limit.
+func (n *Node) register(c *Client) {
+	for _, old := range n.table.Add(c) {
 		n.m.evictions.Inc()
-		meta := frame.AppendMetaString(nil, "reason", "evicted: a newer connection of the same device or user")
-		n.send(old, frame.Header{Type: frame.TypeGoaway, Code: frame.CodeEvicted}, meta, nil)
-		n.kill(old, frame.CodeEvicted)
+		old.evict()
 	}
-	var meta frame.Meta
-	meta = frame.AppendMetaString(meta, "conn", strconv.FormatUint(s.ID(), 10))
-	meta = frame.AppendMetaString(meta, "hb", n.hb)
-	meta = frame.AppendMetaString(meta, "node", n.cfg.Node)
-	n.send(s, frame.Header{Type: frame.TypeLoginAck, Seq: f.Seq}, meta, nil)
-	n.m.logins.WithLabelValues("ok").Inc()
-	if n.draining.Load() {
-		// Logged in while the drain's GOAWAYs were going out: send this one its own.
-		n.goaway(s)
+}
+
+// unregister removes a closing client from the indexes, and reports whether it was in the table.
+// The last client to leave a draining node ends Drain's wait.
+func (n *Node) unregister(c *Client) bool {
+	n.groups.LeaveAll(c)
+	removed := n.table.Remove(c)
+	if n.draining.Load() && n.table.Len() == 0 {
+		n.emptyOnce.Do(func() { close(n.emptied) })
 	}
-	n.notify(forward.EventConnect, s, "")
-	n.resendPending(s)
+	return removed
 }
 
 // notify posts a connection state change to the businesses' notify URLs, never blocking.
-func (n *Node) notify(typ string, s *session.Session, reason string) {
-	if n.notifier == nil || s.LoginAt == 0 {
+func (n *Node) notify(typ string, c *Client, reason string) {
+	if n.notifier == nil || c.gen == 0 {
 		return
 	}
-	n.notifier.Notify(forward.Event{Type: typ, App: s.App, Device: s.Device, User: s.User, Conn: s.ID(),
-		Node: n.cfg.Node, Gen: s.Gen, Reason: reason, At: time.Now().UnixMilli()})
-}
-
-// allow is the connection's inbound rate limit (GCRA): it reports whether one more limited frame
-// may pass now.
-func (n *Node) allow(s *session.Session) bool {
-	if n.rateIvl == 0 {
-		return true
-	}
-	now := time.Now().UnixNano()
-	tat := max(s.RateTAT, now)
-	if tat-now > n.rateTol {
-		return false
-	}
-	s.RateTAT = tat + n.rateIvl
-	return true
-}
-
-// respond answers a REQUEST, JOIN or LEAVE with RESPONSE: same biz and seq, msg on failure.
-func (n *Node) respond(s *session.Session, f *frame.Frame, code frame.Code, msg string) {
-	var meta frame.Meta
-	if msg != "" {
-		meta = frame.AppendMetaString(nil, "msg", msg)
-	}
-	n.send(s, frame.Header{Type: frame.TypeResponse, Code: code, Biz: f.Biz, Seq: f.Seq}, meta, nil)
-}
-
-// request hands a REQUEST to its business's forward pool; the answer comes back as RESPONSE from
-// a pool worker.
-func (n *Node) request(s *session.Session, f *frame.Frame) {
-	n.m.requests.Inc()
-	biz, seq := f.Biz, f.Seq
-	err := n.fwd.Submit(&forward.Request{
-		App: s.App, Device: s.Device, User: s.User, Biz: biz, Conn: s.ID(), Node: n.cfg.Node, Seq: seq,
-		Meta: f.Meta, Body: f.Body,
-		Done: func(r forward.Response) {
-			var meta frame.Meta
-			if r.Msg != "" {
-				meta = frame.AppendMetaString(nil, "msg", r.Msg)
-			}
-			n.m.responses.WithLabelValues(r.Code.String()).Inc()
-			_ = n.send(s, frame.Header{Type: frame.TypeResponse, Code: r.Code, Biz: biz, Seq: seq}, meta, r.Body)
-		},
-	})
-	if err != nil {
-		var fe *forward.Error
-		code := frame.CodeBackendError
-		if errors.As(err, &fe) {
-			code = fe.Code
-		}
-		n.m.responses.WithLabelValues(code.String()).Inc()
-		n.respond(s, f, code, err.Error())
-	}
-}
-
-// maxGroupLen bounds a group name.
-const maxGroupLen = 128
-
-// joinLeave serves JOIN and LEAVE: the biz must be configured and allow client joins.
-func (n *Node) joinLeave(s *session.Session, f *frame.Frame) {
-	b, ok := n.biz[f.Biz]
-	switch {
-	case !ok:
-		n.respond(s, f, frame.CodeUnknownBiz, "no backend configured for biz "+strconv.Itoa(int(f.Biz)))
-		return
-	case !b.AllowJoin:
-		n.respond(s, f, frame.CodeForbidden, "biz "+strconv.Itoa(int(f.Biz))+" does not let clients join groups")
-		return
-	}
-	g := f.Meta.GetString("group")
-	if g == "" || len(g) > maxGroupLen {
-		n.respond(s, f, frame.CodeBadFrame, "meta group must be 1.."+strconv.Itoa(maxGroupLen)+" bytes")
-		return
-	}
-	if f.Type == frame.TypeJoin {
-		n.groups.Join(s, g)
-	} else {
-		n.groups.Leave(s, g)
-	}
-	n.respond(s, f, frame.CodeOK, "")
+	n.notifier.Notify(forward.Event{Type: typ, App: c.app, Device: c.device, User: c.user, Conn: c.id(),
+		Node: n.cfg.Node, Gen: c.gen, Reason: reason, At: n.clock.Now().UnixMilli()})
 }
 
 // nextGen returns a connection generation above every one this node handed out and at least
@@ -523,67 +408,23 @@ func (n *Node) nextGen(floor uint64) uint64 {
 	}
 }
 
-func (n *Node) loginFailed(s *session.Session, seq uint32, result, msg string) {
-	n.m.logins.WithLabelValues(result).Inc()
-	meta := frame.AppendMetaString(nil, "msg", msg)
-	n.send(s, frame.Header{Type: frame.TypeLoginAck, Code: frame.CodeAuthFailed, Seq: seq}, meta, nil)
-	n.kill(s, frame.CodeAuthFailed)
-}
-
-// fail answers a protocol violation with ERROR and closes the connection.
-func (n *Node) fail(s *session.Session, code frame.Code, msg string) {
-	meta := frame.AppendMetaString(nil, "msg", msg)
-	n.send(s, frame.Header{Type: frame.TypeError, Code: code}, meta, nil)
-	n.kill(s, code)
-}
-
-// kill moves s to CLOSED with code as the reason and closes its connection; what was queued
-// before (an ERROR, a GOAWAY) is still flushed by the engine.
-func (n *Node) kill(s *session.Session, code frame.Code) {
-	s.SetCloseCode(code)
-	s.SetState(session.StateClosed)
-	_ = s.Conn.Close()
-}
-
-// send encodes one frame into a fresh buffer and queues it. The queue overflowing closes the
-// connection as a slow consumer.
-func (n *Node) send(s *session.Session, h frame.Header, meta frame.Meta, body []byte) error {
-	f := frame.Frame{Header: h, Meta: meta, Body: body}
-	buf := frame.Append(make([]byte, 0, frame.HeaderLen+len(meta)+len(body)), &f)
-	return n.write(s, h.Type, buf)
-}
-
-func (n *Node) write(s *session.Session, t frame.Type, buf []byte) error {
-	err := s.Conn.Write(buf)
-	switch {
-	case err == nil:
-		n.m.framesOut[t].Inc()
-	case errors.Is(err, engines.ErrQueueFull):
-		n.m.slowConsumers.Inc()
-		n.kill(s, frame.CodeSlowConsumer)
-	}
-	return err
-}
-
-// expire runs on the wheel for each due session: the login timeout before login, the idle
-// timeout after. A session has one wheel entry at a time; activity only stamps LastSeen, and the
+// expire runs on the wheel for each due client: the login timeout before login, the idle
+// timeout after. A client has one wheel entry at a time; activity only stamps lastSeen, and the
 // entry is re-armed here at the real deadline.
-func (n *Node) expire(now time.Time, s *session.Session) {
-	st := s.State()
-	switch st {
+func (n *Node) expire(now time.Time, c *Client) {
+	switch st := c.state(); st {
 	case session.StateClosed:
 		return
 	case session.StateConnected, session.StateAuthenticating:
 		n.m.timeouts.WithLabelValues("login").Inc()
-		n.fail(s, frame.CodeLoginTimeout, "no login within "+n.cfg.LoginTimeout.String())
-		return
+		c.fail(frame.CodeLoginTimeout, "no login within "+n.cfg.LoginTimeout.String())
 	case session.StateActive, session.StateDraining:
-		deadline := time.Unix(0, s.LastSeen()).Add(n.cfg.IdleTimeout)
+		deadline := time.Unix(0, c.lastSeen.Load()).Add(n.cfg.IdleTimeout)
 		if !now.Before(deadline) {
 			n.m.timeouts.WithLabelValues("idle").Inc()
-			n.fail(s, frame.CodeIdleTimeout, "no frame within "+n.cfg.IdleTimeout.String())
+			c.fail(frame.CodeIdleTimeout, "no frame within "+n.cfg.IdleTimeout.String())
 			return
 		}
-		n.wheel.Add(deadline, s)
+		n.wheel.Add(deadline, c)
 	}
 }

@@ -1,16 +1,22 @@
-package session
+package gateway
 
 import (
+	"errors"
 	"hash/maphash"
 	"sync"
+
+	"github.com/pushwire/pushwire/core/session"
 )
 
-// Groups keeps group membership on one instance: which live sessions belong to each group of an
+// errGroupLimit is Join's refusal of a connection already in its limit of groups.
+var errGroupLimit = errors.New("gateway: connection in too many groups")
+
+// groups keeps group membership on one instance: which live clients belong to each group of an
 // app. Membership is per connection: a closed connection leaves all its groups (LeaveAll). It is
 // safe for concurrent use.
 //
-// Lock order: a group shard, then a group, then a session's group list (Session.gmu).
-type Groups struct {
+// Lock order: a group shard, then a group, then a client's group list (Client.gmu).
+type groups struct {
 	seed   maphash.Seed
 	shards [numShards]groupShard
 }
@@ -23,50 +29,58 @@ type groupShard struct {
 // group is one group's members: a slice for fast snapshots and an index for O(1) removal.
 type group struct {
 	mu      sync.RWMutex
-	members []*Session
-	index   map[*Session]int
+	members []*Client
+	index   map[*Client]int
 }
 
-// NewGroups returns an empty membership.
-func NewGroups() *Groups {
-	g := &Groups{seed: maphash.MakeSeed()}
+// newGroups returns an empty membership.
+func newGroups() *groups {
+	g := &groups{seed: maphash.MakeSeed()}
 	for i := range g.shards {
 		g.shards[i].m = make(map[string]*group)
 	}
 	return g
 }
 
-func (g *Groups) shard(k string) *groupShard {
+func (g *groups) shard(k string) *groupShard {
 	return &g.shards[maphash.String(g.seed, k)%numShards]
 }
 
 // Join adds s to the app's group name. It reports whether s was added (false: already a member,
-// or s is closed).
-func (g *Groups) Join(s *Session, name string) bool {
-	if s.State() == StateClosed {
-		return false
+// or s is closed). With limit > 0, s may be in at most limit groups: past it Join returns
+// errGroupLimit.
+func (g *groups) Join(s *Client, name string, limit int) (bool, error) {
+	if s.state() == session.StateClosed {
+		return false, nil
 	}
-	k := key(s.App, name)
+	k := key(s.app, name)
 	sh := g.shard(k)
 	sh.mu.Lock()
 	gr := sh.m[k]
 	if gr == nil {
-		gr = &group{index: make(map[*Session]int)}
+		gr = &group{index: make(map[*Client]int)}
 		sh.m[k] = gr
 	}
 	gr.mu.Lock()
 	sh.mu.Unlock()
 	if _, ok := gr.index[s]; ok {
 		gr.mu.Unlock()
-		return false
+		return false, nil
 	}
 	s.gmu.Lock()
-	if s.groups == &leftAll {
-		// LeaveAll already ran: joining now would leave a closed session behind.
+	var refuse bool
+	var err error
+	switch {
+	case s.groups == &leftAll:
+		refuse = true // LeaveAll already ran: joining now would leave a closed client behind
+	case limit > 0 && s.groups != nil && len(s.groups.names) >= limit:
+		refuse, err = true, errGroupLimit
+	}
+	if refuse {
 		s.gmu.Unlock()
 		gr.mu.Unlock()
 		g.dropIfEmpty(k)
-		return false
+		return false, err
 	}
 	if s.groups == nil {
 		s.groups = &groupList{}
@@ -76,12 +90,16 @@ func (g *Groups) Join(s *Session, name string) bool {
 	gr.index[s] = len(gr.members)
 	gr.members = append(gr.members, s)
 	gr.mu.Unlock()
-	return true
+	return true, nil
 }
 
+// key is the index key of an app's group (or device): app and name, never ambiguous since an app
+// ID holds no NUL.
+func key(app, name string) string { return app + "\x00" + name }
+
 // Leave removes s from the app's group name. It reports whether s was a member.
-func (g *Groups) Leave(s *Session, name string) bool {
-	k := key(s.App, name)
+func (g *groups) Leave(s *Client, name string) bool {
+	k := key(s.app, name)
 	if !g.remove(k, s) {
 		return false
 	}
@@ -100,7 +118,7 @@ func (g *Groups) Leave(s *Session, name string) bool {
 
 // LeaveAll removes s from every group it joined. Call it when the session closes; later Joins of
 // s are refused.
-func (g *Groups) LeaveAll(s *Session) int {
+func (g *groups) LeaveAll(s *Client) int {
 	s.gmu.Lock()
 	var names []string
 	if gl := s.groups; gl != nil && gl != &leftAll {
@@ -109,12 +127,12 @@ func (g *Groups) LeaveAll(s *Session) int {
 	s.groups = &leftAll
 	s.gmu.Unlock()
 	for _, name := range names {
-		g.remove(key(s.App, name), s)
+		g.remove(key(s.app, name), s)
 	}
 	return len(names)
 }
 
-func (g *Groups) remove(k string, s *Session) bool {
+func (g *groups) remove(k string, s *Client) bool {
 	sh := g.shard(k)
 	sh.mu.RLock()
 	gr := sh.m[k]
@@ -142,7 +160,7 @@ func (g *Groups) remove(k string, s *Session) bool {
 }
 
 // dropIfEmpty forgets a group with no members.
-func (g *Groups) dropIfEmpty(k string) {
+func (g *groups) dropIfEmpty(k string) {
 	sh := g.shard(k)
 	sh.mu.Lock()
 	if gr := sh.m[k]; gr != nil {
@@ -156,7 +174,7 @@ func (g *Groups) dropIfEmpty(k string) {
 }
 
 // Members appends the app's group name's members to dst (a snapshot: later changes are not seen).
-func (g *Groups) Members(dst []*Session, app, name string) []*Session {
+func (g *groups) Members(dst []*Client, app, name string) []*Client {
 	k := key(app, name)
 	sh := g.shard(k)
 	sh.mu.RLock()
@@ -172,7 +190,7 @@ func (g *Groups) Members(dst []*Session, app, name string) []*Session {
 }
 
 // Size is the number of members of the app's group name.
-func (g *Groups) Size(app, name string) int {
+func (g *groups) Size(app, name string) int {
 	k := key(app, name)
 	sh := g.shard(k)
 	sh.mu.RLock()
@@ -187,7 +205,7 @@ func (g *Groups) Size(app, name string) int {
 }
 
 // Len is the number of groups with at least one member.
-func (g *Groups) Len() int {
+func (g *groups) Len() int {
 	n := 0
 	for i := range g.shards {
 		sh := &g.shards[i]
@@ -198,8 +216,8 @@ func (g *Groups) Len() int {
 	return n
 }
 
-// GroupsOf returns the names of the groups s belongs to.
-func (s *Session) GroupsOf() []string {
+// groupsOf returns the names of the groups s belongs to.
+func (s *Client) groupsOf() []string {
 	s.gmu.Lock()
 	defer s.gmu.Unlock()
 	if s.groups == nil || s.groups == &leftAll {

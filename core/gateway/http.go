@@ -21,18 +21,18 @@ const (
 	maxTTLMs       = 24 * 3600 * 1000
 )
 
-// Handler serves the instance's HTTP API:
+// Handler serves the instance's public HTTP API:
 //
 //	POST /v1/push     push to devices, users, a group or every connection (Authorization: Bearer <push key>)
 //	PUT|DELETE /v1/groups/{group}/members   add or remove devices' live connections
-//	GET  /v1/stats    JSON statistics (?gc=1 runs a garbage collection first)
+//	GET  /v1/stats    JSON statistics; ?gc=1 is refused here (403): see AdminHandler
 //	GET  /healthz     200 while the process serves
 //	GET  /readyz      200 while serving, 503 while draining
 //	GET  /metrics     Prometheus
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/push", n.handlePush)
-	mux.HandleFunc("/v1/stats", n.handleStats)
+	mux.HandleFunc("/v1/stats", func(w http.ResponseWriter, r *http.Request) { n.handleStats(w, r, false) })
 	mux.HandleFunc("/v1/groups/{group}/members", n.handleMembers)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -170,13 +170,34 @@ func (n *Node) checkPush(b *pushBody, app string) (req *PushRequest, status int,
 		Broadcast: b.Broadcast, Payload: payload, Ack: b.Ack, TTL: time.Duration(b.TTLMs) * time.Millisecond}, 0, "", ""
 }
 
-func (n *Node) handleStats(w http.ResponseWriter, r *http.Request) {
+// AdminHandler serves what only operators may reach, for the admin listener (beside /debug/pprof):
+//
+//	GET  /v1/stats    JSON statistics; ?gc=1 first runs a full garbage collection (see Stats)
+//
+// A forced collection stops the world: on the public port anyone could stall the instance with it.
+func (n *Node) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/stats", func(w http.ResponseWriter, r *http.Request) { n.handleStats(w, r, true) })
+	return mux
+}
+
+func (n *Node) handleStats(w http.ResponseWriter, r *http.Request, admin bool) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeJSON(w, http.StatusMethodNotAllowed, apiError{Error: "method_not_allowed", Message: "use GET"})
 		return
 	}
-	writeJSON(w, http.StatusOK, n.Stats(r.URL.Query().Get("gc") == "1"))
+	gc := r.URL.Query().Get("gc")
+	switch {
+	case gc == "" || gc == "0":
+	case gc != "1":
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad_request", Message: "gc must be 0 or 1"})
+		return
+	case !admin:
+		writeJSON(w, http.StatusForbidden, apiError{Error: "forbidden", Message: "gc=1 is served on the admin listener only"})
+		return
+	}
+	writeJSON(w, http.StatusOK, n.Stats(gc == "1"))
 }
 
 // membersBody is the JSON body of PUT and DELETE /v1/groups/{group}/members.
@@ -247,7 +268,7 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 		}
 		var changed bool
 		if r.Method == http.MethodPut {
-			changed = n.groups.Join(s, group)
+			changed, _ = n.groups.Join(s, group, 0) // the business's own call: not bounded
 		} else {
 			changed = n.groups.Leave(s, group)
 		}

@@ -21,6 +21,7 @@ type metrics struct {
 	pushRequests   *prometheus.CounterVec
 	framesIn       [frame.NumTypes]prometheus.Counter
 	framesOut      [frame.NumTypes]prometheus.Counter
+	deliveries     [frame.NumTypes][numOutcomes]prometheus.Counter
 	protocolErrors prometheus.Counter
 	slowConsumers  prometheus.Counter
 	evictions      prometheus.Counter
@@ -52,7 +53,7 @@ func newMetrics(n *Node) *metrics {
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts(f("logins_total", "LOGIN attempts by result (ok, missing, invalid, mismatch).")), []string{"result"})
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts(f("closes_total", "Closed connections by reason.")), []string{"reason"})
 	m.timeouts = prometheus.NewCounterVec(prometheus.CounterOpts(f("timeouts_total", "Connections closed by a timeout (login, idle).")), []string{"kind"})
-	m.pushes = prometheus.NewCounterVec(prometheus.CounterOpts(f("pushes_total", "Push deliveries by outcome (delivered, offline, failed).")), []string{"outcome"})
+	m.pushes = prometheus.NewCounterVec(prometheus.CounterOpts(f("pushes_total", "Push deliveries by outcome (delivered, offline, dropped, slow_consumer, closing).")), []string{"outcome"})
 	m.pushRequests = prometheus.NewCounterVec(prometheus.CounterOpts(f("push_requests_total", "Push API calls by HTTP status.")), []string{"status"})
 	framesIn := prometheus.NewCounterVec(prometheus.CounterOpts(f("frames_in_total", "Frames received by type.")), []string{"type"})
 	framesOut := prometheus.NewCounterVec(prometheus.CounterOpts(f("frames_out_total", "Frames queued to clients by type.")), []string{"type"})
@@ -62,6 +63,17 @@ func newMetrics(n *Node) *metrics {
 	}
 	m.framesIn[0] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused_in"})
 	m.framesOut[0] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused_out"})
+	deliveries := prometheus.NewCounterVec(prometheus.CounterOpts(f("deliveries_total",
+		"Frames written to connections by type and outcome (delivered, dropped, slow_consumer, closing).")), []string{"type", "outcome"})
+	for t := range frame.NumTypes {
+		for o := range numOutcomes {
+			if t == 0 {
+				m.deliveries[t][o] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused_deliveries"})
+				continue
+			}
+			m.deliveries[t][o] = deliveries.WithLabelValues(frame.Type(t).String(), o.String())
+		}
+	}
 	m.protocolErrors = prometheus.NewCounter(prometheus.CounterOpts(f("protocol_errors_total", "Connections closed for a protocol error.")))
 	m.slowConsumers = prometheus.NewCounter(prometheus.CounterOpts(f("slow_consumers_total", "Connections whose write queue overflowed.")))
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts(f("evictions_total", "Connections closed by a newer one of the same device or user.")))
@@ -85,7 +97,7 @@ func newMetrics(n *Node) *metrics {
 	reg.MustRegister(m.goaways, m.rateLimited, m.requests, m.responses, m.resent, acked, expired, overflow, pending, groups,
 		&forwardCollector{n: n, constLabels: constLabels})
 	reg.MustRegister(m.conns, sessions, draining, m.logins, m.closes, m.timeouts, m.pushes, m.pushRequests,
-		framesIn, framesOut, m.protocolErrors, m.slowConsumers, m.evictions, m.pushAcks)
+		framesIn, framesOut, deliveries, m.protocolErrors, m.slowConsumers, m.evictions, m.pushAcks)
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.MetricsGC, collectors.MetricsScheduler, collectors.MetricsMemory,
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/(gc/|total:)`)},

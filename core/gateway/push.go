@@ -6,10 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pushwire/pushwire/core/forward"
 	"github.com/pushwire/pushwire/core/frame"
-	"github.com/pushwire/pushwire/core/session"
-	"github.com/pushwire/pushwire/engines"
 )
 
 // PushRequest is one message to a set of targets of one app. Exactly one target kind is set.
@@ -47,14 +44,8 @@ var (
 	ErrPayloadSize = errors.New("gateway: push payload over the max body")
 )
 
-// Reasons a push is not delivered to a connection, as counted in pushwire_pushes_total{outcome}.
-const (
-	outcomeDelivered    = "delivered"
-	outcomeOffline      = "offline"       // no live connection of the target
-	outcomeClosing      = "closing"       // the connection closed while the push was on its way
-	outcomeSlowConsumer = "slow_consumer" // the write queue overflowed; the connection was closed
-	outcomeDropped      = "dropped"       // the write queue overflowed; the biz drops instead
-)
+// outcomeOffline counts, in pushwire_pushes_total{outcome}, the targets with no live connection.
+const outcomeOffline = "offline"
 
 // counts is one push's tally, shared by the fan-out chunks.
 type counts struct {
@@ -69,7 +60,7 @@ type message struct {
 	tail  []byte
 	metaN uint16
 	bodyN uint32
-	drop  bool // the biz's slow-consumer policy is "drop"
+	slow  SlowConsumerPolicy // the biz's
 	ack   bool
 	exp   int64 // with ack: unix nanoseconds after which it is no longer resent
 }
@@ -82,16 +73,17 @@ func (n *Node) newMessage(id string, biz uint16, group string, payload []byte, a
 	}
 	tail := make([]byte, 0, len(meta)+len(payload))
 	tail = append(append(tail, meta...), payload...)
-	m := &message{id: id, biz: biz, tail: tail, metaN: uint16(len(meta)), bodyN: uint32(len(payload)), ack: ack}
-	if b, ok := n.biz[biz]; ok && b.SlowConsumer == forward.SlowConsumerDrop {
-		m.drop = true
+	m := &message{id: id, biz: biz, tail: tail, metaN: uint16(len(meta)), bodyN: uint32(len(payload)), ack: ack,
+		slow: SlowConsumerClose}
+	if b, ok := n.biz[biz]; ok {
+		m.slow = b.SlowConsumer
 	}
 	if ack {
 		m.flags = frame.FlagAck
 		if ttl <= 0 {
 			ttl = n.cfg.AckTTL
 		}
-		m.exp = time.Now().Add(ttl).UnixNano()
+		m.exp = n.clock.Now().Add(ttl).UnixNano()
 	}
 	return m
 }
@@ -112,10 +104,10 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 	res.ID = n.cfg.Node + "-" + strconv.FormatUint(n.msgSeq.Add(1), 36)
 	msg := n.newMessage(res.ID, req.Biz, req.Group, req.Payload, req.Ack, req.TTL)
 	var c counts
-	var targets []*session.Session
+	var targets []*Client
 	switch {
 	case len(req.Devices) > 0:
-		targets = make([]*session.Session, 0, len(req.Devices))
+		targets = make([]*Client, 0, len(req.Devices))
 		for _, d := range req.Devices {
 			if s := n.table.ByDevice(req.App, d); s != nil {
 				targets = append(targets, s)
@@ -138,9 +130,9 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 		targets = n.groups.Members(nil, req.App, req.Group)
 		res.Targets = len(targets)
 	case req.Broadcast:
-		targets = make([]*session.Session, 0, n.table.Len())
-		n.table.Range(func(s *session.Session) bool {
-			if s.App == req.App {
+		targets = make([]*Client, 0, n.table.Len())
+		n.table.Range(func(s *Client) bool {
+			if s.app == req.App {
 				targets = append(targets, s)
 			}
 			return true
@@ -148,7 +140,7 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 		res.Targets = len(targets)
 	}
 	n.m.pushes.WithLabelValues(outcomeOffline).Add(float64(c.offline.Load()))
-	if err := n.fanout.Run(targets, func(chunk []*session.Session) { n.deliverChunk(msg, chunk, &c) }); err != nil {
+	if err := n.fanout.Run(targets, func(chunk []*Client) { n.deliverChunk(msg, chunk, &c) }); err != nil {
 		return res, err
 	}
 	res.Delivered = int(c.delivered.Load())
@@ -158,77 +150,54 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 	return res, nil
 }
 
-// deliverChunk writes msg to each session of chunk. The frame headers of the whole chunk are
+// deliverChunk delivers msg to each client of chunk. The frame headers of the whole chunk are
 // carved from one allocation; the meta and body are shared.
-func (n *Node) deliverChunk(msg *message, chunk []*session.Session, c *counts) {
+func (n *Node) deliverChunk(msg *message, chunk []*Client, c *counts) {
 	slab := make([]byte, frame.HeaderLen*len(chunk))
-	var delivered, offline, failed, pending, slow, dropped, closing int64
+	var offline, pending int64
+	t := tally{typ: frame.TypePush}
 	for i, s := range chunk {
-		if st := s.State(); st != session.StateActive && st != session.StateDraining {
+		if !s.state().LoggedIn() {
 			offline++
 			continue
 		}
 		if msg.ack {
-			n.acks.keep(s.App, s.Device, msg)
+			n.acks.keep(s.app, s.device, msg)
 			pending++
 		}
-		head := slab[i*frame.HeaderLen : (i+1)*frame.HeaderLen : (i+1)*frame.HeaderLen]
-		switch err := n.writeShared(s, msg, head); {
-		case err == nil:
-			delivered++
-		case errors.Is(err, engines.ErrQueueFull) && msg.drop:
-			dropped++
-			failed++
-		case errors.Is(err, engines.ErrQueueFull):
-			slow++
-			failed++
-			n.m.slowConsumers.Inc()
-			n.kill(s, frame.CodeSlowConsumer)
-		default:
-			closing++
-			failed++
-		}
+		n.deliverMessage(s, msg, slab[i*frame.HeaderLen:(i+1)*frame.HeaderLen:(i+1)*frame.HeaderLen], &t)
 	}
-	c.delivered.Add(delivered)
+	c.delivered.Add(t.n[outDelivered])
+	c.failed.Add(t.n[outDropped] + t.n[outSlowConsumer] + t.n[outClosing])
 	c.offline.Add(offline)
-	c.failed.Add(failed)
 	c.pending.Add(pending)
-	m := n.m
-	m.pushes.WithLabelValues(outcomeDelivered).Add(float64(delivered))
-	m.pushes.WithLabelValues(outcomeOffline).Add(float64(offline))
-	m.pushes.WithLabelValues(outcomeSlowConsumer).Add(float64(slow))
-	m.pushes.WithLabelValues(outcomeDropped).Add(float64(dropped))
-	m.pushes.WithLabelValues(outcomeClosing).Add(float64(closing))
-	m.framesOut[frame.TypePush].Add(float64(delivered))
+	n.m.pushes.WithLabelValues(outcomeOffline).Add(float64(offline))
+	t.flush(n.m)
 }
 
-// writeShared queues msg to s with its own header (s's next push seq) written into head.
-func (n *Node) writeShared(s *session.Session, msg *message, head []byte) error {
+// deliverMessage delivers msg to s with its own header (s's next push seq) written into head.
+func (n *Node) deliverMessage(s *Client, msg *message, head []byte, t *tally) outcome {
 	frame.AppendHeader(head[:0], frame.Header{Type: frame.TypePush, Flags: msg.flags, Biz: msg.biz,
-		Seq: s.NextPushSeq(), MetaLen: msg.metaN, BodyLen: msg.bodyN})
-	if fw, ok := s.Conn.(engines.FrameWriter); ok {
-		return fw.WriteFrame(head, msg.tail)
-	}
-	buf := make([]byte, 0, len(head)+len(msg.tail))
-	return s.Conn.Write(append(append(buf, head...), msg.tail...))
+		Seq: s.pushSeq.Add(1), MetaLen: msg.metaN, BodyLen: msg.bodyN})
+	return n.deliver(s, frame.TypePush, head, msg.tail, msg.slow, t)
 }
 
 // resendPending sends a device's unacknowledged messages to its new connection.
-func (n *Node) resendPending(s *session.Session) {
-	msgs := n.acks.pendingFor(s.App, s.Device, time.Now().UnixNano())
+func (n *Node) resendPending(s *Client) {
+	msgs := n.acks.pendingFor(s.app, s.device, n.clock.Now().UnixNano())
 	if len(msgs) == 0 {
 		return
 	}
-	var c counts
 	slab := make([]byte, frame.HeaderLen*len(msgs))
+	t := tally{typ: frame.TypePush}
 	for i, msg := range msgs {
 		head := slab[i*frame.HeaderLen : (i+1)*frame.HeaderLen : (i+1)*frame.HeaderLen]
-		if err := n.writeShared(s, msg, head); err != nil {
+		if n.deliverMessage(s, msg, head, &t) != outDelivered {
 			break
 		}
-		c.delivered.Add(1)
 	}
-	n.m.resent.Add(float64(c.delivered.Load()))
+	n.m.resent.Add(float64(t.n[outDelivered]))
+	t.flush(n.m)
 }
 
 // uptime is how long the node has run.

@@ -1,33 +1,15 @@
 package gateway
 
 import (
-	"io"
-	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
 
-type noVerifier struct{}
-
-func (noVerifier) Verify(string, time.Time) (Identity, error) { return Identity{}, nil }
-
-type noApps struct{}
-
-func (noApps) AppByPushKey(string) (string, bool) { return "", false }
-
-func newTestNode(t *testing.T) *Node {
-	t.Helper()
-	n, err := New(Config{Node: "t", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, noVerifier{}, noApps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // Collections forced by Stats(true) to read live memory are the measurement's own work: the GC
 // cycles, GC CPU and pauses a phase reports must leave them out.
 func TestStatsLeaveOutForcedGC(t *testing.T) {
-	n := newTestNode(t)
+	n := newNode(t, Config{})
 	raw0, s0 := n.rawStats(), n.Stats(false)
 	const forced = 5
 	for range forced {
@@ -62,19 +44,36 @@ func TestConfigValidate(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  Config
-		ok   bool
+		want string // "" = valid; else a part of the error, naming the setting
 	}{
-		{"defaults", Config{}, true},
-		{"max body over limit", Config{MaxBody: 1 << 30}, false},
-		{"idle shorter than heartbeat", Config{Heartbeat: time.Minute, IdleTimeout: time.Second}, false},
-		{"tick longer than login timeout", Config{WheelTick: time.Minute, LoginTimeout: time.Second}, false},
+		{"defaults", Config{}, ""},
+		{"max body over limit", Config{MaxBody: 1 << 30}, "max body"},
+		{"idle shorter than heartbeat", Config{Heartbeat: time.Minute, IdleTimeout: time.Second}, "idle timeout"},
+		{"tick longer than login timeout", Config{WheelTick: time.Minute, LoginTimeout: time.Second}, "wheel tick"},
+		{"business without backend", Config{Businesses: map[uint16]Business{3: {}}}, "biz 3: backend_url is required"},
+		{"bad slow-consumer policy", Config{Businesses: map[uint16]Business{2: {Biz: bizAt("http://127.0.0.1:1/"), SlowConsumer: "kick"}}},
+			`biz 2: slow_consumer "kick"`},
+		{"bad notify URL", Config{Businesses: map[uint16]Business{2: {Biz: forwardBiz("http://127.0.0.1:1/", "x")}}}, "notify_url"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(tc.cfg, noVerifier{}, noApps{})
-			if (err == nil) != tc.ok {
-				t.Fatalf("New: %v, want ok=%v", err, tc.ok)
+			n, err := New(tc.cfg, testKey, oneApp{})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("New: %v", err)
+			case tc.want == "":
+				_ = n.Stop(t.Context())
+			case err == nil:
+				t.Fatalf("New accepted %+v", tc.cfg)
+			case !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error %q does not name %q", err, tc.want)
 			}
 		})
+	}
+	if err := ValidateBusinesses(map[uint16]Business{1: {Biz: bizAt("http://127.0.0.1:1/"), SlowConsumer: SlowConsumerDrop}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateBusinesses(map[uint16]Business{0: {Biz: bizAt("http://127.0.0.1:1/")}}); err == nil {
+		t.Fatal("biz 0 accepted")
 	}
 }

@@ -1,103 +1,14 @@
-package session
+package gateway
 
 import (
-	"github.com/pushwire/pushwire/core/frame"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
 )
 
-// Conn is what a session needs of its connection.
-type Conn interface {
-	ID() uint64
-	Write(b []byte) error
-	Close() error
-	RemoteAddr() string
-}
-
-// Session is one connection's protocol state. Identity fields are set once at login, before the
-// session is added to a Table, and never change after.
-type Session struct {
-	Conn Conn
-
-	App, Device, User string
-	Gen               uint64 // per-device connection generation, increasing at every login
-	OpenedAt          int64  // unix nanoseconds
-	LoginAt           int64  // unix nanoseconds; 0 before login
-
-	state    atomic.Uint32
-	lastSeen atomic.Int64  // unix nanoseconds of the last frame received (coarse)
-	pushSeq  atomic.Uint32 // seq of the last PUSH sent
-	closeBy  atomic.Uint32 // frame.Code of the first close reason; 0: none yet
-
-	// RateTAT is the inbound rate limiter's theoretical arrival time (GCRA, unix nanoseconds).
-	// Only the connection's OnData touches it; calls for one connection are never concurrent.
-	RateTAT int64
-
-	inTable atomic.Bool // added to a Table and not yet removed
-
-	gmu    sync.Mutex // guards groups
-	groups *groupList // the groups joined; nil before the first Join; &leftAll after LeaveAll
-}
-
-// groupList is a session's groups, allocated at its first Join: most connections never join one,
-// and an idle connection should not pay for it.
-type groupList struct{ names []string }
-
-// leftAll marks a session whose LeaveAll ran: no more joins.
-var leftAll groupList
-
-// New returns a session in state CONNECTED.
-func New(c Conn, now int64) *Session {
-	s := &Session{Conn: c, OpenedAt: now}
-	s.lastSeen.Store(now)
-	return s
-}
-
-// ID is the connection ID.
-func (s *Session) ID() uint64 { return s.Conn.ID() }
-
-// State is the current state.
-func (s *Session) State() State { return State(s.state.Load()) }
-
-// SetState moves to st unless the session is already CLOSED. It reports whether it moved.
-func (s *Session) SetState(st State) bool {
-	for {
-		cur := s.state.Load()
-		if State(cur) == StateClosed {
-			return false
-		}
-		if s.state.CompareAndSwap(cur, uint32(st)) {
-			return true
-		}
-	}
-}
-
-// Transition moves from one state to another atomically; it reports whether the session was in
-// from.
-func (s *Session) Transition(from, to State) bool {
-	return s.state.CompareAndSwap(uint32(from), uint32(to))
-}
-
-// SetCloseCode records why the session is closing; only the first reason sticks.
-func (s *Session) SetCloseCode(c frame.Code) { s.closeBy.CompareAndSwap(0, uint32(c)) }
-
-// CloseCode is the recorded close reason, frame.CodeOK when none was recorded (the transport
-// closed).
-func (s *Session) CloseCode() frame.Code { return frame.Code(s.closeBy.Load()) }
-
-// Touch records activity at now (unix nanoseconds).
-func (s *Session) Touch(now int64) { s.lastSeen.Store(now) }
-
-// LastSeen is the time of the last recorded activity (unix nanoseconds).
-func (s *Session) LastSeen() int64 { return s.lastSeen.Load() }
-
-// NextPushSeq returns the seq for the next PUSH to this session: increasing per connection.
-func (s *Session) NextPushSeq() uint32 { return s.pushSeq.Add(1) }
-
 const numShards = 64
 
-// Table indexes logged-in sessions by connection ID, by device and by user, and enforces the
+// table indexes logged-in connections by connection ID, by device and by user, and enforces the
 // per-device (one) and per-user connection limits. It is safe for concurrent use.
 //
 // Every session in the table has exactly one device entry (a newer login of the device evicts
@@ -105,7 +16,7 @@ const numShards = 64
 // strings: an index entry allocates nothing but its map slot.
 //
 // Lock order: a conn shard, then a device shard, then a user shard; never two of one kind.
-type Table struct {
+type table struct {
 	maxPerUser int
 	seed       maphash.Seed
 	count      atomic.Int64
@@ -117,7 +28,7 @@ type Table struct {
 
 type connShard struct {
 	mu sync.RWMutex
-	m  map[uint64]*Session
+	m  map[uint64]*Client
 }
 
 // idKey is an app's device or user.
@@ -125,29 +36,27 @@ type idKey struct{ app, id string }
 
 type keyShard struct {
 	mu sync.RWMutex
-	m  map[idKey]*Session
+	m  map[idKey]*Client
 }
 
 type userShard struct {
 	mu sync.RWMutex
-	m  map[idKey][]*Session // oldest login first
+	m  map[idKey][]*Client // oldest login first
 }
 
-// NewTable returns a table that keeps at most maxPerUser connections per user (0: no limit).
+// newTable returns a table that keeps at most maxPerUser connections per user (0: no limit).
 // A device always has at most one.
-func NewTable(maxPerUser int) *Table {
-	t := &Table{maxPerUser: maxPerUser, seed: maphash.MakeSeed()}
+func newTable(maxPerUser int) *table {
+	t := &table{maxPerUser: maxPerUser, seed: maphash.MakeSeed()}
 	for i := range numShards {
-		t.conns[i].m = make(map[uint64]*Session)
-		t.devices[i].m = make(map[idKey]*Session)
-		t.users[i].m = make(map[idKey][]*Session)
+		t.conns[i].m = make(map[uint64]*Client)
+		t.devices[i].m = make(map[idKey]*Client)
+		t.users[i].m = make(map[idKey][]*Client)
 	}
 	return t
 }
 
-func key(app, id string) string { return app + "\x00" + id }
-
-func (t *Table) shardOf(k idKey) int {
+func (t *table) shardOf(k idKey) int {
 	var h maphash.Hash
 	h.SetSeed(t.seed)
 	h.WriteString(k.app)
@@ -159,17 +68,17 @@ func (t *Table) shardOf(k idKey) int {
 // Add registers a logged-in session. It returns the sessions it displaced, which the caller
 // closes (with GOAWAY EVICTED): the previous connection of the same device, and the oldest
 // connections of the same user past the per-user limit.
-func (t *Table) Add(s *Session) (evicted []*Session) {
+func (t *table) Add(s *Client) (evicted []*Client) {
 	if s.inTable.Swap(true) {
 		return nil
 	}
 	t.count.Add(1)
-	cs := &t.conns[s.ID()%numShards]
+	cs := &t.conns[s.id()%numShards]
 	cs.mu.Lock()
-	cs.m[s.ID()] = s
+	cs.m[s.id()] = s
 	cs.mu.Unlock()
 
-	dk := idKey{s.App, s.Device}
+	dk := idKey{s.app, s.device}
 	ds := &t.devices[t.shardOf(dk)]
 	ds.mu.Lock()
 	if old := ds.m[dk]; old != nil && old != s {
@@ -178,14 +87,14 @@ func (t *Table) Add(s *Session) (evicted []*Session) {
 	ds.m[dk] = s
 	ds.mu.Unlock()
 
-	if s.User != "" {
-		uk := idKey{s.App, s.User}
+	if s.user != "" {
+		uk := idKey{s.app, s.user}
 		us := &t.users[t.shardOf(uk)]
 		us.mu.Lock()
 		list := append(us.m[uk], s)
 		if t.maxPerUser > 0 {
 			for len(list) > t.maxPerUser {
-				if !containsSession(evicted, list[0]) {
+				if !containsClient(evicted, list[0]) {
 					evicted = append(evicted, list[0])
 				}
 				list = list[1:]
@@ -197,7 +106,7 @@ func (t *Table) Add(s *Session) (evicted []*Session) {
 	return evicted
 }
 
-func containsSession(list []*Session, s *Session) bool {
+func containsClient(list []*Client, s *Client) bool {
 	for _, x := range list {
 		if x == s {
 			return true
@@ -208,19 +117,19 @@ func containsSession(list []*Session, s *Session) bool {
 
 // Remove unregisters s from every index that still points to it. It reports whether s was in the
 // table. A newer session of the same device is never touched.
-func (t *Table) Remove(s *Session) bool {
+func (t *table) Remove(s *Client) bool {
 	if !s.inTable.CompareAndSwap(true, false) {
 		return false
 	}
 	t.count.Add(-1)
-	cs := &t.conns[s.ID()%numShards]
+	cs := &t.conns[s.id()%numShards]
 	cs.mu.Lock()
-	if cs.m[s.ID()] == s {
-		delete(cs.m, s.ID())
+	if cs.m[s.id()] == s {
+		delete(cs.m, s.id())
 	}
 	cs.mu.Unlock()
 
-	dk := idKey{s.App, s.Device}
+	dk := idKey{s.app, s.device}
 	ds := &t.devices[t.shardOf(dk)]
 	ds.mu.Lock()
 	if ds.m[dk] == s {
@@ -228,8 +137,8 @@ func (t *Table) Remove(s *Session) bool {
 	}
 	ds.mu.Unlock()
 
-	if s.User != "" {
-		uk := idKey{s.App, s.User}
+	if s.user != "" {
+		uk := idKey{s.app, s.user}
 		us := &t.users[t.shardOf(uk)]
 		us.mu.Lock()
 		list := us.m[uk]
@@ -251,7 +160,7 @@ func (t *Table) Remove(s *Session) bool {
 
 // ByConn returns the session of a connection ID (as LOGIN_ACK's conn and the backend's
 // Pushwire-Conn header name it).
-func (t *Table) ByConn(id uint64) *Session {
+func (t *table) ByConn(id uint64) *Client {
 	cs := &t.conns[id%numShards]
 	cs.mu.RLock()
 	s := cs.m[id]
@@ -260,7 +169,7 @@ func (t *Table) ByConn(id uint64) *Session {
 }
 
 // ByDevice returns the live session of a device.
-func (t *Table) ByDevice(app, device string) *Session {
+func (t *table) ByDevice(app, device string) *Client {
 	dk := idKey{app, device}
 	ds := &t.devices[t.shardOf(dk)]
 	ds.mu.RLock()
@@ -270,7 +179,7 @@ func (t *Table) ByDevice(app, device string) *Session {
 }
 
 // ByUser appends the live sessions of a user to dst, oldest login first.
-func (t *Table) ByUser(dst []*Session, app, user string) []*Session {
+func (t *table) ByUser(dst []*Client, app, user string) []*Client {
 	uk := idKey{app, user}
 	us := &t.users[t.shardOf(uk)]
 	us.mu.RLock()
@@ -280,13 +189,13 @@ func (t *Table) ByUser(dst []*Session, app, user string) []*Session {
 }
 
 // Len is the number of sessions in the table.
-func (t *Table) Len() int { return int(t.count.Load()) }
+func (t *table) Len() int { return int(t.count.Load()) }
 
 // Range calls fn for every device's current session until fn returns false (a session evicted by
 // a newer one of its device, and not yet removed, is not visited). Sessions added or removed during the
 // call may or may not be seen. fn runs without the table's locks held.
-func (t *Table) Range(fn func(*Session) bool) {
-	var batch []*Session
+func (t *table) Range(fn func(*Client) bool) {
+	var batch []*Client
 	for i := range numShards {
 		ds := &t.devices[i]
 		ds.mu.RLock()

@@ -29,14 +29,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Fanout runs a function over chunks of a target list on a fixed set of workers. Start it before
-// use and Stop it after the last Run.
+// Fanout runs a function over chunks of a target list on a fixed set of workers. New starts
+// nothing: Start starts the workers and Stop stops them and waits for them. Before Start, Run
+// runs every chunk on its caller.
 type Fanout[T any] struct {
 	cfg  Config
 	jobs chan job[T]
 	wg   sync.WaitGroup
 
-	mu      sync.RWMutex // held for reading by Run while it hands out jobs; Stop takes it to close
+	mu      sync.RWMutex // held for reading by Run while it hands out jobs; Start and Stop take it
+	started bool
 	stopped bool
 }
 
@@ -46,29 +48,34 @@ type job[T any] struct {
 	done *sync.WaitGroup
 }
 
-// New returns a stopped Fanout.
+// New returns a Fanout whose workers are not started.
 func New[T any](cfg Config) *Fanout[T] {
 	cfg.setDefaults()
 	return &Fanout[T]{cfg: cfg, jobs: make(chan job[T], cfg.Workers)}
 }
 
-// Start starts the workers.
+// Start starts the workers. It does nothing after the first call or after Stop.
 func (f *Fanout[T]) Start() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started || f.stopped {
+		return
+	}
+	f.started = true
 	for range f.cfg.Workers {
-		f.wg.Add(1)
-		go f.work()
+		f.wg.Go(f.work)
 	}
 }
 
 func (f *Fanout[T]) work() {
-	defer f.wg.Done()
 	for j := range f.jobs {
 		j.fn(j.list)
 		j.done.Done()
 	}
 }
 
-// Stop waits for the jobs under way and stops the workers.
+// Stop waits for the jobs under way and stops the workers. It may be called more than once, and
+// without Start.
 func (f *Fanout[T]) Stop() {
 	f.mu.Lock()
 	if !f.stopped {
@@ -93,6 +100,14 @@ func (f *Fanout[T]) Run(list []T, fn func(chunk []T)) error {
 	if f.stopped {
 		return ErrStopped
 	}
+	if !f.started {
+		for len(list) > 0 {
+			n := min(len(list), f.cfg.Chunk)
+			fn(list[:n:n])
+			list = list[n:]
+		}
+		return nil
+	}
 	var done sync.WaitGroup
 	for len(list) > 0 {
 		n := min(len(list), f.cfg.Chunk)
@@ -103,6 +118,3 @@ func (f *Fanout[T]) Run(list []T, fn func(chunk []T)) error {
 	done.Wait()
 	return nil
 }
-
-// Chunk is the configured chunk size.
-func (f *Fanout[T]) Chunk() int { return f.cfg.Chunk }

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 func TestRunCoversEveryTargetOnce(t *testing.T) {
@@ -83,4 +85,21 @@ func BenchmarkRun(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// New starts nothing: before Start, Run runs every chunk on its caller; Start after Stop starts
+// nothing; Stop without Start is harmless.
+func TestLifecycle(t *testing.T) {
+	f := New[int](Config{Workers: 2, Chunk: 10})
+	goleak.VerifyNone(t)
+	var chunks int
+	if err := f.Run(make([]int, 25), func(c []int) { chunks++ }); err != nil || chunks != 3 {
+		t.Fatalf("Run before Start: %d chunks, %v", chunks, err)
+	}
+	f.Stop()
+	f.Start()
+	goleak.VerifyNone(t)
+	f.Stop()
 }

@@ -1,6 +1,7 @@
-// Package session holds the connection-independent half of a gateway connection: the session
-// state machine of the protocol and the session table that finds sessions by connection, device
-// and user.
+// Package session is the protocol's session state machine (docs/protocol.md "Session states"):
+// the states of a connection, the events that move it, the table of legal moves, and the table of
+// which frame types each state accepts. It holds no connection: the gateway's connection object
+// keeps its state in one word and moves it only through Next.
 package session
 
 import (
@@ -15,7 +16,7 @@ import (
 //	    |                      |                        |
 //	    +-- login timeout /    +-- token bad ---------->+-- idle timeout, protocol error, eviction,
 //	        protocol error --------------------------------> slow consumer, transport closed --> CLOSED
-type State uint32
+type State uint8
 
 // States.
 const (
@@ -35,7 +36,78 @@ func (s State) String() string {
 	if s < NumStates {
 		return stateNames[s]
 	}
-	return fmt.Sprintf("State(%d)", uint32(s))
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// LoggedIn reports whether s is a state after a successful login and before the close: ACTIVE or
+// DRAINING, where pushes are delivered.
+func (s State) LoggedIn() bool { return s == StateActive || s == StateDraining }
+
+// Event is what moves a session from one state to another.
+type Event uint8
+
+// Events.
+const (
+	EventLogin    Event = iota // a LOGIN frame arrived
+	EventTokenOK               // its token was verified and the identity registered
+	EventTokenBad              // its token was refused (missing, forged, expired, another device or app)
+	EventGoaway                // GOAWAY SHUTTING_DOWN was sent: the instance drains
+	EventClose                 // the connection closes, for any reason (the close code says which)
+
+	// NumEvents bounds Event values.
+	NumEvents = 5
+)
+
+var eventNames = [NumEvents]string{"LOGIN", "TOKEN_OK", "TOKEN_BAD", "GOAWAY", "CLOSE"}
+
+func (e Event) String() string {
+	if e < NumEvents {
+		return eventNames[e]
+	}
+	return fmt.Sprintf("Event(%d)", uint8(e))
+}
+
+// noMove marks an illegal (state, event) pair in the transition table.
+const noMove = State(0xFF)
+
+// transitions is the table of legal moves: transitions[from][event] is the state the event moves
+// to, or noMove. Every state but CLOSED closes; CLOSED is terminal.
+var transitions = func() (t [NumStates][NumEvents]State) {
+	for s := range t {
+		for e := range t[s] {
+			t[s][e] = noMove
+		}
+	}
+	t[StateConnected][EventLogin] = StateAuthenticating
+	t[StateAuthenticating][EventTokenOK] = StateActive
+	t[StateAuthenticating][EventTokenBad] = StateClosed
+	t[StateActive][EventGoaway] = StateDraining
+	for _, s := range []State{StateConnected, StateAuthenticating, StateActive, StateDraining} {
+		t[s][EventClose] = StateClosed
+	}
+	return t
+}()
+
+// Next returns the state event e moves a session in state from to, and whether the move is legal.
+func Next(from State, e Event) (State, bool) {
+	if from >= NumStates || e >= NumEvents {
+		return from, false
+	}
+	to := transitions[from][e]
+	if to == noMove {
+		return from, false
+	}
+	return to, true
+}
+
+// TransitionError is an illegal move: event Event in state From.
+type TransitionError struct {
+	From  State
+	Event Event
+}
+
+func (e *TransitionError) Error() string {
+	return "session: " + e.Event.String() + " not allowed in state " + e.From.String()
 }
 
 // accept is the table of states × frame types: the code a frame of that type gets in that state.

@@ -16,9 +16,10 @@
 //
 // # Locking
 //
-// Each slot has its own mutex, a leaf lock: Add holds one slot's mutex to append, the driving
-// goroutine holds it to take out the due items. No lock is held while fire runs, so fire may call
-// Add. The lifecycle mutex (Start, Stop) is never held together with a slot mutex.
+// Each slot has its own mutex, a leaf lock: Add holds one slot's mutex to append, Advance holds it
+// to take out the due items. Advance holds the visit mutex while it visits ticks (and calls fire),
+// so fire may call Add but not Advance. The lifecycle mutex (Start, Stop) is never held together
+// with a slot mutex.
 package timewheel
 
 import (
@@ -58,6 +59,7 @@ type Wheel[T any] struct {
 	origin time.Time // tick k is at origin + k*tick; carries a monotonic reading
 	slots  []slot[T]
 	fire   func(now time.Time, v T)
+	now    func() time.Time // the clock: time.Now unless WithClock
 
 	cur     atomic.Int64 // the last tick visited: Add places items after it
 	pending atomic.Int64 // items added and not yet fired or dropped
@@ -68,23 +70,39 @@ type Wheel[T any] struct {
 	quit    chan struct{} // closed by Stop
 	done    chan struct{} // closed by the driving goroutine as it exits
 
-	firing []T // the driving goroutine's: values due in the tick it is visiting
+	visitMu sync.Mutex // held by Advance while it visits ticks; guards firing
+	firing  []T        // values due in the tick being visited
 }
 
+// Option configures a Wheel.
+type Option func(*options)
+
+type options struct{ now func() time.Time }
+
+// WithClock makes the wheel read the time from now instead of time.Now: its origin at New, and the
+// present each time its goroutine wakes. A test gives it a clock it advances, and moves the wheel
+// with Advance (with or without Start).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
 // New returns a wheel with the given tick (granularity, e.g. 1s) and number of slots. fire is
-// called on the wheel's goroutine for each due item; it must not block for long, must not panic,
-// and must not call Stop. Deadlines up to slots*tick ahead take one visit; later ones wait for
+// called on the wheel's goroutine (or Advance's caller) for each due item; it must not block for
+// long, must not panic, and must not call Stop or Advance. Deadlines up to slots*tick ahead take one visit; later ones wait for
 // their rotation. The wheel's clock starts at New: Start it soon after. New panics on a
-// non-positive tick or slot count, or a nil fire.
-func New[T any](tick time.Duration, slots int, fire func(now time.Time, v T)) *Wheel[T] {
+// non-positive tick or slot count, or a nil fire. New starts nothing.
+func New[T any](tick time.Duration, slots int, fire func(now time.Time, v T), opts ...Option) *Wheel[T] {
 	if tick <= 0 || slots <= 0 || fire == nil {
 		panic("timewheel: New needs a positive tick and slot count and a fire func")
 	}
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return &Wheel[T]{
 		tick:   tick,
-		origin: time.Now(),
+		origin: o.now(),
 		slots:  make([]slot[T], slots),
 		fire:   fire,
+		now:    o.now,
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -102,7 +120,7 @@ func (w *Wheel[T]) Start() {
 }
 
 // Stop stops the driving goroutine and waits for it to exit; if a tick is firing, that tick's
-// items fire first. Pending items are dropped, and later Adds are ignored. Stop is idempotent and
+// items fire first. Stop without Start is fine. Pending items are dropped, and later Adds are ignored. Stop is idempotent and
 // safe from any goroutine but the wheel's own (fire must not call it).
 func (w *Wheel[T]) Stop() {
 	w.mu.Lock()
@@ -190,19 +208,28 @@ func (w *Wheel[T]) run() {
 			return
 		case <-t.C:
 		}
-		last := int64(time.Since(w.origin) / w.tick)
-		for k := w.cur.Load() + 1; k <= last; k++ {
-			if w.stopped.Load() {
-				return
-			}
-			w.visit(k)
-		}
+		w.Advance(w.now())
 		t.Reset(w.untilNext())
 	}
 }
 
+// Advance visits every tick up to now, in order, firing what is due: the driving goroutine calls
+// it with the clock's time each time it wakes, and a test with a clock of its own calls it after
+// moving that clock. It is safe from any goroutine but fire's. After Stop it does nothing.
+func (w *Wheel[T]) Advance(now time.Time) {
+	w.visitMu.Lock()
+	defer w.visitMu.Unlock()
+	last := int64(now.Sub(w.origin) / w.tick)
+	for k := w.cur.Load() + 1; k <= last; k++ {
+		if w.stopped.Load() {
+			return
+		}
+		w.visit(k)
+	}
+}
+
 // untilNext is how long until the tick after the last one visited.
-func (w *Wheel[T]) untilNext() time.Duration { return time.Until(w.tickTime(w.cur.Load() + 1)) }
+func (w *Wheel[T]) untilNext() time.Duration { return w.tickTime(w.cur.Load() + 1).Sub(w.now()) }
 
 // visit advances the clock to tick k and fires the items due at k, outside the slot's lock.
 func (w *Wheel[T]) visit(k int64) {

@@ -494,3 +494,63 @@ func TestNoRetention(t *testing.T) {
 		time.Sleep(tick)
 	}
 }
+
+// manualClock is a clock the test moves.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) add(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+// With a clock of its own, the wheel fires exactly when Advance passes a deadline, never before,
+// and its coarse Now follows the clock: no real time passes in this test.
+func TestManualClock(t *testing.T) {
+	clock := &manualClock{now: time.Unix(1_000_000, 0)}
+	rec := &recorder{}
+	w := timewheel.New(time.Second, 4, rec.fire, timewheel.WithClock(clock.Now))
+	defer w.Stop()
+	start := clock.Now()
+	w.Add(start.Add(1500*time.Millisecond), 1)
+	w.Add(start.Add(10*time.Second), 2) // beyond one rotation of 4 slots
+	w.Advance(clock.add(time.Second))
+	if got := rec.snapshot(); len(got) != 0 {
+		t.Fatalf("fired early: %v", got)
+	}
+	if !w.Now().Equal(start.Add(time.Second)) {
+		t.Fatalf("Now %v, want start+1s", w.Now().Sub(start))
+	}
+	w.Advance(clock.add(time.Second))
+	if got := rec.snapshot(); len(got) != 1 || got[0].v != 1 || !got[0].now.Equal(start.Add(2*time.Second)) {
+		t.Fatalf("after 2s: %v", got)
+	}
+	w.Advance(clock.add(7 * time.Second))
+	if got := rec.snapshot(); len(got) != 1 {
+		t.Fatalf("after 9s: %v", got)
+	}
+	w.Advance(clock.add(time.Second))
+	if got := rec.snapshot(); len(got) != 2 || got[1].v != 2 {
+		t.Fatalf("after 10s: %v", got)
+	}
+	if w.Len() != 0 {
+		t.Fatalf("Len %d", w.Len())
+	}
+	// Started, the goroutine reads the same clock: it fires nothing the clock has not reached.
+	w.Start()
+	w.Add(clock.Now().Add(time.Second), 3)
+	w.Advance(clock.add(time.Second))
+	if got := rec.snapshot(); len(got) != 3 || got[2].v != 3 {
+		t.Fatalf("started, after 1s: %v", got)
+	}
+}
