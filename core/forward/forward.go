@@ -195,15 +195,6 @@ func newTransport(conns int) *http.Transport {
 	}
 }
 
-// Biz returns the effective configuration of business id.
-func (f *Forwarder) Biz(id uint16) (Biz, bool) {
-	p, ok := f.pools[id]
-	if !ok {
-		return Biz{}, false
-	}
-	return p.cfg, true
-}
-
 // Submit queues req for its business's pool and returns at once. It never blocks: it returns
 // ErrUnknownBiz when the biz has no backend, ErrBusy when its queue is full, ErrBadMeta when a
 // meta entry cannot be an HTTP header, and ErrClosed after Close. On any error Done is not
@@ -460,15 +451,6 @@ func (f *Forwarder) Stats() []Stats {
 		out = append(out, f.pools[id].stats())
 	}
 	return out
-}
-
-// BizStats returns business id's counters.
-func (f *Forwarder) BizStats(id uint16) (Stats, bool) {
-	p, ok := f.pools[id]
-	if !ok {
-		return Stats{}, false
-	}
-	return p.stats(), true
 }
 
 func (p *pool) stats() Stats {

@@ -124,22 +124,21 @@ func TestConfigValidate(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	bizs := map[uint16]forward.Biz{7: {BackendURL: "http://127.0.0.1:1/", NotifyURL: "http://127.0.0.1:1/n"}}
 	f := newForwarder(t, bizs)
-	b, ok := f.Biz(7)
-	if !ok {
-		t.Fatal("biz 7 missing")
+	st := f.Stats()
+	if len(st) != 1 || st[0].Biz != 7 || st[0].Name != "biz-7" || st[0].Workers != 16 || st[0].QueueLen != 1024 {
+		t.Fatalf("effective config %+v", st)
 	}
+	cfg7 := forward.Config{Biz: map[uint16]forward.Biz{7: bizs[7]}}
+	cfg7.SetDefaults()
 	want := forward.Biz{
 		Name: "biz-7", BackendURL: "http://127.0.0.1:1/", NotifyURL: "http://127.0.0.1:1/n",
 		Timeout: 5 * time.Second, PoolSize: 16, QueueLen: 1024, MaxBody: 64 << 10,
 	}
-	if b != want {
-		t.Fatalf("effective config\n got %+v\nwant %+v", b, want)
+	if cfg7.Biz[7] != want {
+		t.Fatalf("defaults\n got %+v\nwant %+v", cfg7.Biz[7], want)
 	}
 	if bizs[7].Name != "" {
 		t.Fatal("New changed the caller's map")
-	}
-	if _, ok := f.Biz(8); ok {
-		t.Fatal("biz 8 exists")
 	}
 	cfg := forward.Config{Biz: map[uint16]forward.Biz{1: bizs[7], 2: bizs[7], 3: {BackendURL: "http://a/"}}}
 	if got := cfg.NotifyURLs(); len(got) != 1 || got[0] != "http://127.0.0.1:1/n" {
@@ -255,7 +254,7 @@ func TestResponseMapping(t *testing.T) {
 				t.Fatalf("got code=%v msg=%q body=%.40q status=%d; want code=%v msg=%q body=%.40q status=%d",
 					resp.Code, resp.Msg, resp.Body, resp.Status, tc.code, tc.msg, tc.body, tc.status)
 			}
-			st, _ := f.BizStats(1)
+			st, _ := bizStats(f, 1)
 			var counted uint64
 			switch tc.code {
 			case frame.CodeOK:
@@ -313,14 +312,14 @@ func TestQueueFullBusy(t *testing.T) {
 	})
 	f := newForwarder(t, map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 1, QueueLen: 2}})
 	first := submit(t, f, 1, "1")
-	waitFor(t, "one request in flight", func() bool { s, _ := f.BizStats(1); return s.InFlight == 1 })
+	waitFor(t, "one request in flight", func() bool { s, _ := bizStats(f, 1); return s.InFlight == 1 })
 	queued := []*result{submit(t, f, 1, "2"), submit(t, f, 1, "3")}
 	for range 3 {
 		if err := f.Submit(&forward.Request{Biz: 1, Done: func(forward.Response) { t.Error("Done called for a busy request") }}); err != forward.ErrBusy {
 			t.Fatalf("Submit on a full queue = %v, want ErrBusy", err)
 		}
 	}
-	st, _ := f.BizStats(1)
+	st, _ := bizStats(f, 1)
 	if st.Submitted != 3 || st.Busy != 3 || st.Queued != 2 || st.InFlight != 1 || st.Workers != 1 || st.QueueLen != 2 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -330,7 +329,7 @@ func TestQueueFullBusy(t *testing.T) {
 			t.Fatalf("response %+v", resp)
 		}
 	}
-	waitFor(t, "pool idle", func() bool { s, _ := f.BizStats(1); return s.InFlight == 0 && s.OK == 3 })
+	waitFor(t, "pool idle", func() bool { s, _ := bizStats(f, 1); return s.InFlight == 0 && s.OK == 3 })
 }
 
 // TestSlowBizIsolation saturates a business whose backend takes 2 s and checks that another
@@ -351,10 +350,10 @@ func TestSlowBizIsolation(t *testing.T) {
 	for i := range 4 {
 		slowResults = append(slowResults, submit(t, f, 1, "slow"))
 		if i == 1 {
-			waitFor(t, "slow workers busy", func() bool { s, _ := f.BizStats(1); return s.InFlight == 2 })
+			waitFor(t, "slow workers busy", func() bool { s, _ := bizStats(f, 1); return s.InFlight == 2 })
 		}
 	}
-	waitFor(t, "slow pool saturated", func() bool { s, _ := f.BizStats(1); return s.InFlight == 2 && s.Queued == 2 })
+	waitFor(t, "slow pool saturated", func() bool { s, _ := bizStats(f, 1); return s.InFlight == 2 && s.Queued == 2 })
 	if err := f.Submit(&forward.Request{Biz: 1}); err != forward.ErrBusy {
 		t.Fatalf("saturated slow biz: Submit = %v, want ErrBusy", err)
 	}
@@ -371,7 +370,7 @@ func TestSlowBizIsolation(t *testing.T) {
 		t.Fatalf("20 fast requests took %v while the slow biz was saturated", el)
 	}
 	t.Logf("20 fast-biz round trips in %v while biz 1 was saturated", time.Since(start))
-	if st, _ := f.BizStats(1); st.InFlight != 2 || st.Queued != 2 || st.OK+st.BackendError+st.Timeout != 0 {
+	if st, _ := bizStats(f, 1); st.InFlight != 2 || st.Queued != 2 || st.OK+st.BackendError+st.Timeout != 0 {
 		t.Fatalf("the slow biz is not saturated any more: %+v", st)
 	}
 
@@ -571,7 +570,7 @@ func BenchmarkSubmitBusy(b *testing.B) {
 	body := bytes.Repeat([]byte("p"), 128)
 	b.Cleanup(func() { close(release) }) // before the forwarder's Close: cleanups run last first
 	submit(b, f, 1, "in flight")
-	waitFor(b, "the worker busy", func() bool { s, _ := f.BizStats(1); return s.InFlight == 1 })
+	waitFor(b, "the worker busy", func() bool { s, _ := bizStats(f, 1); return s.InFlight == 1 })
 	submit(b, f, 1, "queued")
 	req := &forward.Request{Biz: 1, Meta: meta, Body: body}
 	b.ReportAllocs()
@@ -616,4 +615,14 @@ func TestObserve(t *testing.T) {
 	if a, b := <-seen, <-seen; a != (obs{5, frame.CodeOK}) || b != (obs{5, frame.CodeBackendError}) {
 		t.Fatalf("observed %v then %v", a, b)
 	}
+}
+
+// bizStats is business id's counters, from Stats.
+func bizStats(f *forward.Forwarder, id uint16) (forward.Stats, bool) {
+	for _, st := range f.Stats() {
+		if st.Biz == id {
+			return st, true
+		}
+	}
+	return forward.Stats{}, false
 }

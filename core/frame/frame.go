@@ -47,7 +47,7 @@ const (
 // Type is a frame type.
 type Type uint8
 
-// Frame types (PROTOCOL.md "Frame types").
+// Frame types (docs/protocol.md "Frame types").
 const (
 	TypeLogin    Type = 0x01 // client → gateway; meta token (required), device, app, platform, sdk, net
 	TypeLoginAck Type = 0x02 // gateway → client; meta conn, hb, node; msg on failure
@@ -84,7 +84,7 @@ func (t Type) String() string {
 // Code is a status carried in replies.
 type Code uint8
 
-// Codes (PROTOCOL.md "Codes").
+// Codes (docs/protocol.md "Codes").
 const (
 	CodeOK                 Code = 0
 	CodeBadFrame           Code = 1

@@ -6,9 +6,6 @@ import (
 	"time"
 )
 
-// Draining reports whether Drain has begun.
-func (n *Node) Draining() bool { return n.draining.Load() }
-
 // Drain moves the instance out of service without losing what it accepted. It reports itself
 // draining (/readyz answers 503, /v1/stats and /metrics say so), refuses new connections with
 // GOAWAY, sends GOAWAY (SHUTTING_DOWN, retry_ms with jitter) to every session spread evenly over

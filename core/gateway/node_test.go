@@ -236,7 +236,7 @@ func TestDrain(t *testing.T) {
 			t.Fatalf("GOAWAY meta %q", f.Meta)
 		}
 	}
-	if !n.Draining() || call(t, n.Handler(), http.MethodGet, "/readyz", "", nil) != http.StatusServiceUnavailable {
+	if !n.draining.Load() || call(t, n.Handler(), http.MethodGet, "/readyz", "", nil) != http.StatusServiceUnavailable {
 		t.Fatal("not reported draining")
 	}
 	p := clients[0]
