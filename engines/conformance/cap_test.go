@@ -65,7 +65,15 @@ func TestMaxConns(t *testing.T) {
 		}
 
 		// A slot frees when one closes.
-		first := h.conns()[0]
+		var first engines.Conn
+		for _, sc := range h.conns() {
+			if sc.RemoteAddr() == clients[0].LocalAddr().String() {
+				first = sc
+			}
+		}
+		if first == nil {
+			t.Fatal("no server side found for the first client")
+		}
 		_ = clients[0].Close()
 		h.waitClosed(t, first, 5*time.Second)
 		next := dial(t, s)

@@ -106,10 +106,7 @@ var ErrStopped = errors.New("gnetengine: gnet stopped on its own (accept failed:
 const minTick = 10 * time.Millisecond
 
 type engine struct {
-	cfg  engines.Config
-	log  *slog.Logger
-	rd   *kit.Reader
-	gate *kit.Gate
+	kit.Base
 	opts []gnet.Option
 	tick time.Duration
 
@@ -132,12 +129,8 @@ type engine struct {
 
 // newEngine builds a gnet engine; engines.New has validated the options.
 func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	log := slog.Default().With("engine", Name)
 	e := &engine{
-		cfg:     cfg,
-		log:     log,
-		rd:      kit.NewReader(cfg, h),
-		gate:    kit.NewGate(cfg, log),
+		Base:    kit.NewBase(Name, cfg, h),
 		ready:   make(chan struct{}),
 		stopCh:  make(chan struct{}),
 		runDone: make(chan struct{}),
@@ -160,18 +153,13 @@ func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 		gnet.WithTicker(true),
 		gnet.WithLoadBalancing(lb),
 		gnet.WithLockOSThread(kit.Bool(cfg, "lock_os_thread")),
-		gnet.WithLogger(gnetLogger{e.log}),
+		gnet.WithLogger(gnetLogger{e.Log}),
 	}
 	if keepAlive := kit.Duration(cfg, "tcp_keepalive"); keepAlive > 0 {
 		e.opts = append(e.opts, gnet.WithTCPKeepAlive(keepAlive))
 	}
 	return e, nil
 }
-
-// Refused implements engines.Counter.
-func (e *engine) Refused() uint64 { return e.gate.Refused() }
-
-func (e *engine) Name() string { return Name }
 
 // Addr is the bound listen address once Start has returned without error.
 func (e *engine) Addr() net.Addr {
@@ -198,12 +186,12 @@ func (e *engine) Start() error {
 		return nil
 	case <-e.runDone:
 		if e.runErr != nil {
-			return fmt.Errorf("gnetengine: listen %s: %w", e.cfg.Addr, e.runErr)
+			return fmt.Errorf("gnetengine: listen %s: %w", e.Cfg.Addr, e.runErr)
 		}
 		if e.bootErr != nil {
 			return e.bootErr
 		}
-		return fmt.Errorf("gnetengine: listen %s: gnet stopped before serving", e.cfg.Addr)
+		return fmt.Errorf("gnetengine: listen %s: gnet stopped before serving", e.Cfg.Addr)
 	}
 }
 
@@ -213,7 +201,7 @@ func (e *engine) Start() error {
 // a backoff, so the process does not go on without a listener.
 func (e *engine) run() {
 	defer close(e.runDone)
-	addr := "tcp://" + e.cfg.Addr
+	addr := "tcp://" + e.Cfg.Addr
 	backoff := kit.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		err := gnet.Run(eventHandler{e}, addr, e.opts...)
@@ -225,11 +213,11 @@ func (e *engine) run() {
 		}
 		if e.stopping.Load() {
 			if err != nil {
-				e.log.Error("gnet stopped with an error", "err", err)
+				e.Log.Error("gnet stopped with an error", "err", err)
 			}
 			return
 		}
-		e.log.Error("gnet stopped without Shutdown (accept failed: out of file descriptors?); restarting",
+		e.Log.Error("gnet stopped without Shutdown (accept failed: out of file descriptors?); restarting",
 			"addr", e.addr, "err", err)
 		if !backoff.Wait(e.stopCh) {
 			return
@@ -313,11 +301,9 @@ type extra struct {
 // conn is one connection. Fields marked "loop" are only touched on the connection's event loop.
 // (Field order keeps the struct in a small size class: most connections are idle.)
 type conn struct {
-	kit.Slot
-	id     uint64
-	gc     gnet.Conn
-	ls     *loopState
-	remote string
+	kit.Ident
+	gc gnet.Conn
+	ls *loopState
 
 	outbound atomic.Int64 // gnet's outbound buffer as last read on the loop
 
@@ -334,9 +320,6 @@ type conn struct {
 	gone          bool // loop: OnClose happened
 	closeReq      bool // loop: close once the output is written
 }
-
-func (c *conn) ID() uint64         { return c.id }
-func (c *conn) RemoteAddr() string { return c.remote }
 
 var (
 	_ engines.FrameWriter = (*conn)(nil)
@@ -362,7 +345,7 @@ func (c *conn) queue(a, b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := c.outbound.Load()
-	if err := c.q.Check(n, c.ls.e.cfg.MaxWriteQueue, out); err != nil {
+	if err := c.q.Check(n, c.ls.e.Cfg.MaxWriteQueue, out); err != nil {
 		if errors.Is(err, engines.ErrQueueFull) && out > 0 && c.refreshQueued.CompareAndSwap(false, true) {
 			// The outbound reading may be stale: have the loop refresh it for the next Write.
 			if err := c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(c.refresh)); err != nil {
@@ -462,13 +445,13 @@ func (c *conn) check(now int64) {
 		if c.closeReq {
 			c.closeNow()
 		}
-	case out > 0 && time.Duration(now-x.lastTime) >= c.ls.e.cfg.WriteTimeout:
-		c.ls.e.log.Debug("slow consumer; closing", "conn", c.id, "remote", c.remote, "queued", out)
+	case out > 0 && time.Duration(now-x.lastTime) >= c.ls.e.Cfg.WriteTimeout:
+		c.ls.e.Log.Debug("slow consumer; closing", "conn", c.ID(), "remote", c.RemoteAddr(), "queued", out)
 		c.setReason(engines.ErrWriteTimeout)
 		// Abortive close (RST): what the peer has not taken in WriteTimeout is dropped now
 		// instead of lingering in the kernel's send queue (up to several MB) of an orphan socket.
 		if err := c.gc.SetLinger(0); err != nil {
-			c.ls.e.log.Debug("set linger failed", "conn", c.id, "err", err)
+			c.ls.e.Log.Debug("set linger failed", "conn", c.ID(), "err", err)
 		}
 		c.closeNow()
 	}
@@ -508,7 +491,7 @@ func (c *conn) reason() error {
 func (c *conn) closeNow() {
 	c.markClosed()
 	if err := c.ls.el.Close(c.gc); err != nil {
-		c.ls.e.log.Debug("close failed", "conn", c.id, "err", err)
+		c.ls.e.Log.Debug("close failed", "conn", c.ID(), "err", err)
 	}
 }
 
@@ -534,7 +517,7 @@ func (c *conn) Close() error {
 		return nil
 	}))
 	if err != nil {
-		c.ls.e.log.Debug("close not scheduled; the engine is shutting down", "conn", c.id, "err", err)
+		c.ls.e.Log.Debug("close not scheduled; the engine is shutting down", "conn", c.ID(), "err", err)
 	}
 	return nil
 }
@@ -628,17 +611,18 @@ func (h eventHandler) OnTick() (time.Duration, gnet.Action) {
 
 func (h eventHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	e := h.e
-	if !e.gate.Admit() {
+	if !e.Gate.Admit() {
 		// Refused before the handler sees it: gnet writes the message without waiting (what
 		// the socket does not take is dropped at the close) and closes it; OnClose finds no conn.
-		return e.gate.Message(), gnet.Close
+		return e.Gate.Message(), gnet.Close
 	}
-	c := &conn{id: e.nextID.Add(1), gc: gc, ls: e.loopFor(gc.EventLoop())}
+	var remote string
 	if ra := gc.RemoteAddr(); ra != nil {
-		c.remote = ra.String()
+		remote = ra.String()
 	}
+	c := &conn{Ident: kit.MakeIdent(e.nextID.Add(1), remote), gc: gc, ls: e.loopFor(gc.EventLoop())}
 	gc.SetContext(c)
-	e.rd.H.OnOpen(c)
+	e.Rd.H.OnOpen(c)
 	return nil, gnet.None
 }
 
@@ -678,7 +662,7 @@ func (h eventHandler) deliver(c *conn, gc gnet.Conn) error {
 	if err != nil || len(in) == 0 {
 		return nil
 	}
-	n, herr := h.e.rd.Offer(c, in, c.closing)
+	n, herr := h.e.Rd.Offer(c, in, c.closing)
 	if n > 0 {
 		// Only a positive count: gnet's Discard(0) or a negative one discards everything.
 		if _, err := gc.Discard(n); err != nil {
@@ -695,7 +679,7 @@ func (h eventHandler) deliver(c *conn, gc gnet.Conn) error {
 		if err != nil {
 			return fmt.Errorf("gnetengine: peek: %w", err)
 		}
-		h.e.rd.Hold(&c.extra().in, rest)
+		h.e.Rd.Hold(&c.extra().in, rest)
 		if _, err := gc.Discard(len(rest)); err != nil {
 			return fmt.Errorf("gnetengine: discard: %w", err)
 		}
@@ -712,7 +696,7 @@ func (h eventHandler) deliverSpilled(c *conn, gc gnet.Conn) error {
 	if err != nil || len(in) == 0 {
 		return nil
 	}
-	herr := h.e.rd.Feed(c, &x.in, in, c.closing)
+	herr := h.e.Rd.Feed(c, &x.in, in, c.closing)
 	if _, err := gc.Discard(len(in)); err != nil && herr == nil {
 		herr = fmt.Errorf("gnetengine: discard: %w", err)
 	}
@@ -729,7 +713,7 @@ func (c *conn) closing() bool { return c.closeReq }
 func (c *conn) dropInput(gc gnet.Conn) {
 	discardAll(gc)
 	if c.x != nil && c.x.in.Pending() > 0 {
-		c.ls.e.rd.Release(&c.x.in)
+		c.ls.e.Rd.Release(&c.x.in)
 		c.tidyExtra()
 	}
 }
@@ -762,10 +746,10 @@ func (h eventHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 		reason = ErrStopped // gnet closes every connection when it stops on its own
 	}
 	if c.x != nil {
-		h.e.rd.Release(&c.x.in)
+		h.e.Rd.Release(&c.x.in)
 	}
-	h.e.gate.Leave()
-	h.e.rd.H.OnClose(c, reason)
+	h.e.Gate.Leave()
+	h.e.Rd.H.OnClose(c, reason)
 	return gnet.None
 }
 

@@ -117,10 +117,7 @@ func init() { engines.Register(Name, newEngine, Options...) }
 
 // engine serves one listener with an nbio.Engine.
 type engine struct {
-	cfg  engines.Config
-	log  *slog.Logger
-	rd   *kit.Reader
-	gate *kit.Gate
+	kit.Base
 
 	npoller   int
 	readTimes int
@@ -154,12 +151,8 @@ type engine struct {
 
 // newEngine builds an nbio engine; engines.New has validated the options.
 func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	log := slog.Default().With("engine", Name)
 	e := &engine{
-		cfg:       cfg,
-		log:       log,
-		rd:        kit.NewReader(cfg, h),
-		gate:      kit.NewGate(cfg, log),
+		Base:      kit.NewBase(Name, cfg, h),
 		npoller:   cfg.Workers,
 		readTimes: kit.Int(cfg, "read_times"),
 		lockPoll:  kit.Bool(cfg, "lock_poller"),
@@ -176,11 +169,6 @@ func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 	logging.SetLevel(nbioLevels[cfg.Options["nbio_log"]])
 	return e, nil
 }
-
-// Refused implements engines.Counter.
-func (e *engine) Refused() uint64 { return e.gate.Refused() }
-
-func (e *engine) Name() string { return Name }
 
 func (e *engine) Addr() net.Addr {
 	e.stateMu.Lock()
@@ -201,10 +189,10 @@ func (e *engine) Start() error {
 	g := nbio.NewEngine(nbio.Config{
 		Name:                         "pushwire-nbio",
 		Network:                      "tcp",
-		Addrs:                        []string{e.cfg.Addr},
+		Addrs:                        []string{e.Cfg.Addr},
 		NPoller:                      e.npoller,
-		ReadBufferSize:               e.cfg.ReadBufferSize,
-		MaxWriteBufferSize:           e.cfg.MaxWriteQueue,
+		ReadBufferSize:               e.Cfg.ReadBufferSize,
+		MaxWriteBufferSize:           e.Cfg.MaxWriteQueue,
 		MaxConnReadTimesPerEventLoop: e.readTimes,
 		LockPoller:                   e.lockPoll,
 		Listen:                       e.listen,
@@ -222,7 +210,7 @@ func (e *engine) Start() error {
 			_ = e.ln.Close()
 			e.ln = nil
 		}
-		return fmt.Errorf("nbioengine: start on %s: %w", e.cfg.Addr, err)
+		return fmt.Errorf("nbioengine: start on %s: %w", e.Cfg.Addr, err)
 	}
 	if err := e.probePollers(); err != nil {
 		// Only when file descriptors run out. Stop races with goroutines that have not run yet
@@ -232,7 +220,7 @@ func (e *engine) Start() error {
 		time.Sleep(50 * time.Millisecond)
 		e.stopOnce.Do(g.Stop)
 		e.g = nil
-		return fmt.Errorf("nbioengine: start on %s: %w", e.cfg.Addr, err)
+		return fmt.Errorf("nbioengine: start on %s: %w", e.Cfg.Addr, err)
 	}
 	e.started = true
 	e.sweepWG.Add(1)
@@ -328,7 +316,7 @@ func (e *engine) listen(_, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.ln = newListener(ln, e.log, e.gate)
+	e.ln = newListener(ln, e.Log, e.Gate)
 	return e.ln, nil
 }
 
@@ -350,34 +338,22 @@ func (e *engine) Shutdown(ctx context.Context) error {
 	// before the acceptor goroutine has started (it would then spin on Accept forever).
 	e.ln.stopAccepting()
 	<-e.ln.parked
-	err := ctx.Err()
 
-	// Close everything gracefully, then wait for every OnClose.
-	if err == nil {
+	// Close everything gracefully (no connection opens from here on: the acceptor is parked),
+	// then wait for every OnClose; past ctx, reset what is left.
+	if ctx.Err() == nil {
 		for _, c := range e.conns() {
 			_ = c.Close()
 		}
 	}
-	// No connection opens from here on: the acceptor is parked.
-	done := make(chan struct{})
-	go func() { e.live.Wait(); close(done) }()
-	if err == nil {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	if err != nil {
+	err := kit.WaitOr(ctx, e.live.Wait, func() {
 		for _, c := range e.conns() {
 			c.abort(nil)
 		}
-	}
+	})
 
-	// nbio's Stop closes the listener (releasing the parked acceptor), closes what is left, waits
-	// for every OnClose and stops the pollers.
+	// nbio's Stop closes the listener (releasing the parked acceptor) and stops the pollers.
 	e.stopOnce.Do(e.g.Stop)
-	<-done
 	close(e.quit)
 	e.sweepWG.Wait()
 	return err
@@ -432,10 +408,11 @@ func (e *engine) onOpen(nc *nbio.Conn) {
 	if rc, err := nc.SyscallConn(); err == nil {
 		_ = rc.Control(func(fd uintptr) { syscall.CloseOnExec(int(fd)) })
 	}
-	c := &conn{e: e, nc: nc, id: e.nextID.Add(1)}
+	var remote string
 	if ra := nc.RemoteAddr(); ra != nil {
-		c.remote = ra.String()
+		remote = ra.String()
 	}
+	c := &conn{Ident: kit.MakeIdent(e.nextID.Add(1), remote), e: e, nc: nc}
 	// nbio publishes the session to the poller and Async goroutines through epoll, which the race
 	// detector cannot see; ready is the synchronising store that connOf loads.
 	c.ready.Store(true)
@@ -444,7 +421,7 @@ func (e *engine) onOpen(nc *nbio.Conn) {
 	e.link(c)
 	c.hmu.Lock()
 	c.opening.Store(true)
-	e.rd.H.OnOpen(c)
+	e.Rd.H.OnOpen(c)
 	c.opening.Store(false)
 	c.hmu.Unlock()
 }
@@ -475,10 +452,10 @@ func (e *engine) onData(nc *nbio.Conn, data []byte) {
 		c.hmu.Unlock()
 		return
 	}
-	err := e.rd.Feed(c, &c.in, data, nil)
+	err := e.Rd.Feed(c, &c.in, data, nil)
 	if err != nil {
 		c.noRead = true
-		e.rd.Release(&c.in)
+		e.Rd.Release(&c.in)
 	}
 	c.hmu.Unlock()
 	if err != nil {
@@ -500,14 +477,14 @@ func (e *engine) onClose(nc *nbio.Conn, err error) {
 	}
 	c.dead = true
 	c.gone.Store(true)
-	e.rd.Release(&c.in)
+	e.Rd.Release(&c.in)
 	c.hmu.Unlock()
 	if c.halfShut.Load() {
 		err = c.closeReason() // closed in OnOpen: the hang-up nbio saw was ours
 	}
 	e.unlink(c)
-	e.gate.Leave()
-	e.rd.H.OnClose(c, err)
+	e.Gate.Leave()
+	e.Rd.H.OnClose(c, err)
 	e.live.Done()
 }
 
@@ -545,7 +522,7 @@ func (e *engine) sweep() {
 	t := time.NewTicker(e.sweepIvl)
 	defer t.Stop()
 	var list []*conn
-	limit := int64(e.cfg.WriteTimeout)
+	limit := int64(e.Cfg.WriteTimeout)
 	for {
 		select {
 		case <-e.quit:
@@ -575,7 +552,7 @@ func (e *engine) sweep() {
 				}
 			case now-c.stamp.Load() > limit:
 				c.slow.Store(false)
-				e.log.Debug("slow consumer; closing", "conn", c.id, "remote", c.remote)
+				e.Log.Debug("slow consumer; closing", "conn", c.ID(), "remote", c.RemoteAddr())
 				c.abort(engines.ErrWriteTimeout)
 			default:
 				keep = append(keep, c)
@@ -591,11 +568,9 @@ func (e *engine) sweep() {
 
 // conn is one connection.
 type conn struct {
-	kit.Slot
-	e      *engine
-	nc     *nbio.Conn
-	id     uint64
-	remote string
+	kit.Ident
+	e  *engine
+	nc *nbio.Conn
 
 	queued   atomic.Int64          // bytes accepted by Write and not yet written to the socket
 	stamp    atomic.Int64          // e.mono() of the last write progress, while on the slow list
@@ -620,9 +595,6 @@ var (
 	_ engines.Counter     = (*engine)(nil)
 )
 
-func (c *conn) ID() uint64         { return c.id }
-func (c *conn) RemoteAddr() string { return c.remote }
-
 // Write sends b now as far as the socket takes it; nbio copies the rest and sends it when the
 // socket is writable, so b is not retained. It never blocks on the peer.
 func (c *conn) Write(b []byte) error {
@@ -633,7 +605,7 @@ func (c *conn) Write(b []byte) error {
 		return engines.ErrClosed
 	}
 	n := int64(len(b))
-	limit := int64(c.e.cfg.MaxWriteQueue)
+	limit := int64(c.e.Cfg.MaxWriteQueue)
 	for {
 		q := c.queued.Load()
 		if q+n > limit {

@@ -197,10 +197,7 @@ func configure(s settings, log *slog.Logger) error {
 }
 
 type engine struct {
-	cfg   engines.Config
-	log   *slog.Logger
-	rd    *kit.Reader
-	gate  *kit.Gate
+	kit.Base
 	group *kit.Group
 	set   settings
 
@@ -219,12 +216,8 @@ type engine struct {
 
 // newEngine builds a netpoll engine; engines.New has validated the options.
 func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	log := slog.Default().With("engine", Name)
 	e := &engine{
-		cfg:    cfg,
-		log:    log,
-		rd:     kit.NewReader(cfg, h),
-		gate:   kit.NewGate(cfg, log),
+		Base:   kit.NewBase(Name, cfg, h),
 		set:    settings{bufferSize: kit.Int(cfg, OptBufferSize), pollers: kit.Int(cfg, OptPollers)},
 		conns:  make(map[uint64]*conn),
 		served: make(chan struct{}),
@@ -232,9 +225,6 @@ func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 	e.group = kit.NewGroup(kit.Workers(cfg), min(kit.Duration(cfg, OptHandoff), cfg.WriteTimeout))
 	return e, nil
 }
-
-func (e *engine) Name() string    { return Name }
-func (e *engine) Refused() uint64 { return e.gate.Refused() }
 
 func (e *engine) Addr() net.Addr {
 	if e.ln == nil {
@@ -249,17 +239,17 @@ func (e *engine) Start() error {
 	if e.started {
 		return errors.New("netpoll: engine already started")
 	}
-	if err := configure(e.set, e.log); err != nil {
+	if err := configure(e.set, e.Log); err != nil {
 		return err
 	}
-	ln, err := listen(e.cfg.Addr, e)
+	ln, err := listen(e.Cfg.Addr, e)
 	if err != nil {
 		return err
 	}
 	evl, err := netpoll.NewEventLoop(e.onRequest,
 		netpoll.WithOnPrepare(e.onPrepare),
 		netpoll.WithOnConnect(e.onConnect),
-		netpoll.WithWriteTimeout(e.cfg.WriteTimeout),
+		netpoll.WithWriteTimeout(e.Cfg.WriteTimeout),
 	)
 	if err != nil {
 		_ = ln.Close()
@@ -276,7 +266,7 @@ func (e *engine) Start() error {
 		closing := e.closing
 		e.mu.Unlock()
 		if err != nil && !closing {
-			e.log.Error("netpoll stopped serving", "err", err)
+			e.Log.Error("netpoll stopped serving", "err", err)
 		}
 	}()
 	select {
@@ -285,7 +275,7 @@ func (e *engine) Start() error {
 	case err := <-serveErr:
 		e.group.Stop()
 		_ = ln.Close()
-		return fmt.Errorf("netpoll: serve %s: %w", e.cfg.Addr, err)
+		return fmt.Errorf("netpoll: serve %s: %w", e.Cfg.Addr, err)
 	}
 }
 
@@ -315,18 +305,11 @@ func (e *engine) shutdown(ctx context.Context) error {
 	for _, c := range all {
 		_ = c.Close()
 	}
-	done := make(chan struct{})
-	go func() { e.live.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+	err := kit.WaitOr(ctx, e.live.Wait, func() {
 		for _, c := range all {
 			c.abort()
 		}
-		<-done
-	}
+	})
 	// netpoll reacts to stopAccepting by detaching the listener and ending Serve. Wait for that
 	// before the listening descriptor is closed: under the race detector netpoll finds a
 	// descriptor's operator by number, so a hang-up still queued for this one would hit
@@ -343,7 +326,7 @@ func (e *engine) shutdown(ctx context.Context) error {
 	// listener (Start returned after Serve registered it, so Shutdown finds it), and Serve
 	// returns if the hang-up has not ended it already.
 	if serr := e.evl.Shutdown(ctx); serr != nil {
-		e.log.Warn("netpoll event loop shutdown", "err", serr)
+		e.Log.Warn("netpoll event loop shutdown", "err", serr)
 	}
 	<-e.served
 	e.group.Stop()
@@ -358,17 +341,16 @@ func (e *engine) onPrepare(nc netpoll.Connection) context.Context {
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
-		e.gate.Leave()
+		e.Gate.Leave()
 		return context.Background() // not a *conn: onConnect closes it
 	}
 	id := e.nextID.Add(1)
 	c := &conn{
 		baseContext: context.Background(),
-		id:          id,
+		Ident:       kit.MakeIdent(id, addrString(nc.RemoteAddr())),
 		e:           e,
 		w:           e.group.For(id),
 		nc:          nc,
-		remote:      addrString(nc.RemoteAddr()),
 	}
 	e.conns[id] = c
 	e.live.Add(1)
@@ -384,7 +366,7 @@ func (e *engine) onConnect(ctx context.Context, nc netpoll.Connection) context.C
 		return ctx
 	}
 	c.opened.Store(true)
-	e.rd.H.OnOpen(c)
+	e.Rd.H.OnOpen(c)
 	return ctx
 }
 
@@ -408,8 +390,8 @@ func (e *engine) onRequest(ctx context.Context, nc netpoll.Connection) error {
 		c.closeWith(fmt.Errorf("netpoll: read: %w", err))
 		return nil
 	}
-	if err := e.rd.Feed(c, &c.in, in, c.readStopped); err != nil {
-		e.rd.Release(&c.in)
+	if err := e.Rd.Feed(c, &c.in, in, c.readStopped); err != nil {
+		e.Rd.Release(&c.in)
 		c.closeWith(err)
 	}
 	// Next's bytes die here; what the handler left is in c.in.
@@ -432,13 +414,11 @@ type conn struct {
 	// The conn is itself the context netpoll hands back to OnConnect and OnRequest, so it
 	// needs no separate allocation.
 	baseContext
-	kit.Slot
+	kit.Ident
 
-	id     uint64
 	e      *engine
 	w      *kit.Worker
 	nc     netpoll.Connection
-	remote string
 	opened atomic.Bool // OnOpen was called: OnClose is owed
 	ended  atomic.Bool // OnClose was called
 
@@ -448,17 +428,14 @@ type conn struct {
 	// wmu is held while using nc's Writer, and by the close callback before netpoll frees it.
 	wmu sync.Mutex
 
-	mu        sync.Mutex
-	q         kit.Queue // mu; q.Closed: Close, a handler error or a failure: no more Writes or reads
-	busy      bool      // a runner owns the write side
-	reasonSet bool      // reason below is final (nil for a local Close)
+	// Outbox: the queue (Q.Closed: Close, a handler error or a failure: no more Writes or
+	// reads) and Busy (a runner owns the write side), under Mu with the fields below.
+	kit.Outbox
+	reasonSet bool // reason below is final (nil for a local Close)
 	reason    error
 	closeSent bool // nc.Close was called (or netpoll closed it)
 	sockDone  bool // the close callback ran: nc's buffers are gone
 }
-
-func (c *conn) ID() uint64         { return c.id }
-func (c *conn) RemoteAddr() string { return c.remote }
 
 // Write queues b; see engines.Conn.
 func (c *conn) Write(b []byte) error { return c.write(b, nil) }
@@ -468,18 +445,11 @@ func (c *conn) Write(b []byte) error { return c.write(b, nil) }
 func (c *conn) WriteFrame(head, tail []byte) error { return c.write(head, tail) }
 
 func (c *conn) write(a, b []byte) error {
-	c.mu.Lock()
-	if err := c.q.Push(a, b, c.e.cfg.MaxWriteQueue, 0); err != nil || len(a)+len(b) == 0 {
-		c.mu.Unlock()
-		return err
-	}
-	schedule := !c.busy
-	c.busy = true
-	c.mu.Unlock()
-	if schedule {
+	wake, err := c.Push(a, b, c.e.Cfg.MaxWriteQueue)
+	if wake {
 		c.w.Enqueue(c)
 	}
-	return nil
+	return err
 }
 
 // Close stops reading at once; the worker flushes what is queued and then closes the socket.
@@ -491,52 +461,52 @@ func (c *conn) Close() error {
 
 // closeWith closes like Close with err as the OnClose reason (unless one is already set).
 func (c *conn) closeWith(err error) {
-	c.mu.Lock()
-	if c.q.Closed && err == nil {
-		c.mu.Unlock()
+	c.Mu.Lock()
+	if c.Q.Closed && err == nil {
+		c.Mu.Unlock()
 		return
 	}
 	if !c.reasonSet {
 		c.reasonSet, c.reason = true, err
 	}
-	c.q.Closed = true
-	schedule := !c.busy
-	c.busy = true
-	c.mu.Unlock()
+	c.Q.Closed = true
+	schedule := !c.Busy
+	c.Busy = true
+	c.Mu.Unlock()
 	if schedule {
 		c.w.Enqueue(c)
 	}
 }
 
 func (c *conn) readStopped() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.q.Closed
+	c.Mu.Lock()
+	defer c.Mu.Unlock()
+	return c.Q.Closed
 }
 
 // onNetpollClose is the connection's close callback: it runs once, under netpoll's processing
 // lock (so never during OnOpen or OnData), before netpoll frees the buffers.
 func (c *conn) onNetpollClose(netpoll.Connection) error {
 	c.wmu.Lock() // a runner inside the Writer finishes first (netpoll has woken its Flush)
-	c.mu.Lock()
-	c.sockDone, c.closeSent, c.q.Closed = true, true, true
-	c.q.Drop()
+	c.Mu.Lock()
+	c.sockDone, c.closeSent, c.Q.Closed = true, true, true
+	c.Q.Drop()
 	reason, set := c.reason, c.reasonSet
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	c.wmu.Unlock()
-	c.e.rd.Release(&c.in)
+	c.e.Rd.Release(&c.in)
 	if !set {
 		reason = io.EOF // the peer closed, or the socket failed under netpoll
 	}
 	if !c.ended.CompareAndSwap(false, true) {
 		return nil
 	}
-	c.e.gate.Leave()
+	c.e.Gate.Leave()
 	c.e.mu.Lock()
-	delete(c.e.conns, c.id)
+	delete(c.e.conns, c.ID())
 	c.e.mu.Unlock()
 	if c.opened.Load() {
-		c.e.rd.H.OnClose(c, reason)
+		c.e.Rd.H.OnClose(c, reason)
 	}
 	c.e.live.Done()
 	return nil
@@ -548,28 +518,28 @@ func (c *conn) onNetpollClose(netpoll.Connection) error {
 func (c *conn) Run(r *kit.Runner) {
 	wrote := false
 	for {
-		c.mu.Lock()
-		if c.sockDone || c.q.Empty() {
-			c.busy = false
-			closeNow := c.q.Closed && !c.closeSent
+		c.Mu.Lock()
+		if c.sockDone || c.Q.Empty() {
+			c.Busy = false
+			closeNow := c.Q.Closed && !c.closeSent
 			c.closeSent = c.closeSent || closeNow
-			c.mu.Unlock()
+			c.Mu.Unlock()
 			if closeNow {
 				_ = c.nc.Close()
 			}
 			return
 		}
 		if wrote && !r.HandedOff() {
-			c.mu.Unlock()
+			c.Mu.Unlock()
 			c.w.Enqueue(c) // still busy; let the worker's other connections go first
 			return
 		}
-		bufs := c.q.Take()
-		c.mu.Unlock()
+		bufs := c.Q.Take()
+		c.Mu.Unlock()
 
 		n, err := c.flush(bufs, r)
 		wrote = true
-		c.q.Written(n)
+		c.Q.Written(n)
 		if err != nil {
 			c.fail(err)
 			return
@@ -619,17 +589,17 @@ func (c *conn) fail(err error) {
 	default:
 		err = fmt.Errorf("netpoll: flush: %w", err)
 	}
-	c.mu.Lock()
+	c.Mu.Lock()
 	if err != nil && !c.sockDone && c.reason == nil {
 		c.reasonSet, c.reason = true, err
 	}
-	c.q.Closed = true
-	c.q.Drop()
+	c.Q.Closed = true
+	c.Q.Drop()
 	closeNow := !c.closeSent
 	c.closeSent = true
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	if err != nil {
-		c.e.log.Debug("write failed; closing", "conn", c.id, "remote", c.remote, "err", err)
+		c.e.Log.Debug("write failed; closing", "conn", c.ID(), "remote", c.RemoteAddr(), "err", err)
 	}
 	if closeNow {
 		_ = c.nc.Close()
@@ -638,14 +608,14 @@ func (c *conn) fail(err error) {
 
 // abort closes c at once, dropping what is queued (Shutdown past its deadline).
 func (c *conn) abort() {
-	c.mu.Lock()
-	c.q.Closed = true
+	c.Mu.Lock()
+	c.Q.Closed = true
 	if !c.reasonSet {
 		c.reasonSet, c.reason = true, nil
 	}
 	closeNow := !c.closeSent
 	c.closeSent = true
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	if closeNow {
 		_ = c.nc.Close()
 	}
@@ -704,8 +674,8 @@ func (l *listener) Accept() (net.Conn, error) {
 		default:
 			return nil, err // EMFILE and ENFILE: netpoll backs off and retries
 		}
-		if !l.e.gate.Admit() {
-			l.e.gate.RefuseFD(fd)
+		if !l.e.Gate.Admit() {
+			l.e.Gate.RefuseFD(fd)
 			continue
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
@@ -725,7 +695,7 @@ func (e *engine) isClosing() bool {
 func (l *listener) stopAccepting() {
 	err := l.raw.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_RD) })
 	if err != nil {
-		l.e.log.Debug("stop accepting", "err", err)
+		l.e.Log.Debug("stop accepting", "err", err)
 	}
 }
 

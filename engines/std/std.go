@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -73,10 +72,7 @@ func init() { engines.Register(Name, newEngine, Options...) }
 const maxIov = 1024
 
 type engine struct {
-	cfg     engines.Config
-	log     *slog.Logger
-	rd      *kit.Reader
-	gate    *kit.Gate
+	kit.Base
 	group   *kit.Group
 	perConn bool // writer=conn
 
@@ -94,10 +90,8 @@ type engine struct {
 
 // newEngine builds a std engine; engines.New has validated the options.
 func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
-	log := slog.Default().With("engine", Name)
-	e := &engine{cfg: cfg, log: log, rd: kit.NewReader(cfg, h), gate: kit.NewGate(cfg, log),
-		stop: make(chan struct{}), conns: make(map[uint64]*conn)}
-	e.rd.Keep = true // the reader reads into it
+	e := &engine{Base: kit.NewBase(Name, cfg, h), stop: make(chan struct{}), conns: make(map[uint64]*conn)}
+	e.Rd.Keep = true // the reader reads into it
 	e.perConn = cfg.Options[OptWriter] == WriterConn
 	workers := kit.Workers(cfg)
 	if e.perConn {
@@ -106,9 +100,6 @@ func newEngine(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 	e.group = kit.NewGroup(workers, 0)
 	return e, nil
 }
-
-func (e *engine) Name() string    { return Name }
-func (e *engine) Refused() uint64 { return e.gate.Refused() }
 
 func (e *engine) Addr() net.Addr {
 	if e.ln == nil {
@@ -121,7 +112,7 @@ func (e *engine) Start() error {
 	if e.ln != nil {
 		return errors.New("stdengine: already started")
 	}
-	ln, err := kit.Listen(e.cfg.Addr)
+	ln, err := kit.Listen(e.Cfg.Addr)
 	if err != nil {
 		return err
 	}
@@ -142,25 +133,25 @@ func (e *engine) accept() {
 				return
 			}
 			// Out of file descriptors or similar: back off.
-			e.log.Warn("accept failed; retrying", "err", err)
+			e.Log.Warn("accept failed; retrying", "err", err)
 			if !backoff.Wait(e.stop) {
 				return
 			}
 			continue
 		}
 		backoff.Reset()
-		if !e.gate.Admit() {
-			e.gate.RefuseConn(tc)
+		if !e.Gate.Admit() {
+			e.Gate.RefuseConn(tc)
 			continue
 		}
 		raw, err := tc.SyscallConn()
 		if err != nil {
 			_ = tc.Close()
-			e.gate.Leave()
+			e.Gate.Leave()
 			continue
 		}
 		id := e.nextID.Add(1)
-		c := &conn{id: id, nc: tc, raw: raw, remote: tc.RemoteAddr().String(), e: e}
+		c := &conn{Ident: kit.MakeIdent(id, tc.RemoteAddr().String()), nc: tc, raw: raw, e: e}
 		if e.perConn {
 			c.wake = make(chan struct{}, 1)
 		} else {
@@ -170,7 +161,7 @@ func (e *engine) accept() {
 		if e.closing.Load() {
 			e.mu.Unlock()
 			_ = tc.Close()
-			e.gate.Leave()
+			e.Gate.Leave()
 			continue
 		}
 		e.conns[id] = c
@@ -205,22 +196,11 @@ func (e *engine) Shutdown(ctx context.Context) error {
 	for _, c := range all {
 		_ = c.Close()
 	}
-	done := make(chan struct{})
-	go func() {
-		e.readers.Wait()
-		e.sockets.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+	err := kit.WaitOr(ctx, func() { e.readers.Wait(); e.sockets.Wait() }, func() {
 		for _, c := range all {
 			c.closeSocket()
 		}
-		<-done
-	}
+	})
 	e.group.Stop()
 	return err
 }
@@ -234,25 +214,20 @@ var (
 
 // conn is one connection. Lock order: conn.mu, then the worker's.
 type conn struct {
-	kit.Slot
-	id     uint64
-	nc     *net.TCPConn
-	raw    syscall.RawConn
-	remote string
-	e      *engine
-	w      *kit.Worker   // writer=pool: the worker c is bound to
-	wake   chan struct{} // writer=conn: wakes c's writer goroutine (capacity 1)
+	kit.Ident
+	nc   *net.TCPConn
+	raw  syscall.RawConn
+	e    *engine
+	w    *kit.Worker   // writer=pool: the worker c is bound to
+	wake chan struct{} // writer=conn: wakes c's writer goroutine (capacity 1)
 
-	mu        sync.Mutex
-	q         kit.Queue // mu; q.Closed: Close called or the reader ended, no more Writes
-	busy      bool      // a worker or the slow path owns the write side
-	sockDone  bool      // the socket is closed
-	closeErr  error     // why the engine closed it (a write failure); OnClose reports it
+	// Outbox: the queue (Q.Closed: Close called or the reader ended, no more Writes) and Busy (a
+	// worker or the slow path owns the write side), under Mu with the fields below.
+	kit.Outbox
+	sockDone  bool  // the socket is closed
+	closeErr  error // why the engine closed it (a write failure); OnClose reports it
 	closeOnce sync.Once
 }
-
-func (c *conn) ID() uint64         { return c.id }
-func (c *conn) RemoteAddr() string { return c.remote }
 
 // Write implements engines.Conn.
 func (c *conn) Write(b []byte) error { return c.write(b, nil) }
@@ -263,18 +238,11 @@ func (c *conn) WriteFrame(head, tail []byte) error { return c.write(head, tail) 
 
 // write queues a followed by b as one unit under the queue bound.
 func (c *conn) write(a, b []byte) error {
-	c.mu.Lock()
-	if err := c.q.Push(a, b, c.e.cfg.MaxWriteQueue, 0); err != nil || len(a)+len(b) == 0 {
-		c.mu.Unlock()
-		return err
-	}
-	schedule := !c.busy
-	c.busy = true
-	c.mu.Unlock()
-	if schedule {
+	wake, err := c.Push(a, b, c.e.Cfg.MaxWriteQueue)
+	if wake {
 		c.schedule()
 	}
-	return nil
+	return err
 }
 
 // schedule hands c's write side to its writer: its worker, or its own writer goroutine.
@@ -300,14 +268,14 @@ func (c *conn) kick() {
 // Close stops reading at once and closes the socket when what is queued has been written (or the
 // write timeout passes).
 func (c *conn) Close() error {
-	c.mu.Lock()
-	if c.q.Closed {
-		c.mu.Unlock()
+	c.Mu.Lock()
+	if c.Q.Closed {
+		c.Mu.Unlock()
 		return nil
 	}
-	c.q.Closed = true
-	idle := !c.busy
-	c.mu.Unlock()
+	c.Q.Closed = true
+	idle := !c.Busy
+	c.Mu.Unlock()
 	// Wake the reader; it calls OnClose.
 	_ = c.nc.SetReadDeadline(time.Unix(1, 0))
 	if idle {
@@ -319,13 +287,13 @@ func (c *conn) Close() error {
 
 func (c *conn) closeSocket() {
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
+		c.Mu.Lock()
 		c.sockDone = true
-		c.q.Closed = true
-		c.q.Drop()
-		c.mu.Unlock()
+		c.Q.Closed = true
+		c.Q.Drop()
+		c.Mu.Unlock()
 		_ = c.nc.Close()
-		c.e.gate.Leave()
+		c.e.Gate.Leave()
 		c.e.sockets.Done()
 	})
 	c.kick()
@@ -333,7 +301,7 @@ func (c *conn) closeSocket() {
 
 func (c *conn) readLoop() {
 	defer c.e.readers.Done()
-	rd := c.e.rd
+	rd := c.e.Rd
 	rd.H.OnOpen(c)
 	var in kit.Input
 	defer rd.Release(&in)
@@ -346,9 +314,9 @@ func (c *conn) readLoop() {
 			}
 		}
 		if err != nil {
-			c.mu.Lock()
-			local, why := c.q.Closed, c.closeErr
-			c.mu.Unlock()
+			c.Mu.Lock()
+			local, why := c.Q.Closed, c.closeErr
+			c.Mu.Unlock()
 			if why != nil {
 				rerr = why
 			} else if !local {
@@ -363,16 +331,16 @@ func (c *conn) readLoop() {
 	}
 	// No more writes are accepted. What is queued (an ERROR frame before a close, say) is still
 	// flushed by the writer, which closes the socket when done; an idle socket closes now.
-	c.mu.Lock()
-	c.q.Closed = true
-	idle := !c.busy
-	c.mu.Unlock()
+	c.Mu.Lock()
+	c.Q.Closed = true
+	idle := !c.Busy
+	c.Mu.Unlock()
 	if idle {
 		c.closeSocket()
 	}
 	c.kick()
 	c.e.mu.Lock()
-	delete(c.e.conns, c.id)
+	delete(c.e.conns, c.ID())
 	c.e.mu.Unlock()
 	rd.H.OnClose(c, rerr)
 }
@@ -380,39 +348,39 @@ func (c *conn) readLoop() {
 // Run is the kit.Task: it writes what c has queued, on c's worker. It never blocks on the peer:
 // what the socket does not take is handed to a slow-path goroutine.
 func (c *conn) Run(*kit.Runner) {
-	c.mu.Lock()
-	bufs := c.q.Take()
+	c.Mu.Lock()
+	bufs := c.Q.Take()
 	sock := c.sockDone
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	if sock {
 		return
 	}
 	written, err := writevNonblock(c.raw, bufs)
 	rest := kit.Consume(bufs, written)
-	c.q.Written(written)
-	c.mu.Lock()
+	c.Q.Written(written)
+	c.Mu.Lock()
 	if err != nil {
-		c.busy = false
-		c.mu.Unlock()
+		c.Busy = false
+		c.Mu.Unlock()
 		c.fail(err)
 		return
 	}
 	if len(rest) > 0 {
 		// The socket is full: put the rest back in front and wait for it off the worker.
-		c.q.Requeue(rest)
-		c.mu.Unlock()
+		c.Q.Requeue(rest)
+		c.Mu.Unlock()
 		c.e.group.Go(c.slowFlush)
 		return
 	}
-	if !c.q.Empty() {
-		c.mu.Unlock()
+	if !c.Q.Empty() {
+		c.Mu.Unlock()
 		c.schedule() // more arrived meanwhile; stay busy
 		return
 	}
-	c.q.Recycle(bufs)
-	c.busy = false
-	closeNow := c.q.Closed
-	c.mu.Unlock()
+	c.Q.Recycle(bufs)
+	c.Busy = false
+	closeNow := c.Q.Closed
+	c.Mu.Unlock()
 	if closeNow {
 		c.closeSocket()
 	}
@@ -422,18 +390,18 @@ func (c *conn) Run(*kit.Runner) {
 // connection back to its worker's regime.
 func (c *conn) slowFlush() {
 	for {
-		c.mu.Lock()
-		bufs := c.q.Take()
+		c.Mu.Lock()
+		bufs := c.Q.Take()
 		if len(bufs) == 0 || c.sockDone {
-			c.busy = false
-			closeNow := c.q.Closed
-			c.mu.Unlock()
+			c.Busy = false
+			closeNow := c.Q.Closed
+			c.Mu.Unlock()
 			if closeNow {
 				c.closeSocket()
 			}
 			return
 		}
-		c.mu.Unlock()
+		c.Mu.Unlock()
 		if err := c.writeBlocking(bufs); err != nil {
 			c.fail(err)
 			return
@@ -444,10 +412,10 @@ func (c *conn) slowFlush() {
 // writeBlocking writes all of bufs, waiting for the peer at most WriteTimeout, and counts what
 // it wrote. A deadline that passes is reported as engines.ErrWriteTimeout.
 func (c *conn) writeBlocking(bufs [][]byte) error {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.e.Cfg.WriteTimeout))
 	nb := net.Buffers(bufs)
 	n, err := nb.WriteTo(c.nc)
-	c.q.Written(int(n))
+	c.Q.Written(int(n))
 	switch {
 	case err == nil:
 		return nil
@@ -464,31 +432,31 @@ func (c *conn) writeBlocking(bufs [][]byte) error {
 func (c *conn) writeLoop() {
 	for range c.wake {
 		for {
-			c.mu.Lock()
+			c.Mu.Lock()
 			if c.sockDone {
-				c.busy = false
-				c.mu.Unlock()
+				c.Busy = false
+				c.Mu.Unlock()
 				return
 			}
-			bufs := c.q.Take()
+			bufs := c.Q.Take()
 			if len(bufs) == 0 {
-				c.busy = false
-				closeNow := c.q.Closed
-				c.mu.Unlock()
+				c.Busy = false
+				closeNow := c.Q.Closed
+				c.Mu.Unlock()
 				if closeNow {
 					c.closeSocket()
 					return
 				}
 				break // idle: park until the next Write or Close
 			}
-			c.mu.Unlock()
+			c.Mu.Unlock()
 			written, err := writevNonblock(c.raw, bufs)
-			c.q.Written(written)
+			c.Q.Written(written)
 			rest := kit.Consume(bufs, written)
 			if err == nil && len(rest) == 0 {
-				c.mu.Lock()
-				c.q.Recycle(bufs)
-				c.mu.Unlock()
+				c.Mu.Lock()
+				c.Q.Recycle(bufs)
+				c.Mu.Unlock()
 			}
 			if err == nil && len(rest) > 0 {
 				err = c.writeBlocking(rest) // the socket is full: wait for the peer here
@@ -503,14 +471,14 @@ func (c *conn) writeLoop() {
 
 // fail closes the connection after a write error; the reader reports OnClose.
 func (c *conn) fail(err error) {
-	c.e.log.Debug("write failed; closing", "conn", c.id, "remote", c.remote, "err", err)
-	c.mu.Lock()
-	c.q.Closed = true
-	c.busy = false
+	c.e.Log.Debug("write failed; closing", "conn", c.ID(), "remote", c.RemoteAddr(), "err", err)
+	c.Mu.Lock()
+	c.Q.Closed = true
+	c.Busy = false
 	if c.closeErr == nil {
 		c.closeErr = err
 	}
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	if errors.Is(err, engines.ErrWriteTimeout) {
 		// A peer that took nothing for the whole timeout: reset instead of a graceful close, which
 		// would keep what is queued (up to megabytes) in the kernel for a reader that never comes.

@@ -153,3 +153,21 @@ func (b *Backoff) Wait(stop <-chan struct{}) bool {
 		return false
 	}
 }
+
+// WaitOr waits for wait to return. If ctx ends first it calls abort (close what is left without
+// flushing), waits on, and returns ctx.Err(). Shutdown uses it after closing every connection.
+func WaitOr(ctx context.Context, wait func(), abort func()) error {
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		abort()
+		<-done
+		return ctx.Err()
+	}
+}
