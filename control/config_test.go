@@ -105,14 +105,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte(strings.Replace(briefYAML, "push_key:", "pushkey:", 1)), 0o600)
+	if err := os.WriteFile(bad, []byte(strings.Replace(briefYAML, "push_key:", "pushkey:", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, err := LoadConfig(bad)
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), bad) ||
 		!strings.Contains(err.Error(), "apps[].pushkey: unknown setting") {
 		t.Errorf("bad file: %v", err)
 	}
 	big := filepath.Join(dir, "big.yaml")
-	os.WriteFile(big, make([]byte, MaxConfigSize+1), 0o600)
+	if err := os.WriteFile(big, make([]byte, MaxConfigSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := LoadConfig(big); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("big file: %v", err)
 	}

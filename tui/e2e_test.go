@@ -22,7 +22,8 @@ import (
 // TestE2ETmux runs the dashboard in tmux against a live local deployment — control, two gateway
 // processes and a load generator holding 200 connections, plus a target nobody listens on — and
 // reads the screen with tmux capture-pane until it shows 2 of 3 instances up, the dead one down
-// and connections (non-zero); then it saves a snapshot with s and quits with q.
+// and connections (non-zero); then it shows the charts (tab), saves a snapshot with s and quits
+// with q.
 //
 // It uses $PUSHWIRE_BIN when set (make tui-e2e passes bin/pushwire), else builds the binary.
 // Without tmux it is skipped, unless CI=true, where it fails (make tools installs tmux).
@@ -62,7 +63,7 @@ func TestE2ETmux(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lgLog.Close()
+	defer func() { _ = lgLog.Close() }() // the child's log: read only when the test fails
 	lg := exec.Command(bin, "loadgen", "--control", dep.ControlURL, "--gateways", strings.Join(dep.GatewayHTTP, ","),
 		"--app", dep.App, "--secret", dep.Secret, "--push-key", dep.PushKey,
 		"--conns", strconv.Itoa(conns), "--rate", "400", "--idle", "10m", "--push-rate", "1", "--push-duration", "1s",
@@ -107,12 +108,12 @@ func TestE2ETmux(t *testing.T) {
 	// total, and the load generator's progress against its target.
 	total := regexp.MustCompile(`(?m)^total\s+2/3 up\s+(\d+)`)
 	progress := regexp.MustCompile(`connected (\d+)/` + strconv.Itoa(conns))
-	screen := waitScreen(t, capture, 60*time.Second, func(s string) bool {
+	waitScreen(t, capture, 60*time.Second, func(s string) bool {
 		m, p := total.FindStringSubmatch(s), progress.FindStringSubmatch(s)
 		return m != nil && m[1] != "0" && p != nil && p[1] != "0"
 	})
 	// Once the ramp is over, the gateways' total and the load generator agree.
-	screen = waitScreen(t, capture, 30*time.Second, func(s string) bool {
+	screen := waitScreen(t, capture, 30*time.Second, func(s string) bool {
 		m, p := total.FindStringSubmatch(s), progress.FindStringSubmatch(s)
 		return m != nil && p != nil && m[1] == p[1] && strings.Contains(s, "LOADGEN idle")
 	})
@@ -122,6 +123,16 @@ func TestE2ETmux(t *testing.T) {
 			t.Errorf("the screen lacks %q", want)
 		}
 	}
+
+	// tab shows the charts: the connections chart's title with the total, and lines in braille.
+	if err := exec.Command("tmux", "send-keys", "-t", session, "Tab").Run(); err != nil {
+		t.Fatal(err)
+	}
+	screen = waitScreen(t, capture, 10*time.Second, func(s string) bool {
+		return strings.Contains(s, "[charts]") && strings.Contains(s, "connections "+strconv.Itoa(conns)) &&
+			strings.ContainsFunc(s, func(r rune) bool { return r > 0x2800 && r <= 0x28ff })
+	})
+	t.Logf("charts:\n%s", screen)
 
 	// s saves a snapshot; q quits cleanly.
 	if err := exec.Command("tmux", "send-keys", "-t", session, "s").Run(); err != nil {

@@ -23,7 +23,7 @@ func readFamilies(t *testing.T, name string) Families {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to lose
 	fams, err := ParseMetrics(f)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
@@ -201,7 +201,9 @@ func TestPollerMarksDeadTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := "http://" + ln.Addr().String() + "/metrics"
-	ln.Close()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	p := &Poller{Gateways: []string{live.URL + "/metrics", closed, slow.URL + "/metrics"}, Loadgen: live.URL + "/lg",
 		Interval: 300 * time.Millisecond}

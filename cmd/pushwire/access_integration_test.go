@@ -212,7 +212,9 @@ func TestIntegrationAccess(t *testing.T) {
 		}
 		getJSON(t, d.BackendURL+"/stats", &before)
 		c := newSDKClient(t, d, "notify-1")
-		c.Close()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
 		eventually(t, 5*time.Second, "connect and disconnect notified", func() bool {
 			var st struct {
 				Notifications struct{ Connect, Disconnect int }
@@ -271,7 +273,9 @@ func TestIntegrationAccess(t *testing.T) {
 		if r, err := a.Leave(ctx, bench.BizEcho, "room-1"); err != nil || r.Code != frame.CodeOK {
 			t.Fatalf("leave: %+v %v", r, err)
 		}
-		b.Close() // a closed connection leaves all its groups
+		if err := b.Close(); err != nil { // a closed connection leaves all its groups
+			t.Fatal(err)
+		}
 		eventually(t, 5*time.Second, "group empties", func() bool {
 			_, ans := pushTo(t, d, gw, map[string]any{"biz": bench.BizEcho, "group": "room-1", "payload": "none"})
 			return ans["targets"] == 0.0
@@ -297,7 +301,9 @@ func TestIntegrationAccess(t *testing.T) {
 		if f.Type != frame.TypePush || f.Flags&frame.FlagAck == 0 || f.Meta.GetString("id") != ans["id"] {
 			t.Fatalf("got %v flags %x id %q", f.Type, f.Flags, f.Meta.GetString("id"))
 		}
-		c.nc.Close() // gone without PUSH_ACK
+		if err := c.nc.Close(); err != nil { // gone without PUSH_ACK
+			t.Fatal(err)
+		}
 		c2 := loginRaw(t, d, d.GatewayAddrs[0], "ack-1")
 		f = c2.next(5 * time.Second)
 		if f.Type != frame.TypePush || f.Meta.GetString("id") != ans["id"] || string(f.Body) != "important" {
@@ -305,7 +311,9 @@ func TestIntegrationAccess(t *testing.T) {
 		}
 		c2.send(frame.TypePushAck, f.Biz, 0, frame.AppendMetaString(nil, "id", ans["id"].(string)))
 		eventually(t, 5*time.Second, "acked", func() bool { return metric(t, gw, "pushwire_push_pending") == 0 })
-		c2.nc.Close()
+		if err := c2.nc.Close(); err != nil {
+			t.Fatal(err)
+		}
 		c3 := loginRaw(t, d, d.GatewayAddrs[0], "ack-1")
 		c3.send(frame.TypePing, 0, 9, nil)
 		if f := c3.next(5 * time.Second); f.Type != frame.TypePong {
@@ -435,7 +443,7 @@ func TestIntegrationDrain(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, c := range clients {
-			c.Close()
+			_ = c.Close() // a drained client may have closed already; Run's end is what is waited for
 		}
 		wg.Wait()
 	})

@@ -101,7 +101,7 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { nc.Close() })
+	t.Cleanup(func() { _ = nc.Close() }) // a test may have closed it already
 	return &rawConn{t: t, nc: nc, r: frame.NewReader(nc, frame.Limits{})}
 }
 
@@ -223,7 +223,7 @@ func newSDKClient(t *testing.T, d *bench.Deployment, device string) *sdkClient {
 	if err := c.Connect(ctx); err != nil {
 		t.Fatalf("connect %s: %v", device, err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() }) // a test may have closed it already
 	return sc
 }
 
