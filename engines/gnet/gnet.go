@@ -309,13 +309,13 @@ type conn struct {
 
 	mu sync.Mutex
 	// q (under mu) holds the frames written since the flush task last ran, and counts the bytes
-	// queued by Write and not yet taken by gnet; q.Closed: no more Writes, and after OnClose the
-	// gnet.Conn is never touched again.
+	// queued by Write and not yet taken by gnet.
 	q kit.Queue
 
 	x *extra // loop: allocated when output is pending or the engine closes it
 
 	refreshQueued atomic.Bool
+	closed        bool // mu: no more Writes; after OnClose the gnet.Conn is never touched again
 	flushQueued   bool // mu: a flush task is queued on the loop
 	gone          bool // loop: OnClose happened
 	closeReq      bool // loop: close once the output is written
@@ -344,6 +344,9 @@ func (c *conn) queue(a, b []byte) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return engines.ErrClosed
+	}
 	out := c.outbound.Load()
 	if err := c.q.Check(n, c.ls.e.Cfg.MaxWriteQueue, out); err != nil {
 		if errors.Is(err, engines.ErrQueueFull) && out > 0 && c.refreshQueued.CompareAndSwap(false, true) {
@@ -497,7 +500,7 @@ func (c *conn) closeNow() {
 
 func (c *conn) markClosed() {
 	c.mu.Lock()
-	c.q.Closed = true
+	c.closed = true
 	c.mu.Unlock()
 }
 
@@ -507,10 +510,10 @@ func (c *conn) markClosed() {
 func (c *conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.q.Closed {
+	if c.closed {
 		return nil
 	}
-	c.q.Closed = true
+	c.closed = true
 	// The task runs after the writes queued before it: AsyncWrite tasks have the higher priority.
 	err := c.gc.EventLoop().Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		c.beginClose()

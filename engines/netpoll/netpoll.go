@@ -428,8 +428,8 @@ type conn struct {
 	// wmu is held while using nc's Writer, and by the close callback before netpoll frees it.
 	wmu sync.Mutex
 
-	// Outbox: the queue (Q.Closed: Close, a handler error or a failure: no more Writes or
-	// reads) and Busy (a runner owns the write side), under Mu with the fields below.
+	// Outbox: the queue, Busy (a runner owns the write side) and Closed (Close, a handler error
+	// or a failure: no more Writes or reads), under Mu with the fields below.
 	kit.Outbox
 	reasonSet bool // reason below is final (nil for a local Close)
 	reason    error
@@ -462,14 +462,14 @@ func (c *conn) Close() error {
 // closeWith closes like Close with err as the OnClose reason (unless one is already set).
 func (c *conn) closeWith(err error) {
 	c.Mu.Lock()
-	if c.Q.Closed && err == nil {
+	if c.Closed && err == nil {
 		c.Mu.Unlock()
 		return
 	}
 	if !c.reasonSet {
 		c.reasonSet, c.reason = true, err
 	}
-	c.Q.Closed = true
+	c.Closed = true
 	schedule := !c.Busy
 	c.Busy = true
 	c.Mu.Unlock()
@@ -481,7 +481,7 @@ func (c *conn) closeWith(err error) {
 func (c *conn) readStopped() bool {
 	c.Mu.Lock()
 	defer c.Mu.Unlock()
-	return c.Q.Closed
+	return c.Closed
 }
 
 // onNetpollClose is the connection's close callback: it runs once, under netpoll's processing
@@ -489,7 +489,7 @@ func (c *conn) readStopped() bool {
 func (c *conn) onNetpollClose(netpoll.Connection) error {
 	c.wmu.Lock() // a runner inside the Writer finishes first (netpoll has woken its Flush)
 	c.Mu.Lock()
-	c.sockDone, c.closeSent, c.Q.Closed = true, true, true
+	c.sockDone, c.closeSent, c.Closed = true, true, true
 	c.Q.Drop()
 	reason, set := c.reason, c.reasonSet
 	c.Mu.Unlock()
@@ -521,7 +521,7 @@ func (c *conn) Run(r *kit.Runner) {
 		c.Mu.Lock()
 		if c.sockDone || c.Q.Empty() {
 			c.Busy = false
-			closeNow := c.Q.Closed && !c.closeSent
+			closeNow := c.Closed && !c.closeSent
 			c.closeSent = c.closeSent || closeNow
 			c.Mu.Unlock()
 			if closeNow {
@@ -593,7 +593,7 @@ func (c *conn) fail(err error) {
 	if err != nil && !c.sockDone && c.reason == nil {
 		c.reasonSet, c.reason = true, err
 	}
-	c.Q.Closed = true
+	c.Closed = true
 	c.Q.Drop()
 	closeNow := !c.closeSent
 	c.closeSent = true
@@ -609,7 +609,7 @@ func (c *conn) fail(err error) {
 // abort closes c at once, dropping what is queued (Shutdown past its deadline).
 func (c *conn) abort() {
 	c.Mu.Lock()
-	c.Q.Closed = true
+	c.Closed = true
 	if !c.reasonSet {
 		c.reasonSet, c.reason = true, nil
 	}

@@ -221,12 +221,12 @@ type conn struct {
 	w    *kit.Worker   // writer=pool: the worker c is bound to
 	wake chan struct{} // writer=conn: wakes c's writer goroutine (capacity 1)
 
-	// Outbox: the queue (Q.Closed: Close called or the reader ended, no more Writes) and Busy (a
-	// worker or the slow path owns the write side), under Mu with the fields below.
+	// Outbox: the queue, Busy (a worker or the slow path owns the write side) and Closed (Close
+	// called or the reader ended: no more Writes), under Mu with closeErr and sockDone.
 	kit.Outbox
-	sockDone  bool  // the socket is closed
 	closeErr  error // why the engine closed it (a write failure); OnClose reports it
 	closeOnce sync.Once
+	sockDone  bool // the socket is closed (after closeOnce: it packs into its padding)
 }
 
 // Write implements engines.Conn.
@@ -269,11 +269,11 @@ func (c *conn) kick() {
 // write timeout passes).
 func (c *conn) Close() error {
 	c.Mu.Lock()
-	if c.Q.Closed {
+	if c.Closed {
 		c.Mu.Unlock()
 		return nil
 	}
-	c.Q.Closed = true
+	c.Closed = true
 	idle := !c.Busy
 	c.Mu.Unlock()
 	// Wake the reader; it calls OnClose.
@@ -289,7 +289,7 @@ func (c *conn) closeSocket() {
 	c.closeOnce.Do(func() {
 		c.Mu.Lock()
 		c.sockDone = true
-		c.Q.Closed = true
+		c.Closed = true
 		c.Q.Drop()
 		c.Mu.Unlock()
 		_ = c.nc.Close()
@@ -315,7 +315,7 @@ func (c *conn) readLoop() {
 		}
 		if err != nil {
 			c.Mu.Lock()
-			local, why := c.Q.Closed, c.closeErr
+			local, why := c.Closed, c.closeErr
 			c.Mu.Unlock()
 			if why != nil {
 				rerr = why
@@ -332,7 +332,7 @@ func (c *conn) readLoop() {
 	// No more writes are accepted. What is queued (an ERROR frame before a close, say) is still
 	// flushed by the writer, which closes the socket when done; an idle socket closes now.
 	c.Mu.Lock()
-	c.Q.Closed = true
+	c.Closed = true
 	idle := !c.Busy
 	c.Mu.Unlock()
 	if idle {
@@ -379,7 +379,7 @@ func (c *conn) Run(*kit.Runner) {
 	}
 	c.Q.Recycle(bufs)
 	c.Busy = false
-	closeNow := c.Q.Closed
+	closeNow := c.Closed
 	c.Mu.Unlock()
 	if closeNow {
 		c.closeSocket()
@@ -394,7 +394,7 @@ func (c *conn) slowFlush() {
 		bufs := c.Q.Take()
 		if len(bufs) == 0 || c.sockDone {
 			c.Busy = false
-			closeNow := c.Q.Closed
+			closeNow := c.Closed
 			c.Mu.Unlock()
 			if closeNow {
 				c.closeSocket()
@@ -441,7 +441,7 @@ func (c *conn) writeLoop() {
 			bufs := c.Q.Take()
 			if len(bufs) == 0 {
 				c.Busy = false
-				closeNow := c.Q.Closed
+				closeNow := c.Closed
 				c.Mu.Unlock()
 				if closeNow {
 					c.closeSocket()
@@ -473,7 +473,7 @@ func (c *conn) writeLoop() {
 func (c *conn) fail(err error) {
 	c.e.Log.Debug("write failed; closing", "conn", c.ID(), "remote", c.RemoteAddr(), "err", err)
 	c.Mu.Lock()
-	c.Q.Closed = true
+	c.Closed = true
 	c.Busy = false
 	if c.closeErr == nil {
 		c.closeErr = err

@@ -48,19 +48,28 @@ func (i *Ident) RemoteAddr() string { return i.remote }
 
 // Outbox is the write side of a connection whose writes go through a writer (a task group
 // worker, or its own goroutine): the queue, the lock that guards it (and whatever else of the
-// connection's state the engine puts under it), and whether a writer owns it.
+// connection's state the engine puts under it), whether a writer owns it, and whether writes are
+// refused.
 type Outbox struct {
-	Mu   sync.Mutex
-	Q    Queue
-	Busy bool // a writer owns the write side
+	Mu     sync.Mutex
+	Q      Queue
+	Busy   bool // a writer owns the write side
+	Closed bool // writes are refused with engines.ErrClosed
 }
 
 // Push queues a then b as one unit under limit (Queue.Push) and reports whether the write side
-// was idle: the caller then hands the connection to its writer.
+// was idle: the caller then hands the connection to its writer. An empty write is accepted and
+// does nothing.
 func (o *Outbox) Push(a, b []byte, limit int) (wake bool, err error) {
+	if len(a)+len(b) == 0 {
+		return false, nil
+	}
 	o.Mu.Lock()
 	defer o.Mu.Unlock()
-	if err := o.Q.Push(a, b, limit, 0); err != nil || len(a)+len(b) == 0 {
+	if o.Closed {
+		return false, engines.ErrClosed
+	}
+	if err := o.Q.Push(a, b, limit, 0); err != nil {
 		return false, err
 	}
 	wake = !o.Busy

@@ -11,25 +11,21 @@ import (
 // include bytes already handed on: the engine says when they are written). Frames are never
 // copied: the seam makes a written buffer immutable, so one may be shared by many connections.
 //
-// The owner's lock guards the frames and Closed; the byte count is atomic, so an event loop may
-// read it and count written bytes without the lock.
+// The owner's lock guards the frames; the byte count is atomic, so an event loop may read it and
+// count written bytes without the lock. Refusing writes after a close (engines.ErrClosed) is the
+// owner's: Outbox does it for engines with a writer.
 type Queue struct {
 	bufs   [][]byte
 	queued atomic.Int64
-	// Closed refuses further writes with engines.ErrClosed.
-	Closed bool
 }
 
 // maxRecycle bounds the frame array a queue keeps between writes.
 const maxRecycle = 16
 
 // Check reports whether n more bytes may be queued under limit, with held more bytes the engine
-// holds elsewhere for the connection: engines.ErrClosed after Closed, engines.ErrQueueFull past
-// the limit. The caller holds the owner's lock.
+// holds elsewhere for the connection: engines.ErrQueueFull past the limit. The caller holds the
+// owner's lock.
 func (q *Queue) Check(n, limit int, held int64) error {
-	if q.Closed {
-		return engines.ErrClosed
-	}
 	if q.queued.Load()+held+int64(n) > int64(limit) {
 		return engines.ErrQueueFull
 	}
