@@ -180,7 +180,7 @@ func push(t *testing.T, d *bench.Deployment, key string, body any) (int, map[str
 // stats reads the gateway's /v1/stats.
 func stats(t *testing.T, d *bench.Deployment) map[string]any {
 	t.Helper()
-	resp, err := http.Get(d.GatewayHTTP[0] + "/v1/stats?gc=1")
+	resp, err := http.Get(d.GatewayAdmin[0] + "/v1/stats?gc=1") // a forced collection: the admin listener only
 	if err != nil {
 		t.Fatal(err)
 	}
