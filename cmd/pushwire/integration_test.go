@@ -177,7 +177,7 @@ func push(t *testing.T, d *bench.Deployment, key string, body any) (int, map[str
 	return apiCall(t, http.MethodPost, d.GatewayHTTP[0]+"/v1/push", key, body)
 }
 
-// stats reads the gateway's /v1/stats.
+// stats reads the first gateway's /v1/stats from its admin listener, after a forced collection.
 func stats(t *testing.T, d *bench.Deployment) map[string]any {
 	t.Helper()
 	resp, err := http.Get(d.GatewayAdmin[0] + "/v1/stats?gc=1") // a forced collection: the admin listener only
