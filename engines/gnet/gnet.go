@@ -2,8 +2,8 @@
 // no goroutine per connection.
 //
 // Reads: gnet calls OnTraffic on the connection's event loop; the engine offers everything
-// buffered (Peek(-1)), at most MaxFrame bytes at a time, to the handler and discards only what it
-// consumed. A partial frame stays in gnet's own inbound buffer, up to 16 KiB: past that it moves
+// buffered (Peek(-1)) to the handler through the kit's Reader (at most MaxFrame bytes at a time,
+// the consumed count checked) and discards only what it consumed. A partial frame stays in gnet's own inbound buffer, up to 16 KiB: past that it moves
 // to a buffer of the engine's own until the handler has consumed it (see spillAt), because gnet
 // would copy all of it into one slice again on every read. When the handler consumes nothing of
 // MaxFrame bytes the connection is closed with engines.ErrFrameTooLarge.
@@ -28,17 +28,13 @@
 // delivering input as soon as the event loop takes it, lets the loop write what was queued before
 // it, and closes the socket when that is written or the write timeout passes.
 //
-// Options (Config.Options):
+// Options: write_buffer_cap, tcp_keepalive, tick, load_balancing and lock_os_thread, declared
+// with their types, defaults and help in Options (engines.New validates them; docs/engines.md
+// has the table).
 //
-//	write_buffer_cap  bytes of gnet's per-connection outbound ring before it spills into a list
-//	                  of copies (default 16384; the ring is pooled and idle connections hold none)
-//	tcp_keepalive     TCP keepalive period as a Go duration, e.g. "30s" (default off)
-//	tick              how often slow consumers are checked, a Go duration (default 100ms, never
-//	                  more than WriteTimeout/5)
-//	load_balancing    round_robin (default), least_connections or source_addr_hash
-//	lock_os_thread    true to lock each event loop to an OS thread (default false)
-//	max_conns         refuse (close at once, before OnOpen) connections beyond this many open
-//	                  ones (default 0: no limit); see the EMFILE trap below
+// The connection cap (Config.MaxConns) is checked in OnOpen: a connection past it is refused by
+// returning Config.RefuseMessage with gnet.Close (gnet writes it without waiting and closes the
+// socket), before the handler sees it.
 //
 // Config.ReadBufferSize is the size of each read (gnet rounds it up to a power of two, at least
 // 1 KiB); the buffer belongs to the event loop, not to a connection.
@@ -49,8 +45,10 @@
 //   - gnet shuts the whole engine down when accept fails with anything but EAGAIN, EINTR,
 //     ECONNRESET or ECONNABORTED, notably EMFILE at the open-files limit: every connection is
 //     closed (OnClose gets ErrStopped). The engine logs it at error level and starts gnet again on
-//     the same address after a backoff. Keep connections per process under the open-files limit
-//     with room for a burst of accepts (up to the listen backlog), e.g. with max_conns.
+//     the same address after a backoff (the kit's Backoff, 100ms to 5s). The connection cap keeps
+//     client connections under the open-files limit (the gateway's default --max-conns leaves a
+//     reserve of descriptors), so the limit is not reached by accepts; the engine keeps serving
+//     its open connections at the cap and refuses new ones (conformance's TestMaxConns).
 //   - Peek(-1) returns one contiguous slice: while a partial frame waits, gnet copies everything
 //     buffered into it on every read, quadratic for a large frame arriving in many reads. The
 //     engine bounds this at 16 KiB per read (spillAt). The handler still rescans a growing

@@ -5,7 +5,8 @@
 // # Reading
 //
 // nbio hands OnData the poller's shared read buffer (Config.ReadBufferSize bytes per poller), valid
-// only during the call. The engine offers it to the handler as is; when the handler leaves a
+// only during the call. The engine offers it to the handler as is (through the kit's Reader, which
+// checks the consumed count); when the handler leaves a
 // partial frame, only that tail is copied into a per-connection buffer, which exists only while a
 // partial frame is pending (the next call offers tail+new bytes) and is given back as soon as it
 // has been consumed. The pending tail never exceeds Config.MaxFrame: a connection whose
@@ -20,7 +21,11 @@
 // the connection when exceeded, which the engine's own check makes unreachable.
 //
 // Conn also implements engines.FrameWriter: head and tail are assembled in a pooled buffer for
-// one Write (nbio's Writev is not used; see WriteFrame).
+// one Write. This is the one engine that copies a shared tail per connection, and it must: nbio's
+// Writev (v1.6.9) drops the data when the socket is full and nothing is cached yet, and never
+// reports a complete writev to OnWrittenSize (which the queue bound relies on); two Writes would
+// need a lock of the engine's own to stay one unit and cost a second system call, far more than
+// copying a frame that is already in cache into a buffer that goes straight back to the pool.
 //
 // A connection whose peer accepts nothing for Config.WriteTimeout while bytes are queued is closed
 // with engines.ErrWriteTimeout. There is no timer per connection: connections with bytes left
@@ -58,15 +63,19 @@
 //
 // # Options
 //
-// Config.Options keys understood (unknown keys are ignored with a warning):
+// Declared with their types, defaults and help in Options; engines.New validates them and
+// rejects any other key:
 //
-//   - "sweep": the slow-consumer sweep period, a Go duration ("250ms"). Default WriteTimeout/4,
+//   - "sweep": the slow-consumer sweep period, a Go duration ("250ms"). Default 0: WriteTimeout/4,
 //     clamped to [10ms, 1s].
 //   - "read_times": nbio's MaxConnReadTimesPerEventLoop, reads per readable event and connection
 //     before the poller moves on (default 3).
 //   - "lock_poller": "true" locks each poller goroutine to an OS thread.
-//   - "nbio_log": nbio's log level, one of debug, info, warn, error, none. This sets nbio's
-//     process-wide logger (nbio logs to stdout at info by default).
+//   - "nbio_log": nbio's log level, one of debug, info (the default), warn, error, none. This
+//     sets nbio's process-wide logger (nbio logs to stdout).
+//
+// The connection cap (Config.MaxConns) is checked by the listener the engine hands nbio: a
+// connection past it gets Config.RefuseMessage and is closed before nbio or the handler sees it.
 //
 // Config.Workers sets the number of pollers (default GOMAXPROCS).
 //

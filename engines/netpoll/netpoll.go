@@ -42,7 +42,7 @@
 // appends to a per-connection queue bounded by Config.MaxWriteQueue (engines.ErrQueueFull past
 // it) and hands the connection to its writer worker (Config.Workers, default 2×GOMAXPROCS; a
 // connection is bound to one by ID). The worker moves the queue into netpoll's output buffer
-// and calls Flush: a batch of up to 8 frames is linked in without copying (Writer.WriteDirect),
+// and calls Flush: a batch of up to 8 buffers is linked in without copying (Writer.WriteDirect),
 // a longer batch is copied into buffer nodes with WriteBinary (except frames over 4 KiB, which
 // WriteBinary links too) so that one sendmsg carries up to 32 nodes; either way the seam's "b is
 // immutable after Write" is what makes this safe. The worker holds the connection's write lock
@@ -86,18 +86,18 @@
 //
 // # Options
 //
-// Config.Options keys (other keys are ignored):
-//
-//	buffer_size  bytes, 64..1048576: netpoll's initial read buffer and smallest buffer node
-//	             (default 1024; netpoll's own default is 8192)
-//	pollers      netpoll epoll loops, 1..1024 (default netpoll's: GOMAXPROCS/20+1)
-//	handoff      Go duration, 10µs..Config.WriteTimeout: how long a worker waits on one Flush
-//	             before handing it off (default 2ms)
+// buffer_size (netpoll's initial read buffer and smallest buffer node, default 1024), pollers
+// (netpoll's epoll loops, 0 for netpoll's default GOMAXPROCS/20+1) and handoff (how long a worker
+// waits on one Flush before handing it off, default 2ms, at most Config.WriteTimeout), declared
+// with their types, ranges and help in Options; engines.New validates them and rejects any other
+// key.
 //
 // # Listener
 //
 // The engine gives netpoll its own Listener over the socket it bound (SO_REUSEADDR, accept4 with
-// SOCK_NONBLOCK|SOCK_CLOEXEC, TCP_NODELAY), instead of netpoll.ConvertListener, which dups the
+// SOCK_NONBLOCK|SOCK_CLOEXEC, TCP_NODELAY; past Config.MaxConns an accepted socket gets
+// Config.RefuseMessage and is closed there, before netpoll or the handler sees it; EMFILE goes
+// back to netpoll, whose accept loop backs off), instead of netpoll.ConvertListener, which dups the
 // socket through File() and then closes the dup twice on shutdown (once with syscall.Close, once
 // through the *os.File), a hazard for whatever else reuses that descriptor number. Shutdown stops
 // accepting with shutdown(2) on the listening socket first, so no connection is accepted while
