@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	defer dep.Stop()
+	defer func() { _ = dep.Stop() }()
 	log := cfg.Logger
 	if log == nil {
 		log = dep.log

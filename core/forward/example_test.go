@@ -17,7 +17,7 @@ import (
 func Example() {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s from %s (trace %s)", body, r.Header.Get("Pushwire-Device"), r.Header.Get("Pushwire-Meta-Trace"))
+		_, _ = fmt.Fprintf(w, "%s from %s (trace %s)", body, r.Header.Get("Pushwire-Device"), r.Header.Get("Pushwire-Meta-Trace"))
 	}))
 	defer backend.Close()
 

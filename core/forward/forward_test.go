@@ -156,7 +156,7 @@ func TestForwardHeadersAndBody(t *testing.T) {
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- seen{r.Method, r.URL.Path, r.Header.Clone(), b}
-		w.Write(append([]byte("re:"), b...))
+		_, _ = w.Write(append([]byte("re:"), b...))
 	})
 	f := newForwarder(t, map[uint16]forward.Biz{42: {BackendURL: srv.URL + "/biz?x=1"}})
 
@@ -210,12 +210,12 @@ func TestResponseMapping(t *testing.T) {
 		maxBody  int
 		noServer bool
 	}{
-		{name: "200", handler: func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }, code: frame.CodeOK, body: "ok", status: 200},
+		{name: "200", handler: func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }, code: frame.CodeOK, body: "ok", status: 200},
 		{name: "201 chunked", handler: func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(201)
-			w.Write([]byte("part1,"))
+			_, _ = w.Write([]byte("part1,"))
 			w.(http.Flusher).Flush()
-			w.Write([]byte("part2"))
+			_, _ = w.Write([]byte("part2"))
 		}, code: frame.CodeOK, body: "part1,part2", status: 201},
 		{name: "204", handler: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }, code: frame.CodeOK, status: 204},
 		{name: "500", handler: func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", 500) }, code: frame.CodeBackendError, msg: "backend status 500", body: "boom\n", status: 500},
@@ -226,21 +226,21 @@ func TestResponseMapping(t *testing.T) {
 				w.WriteHeader(http.StatusFound)
 				return
 			}
-			w.Write([]byte("followed"))
+			_, _ = w.Write([]byte("followed"))
 		}, code: frame.CodeBackendError, msg: "backend status 302", status: 302},
 		{name: "timeout", handler: func(w http.ResponseWriter, r *http.Request) { hang(r, 5*time.Second) }, code: frame.CodeBackendTimeout, msg: "backend timeout", timeout: 100 * time.Millisecond},
 		{name: "timeout mid-body", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Write([]byte("start"))
+			_, _ = w.Write([]byte("start"))
 			w.(http.Flusher).Flush()
 			hang(r, 5*time.Second)
 		}, code: frame.CodeBackendTimeout, msg: "backend timeout", status: 200, timeout: 100 * time.Millisecond},
-		{name: "too large", handler: func(w http.ResponseWriter, r *http.Request) { w.Write(big) }, code: frame.CodeBackendError, msg: "response too large", status: 200, maxBody: 1024},
+		{name: "too large", handler: func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(big) }, code: frame.CodeBackendError, msg: "response too large", status: 200, maxBody: 1024},
 		{name: "too large chunked", handler: func(w http.ResponseWriter, r *http.Request) {
-			w.Write(big[:1000])
+			_, _ = w.Write(big[:1000])
 			w.(http.Flusher).Flush()
-			w.Write(big[:1000])
+			_, _ = w.Write(big[:1000])
 		}, code: frame.CodeBackendError, msg: "response too large", status: 200, maxBody: 1024},
-		{name: "exactly max", handler: func(w http.ResponseWriter, r *http.Request) { w.Write(big[:1024]) }, code: frame.CodeOK, body: string(big[:1024]), status: 200, maxBody: 1024},
+		{name: "exactly max", handler: func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(big[:1024]) }, code: frame.CodeOK, body: string(big[:1024]), status: 200, maxBody: 1024},
 		{name: "unreachable", noServer: true, code: frame.CodeBackendError, msg: "backend unreachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -306,9 +306,9 @@ func TestSubmitErrors(t *testing.T) {
 func TestQueueFullBusy(t *testing.T) {
 	release := make(chan struct{})
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 		<-release
-		w.Write([]byte("done"))
+		_, _ = w.Write([]byte("done"))
 	})
 	f := newForwarder(t, map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 1, QueueLen: 2}})
 	first := submit(t, f, 1, "1")
@@ -336,7 +336,7 @@ func TestQueueFullBusy(t *testing.T) {
 // business is still answered promptly: a liveness check with a generous margin.
 func TestSlowBizIsolation(t *testing.T) {
 	slow := backend(t, func(w http.ResponseWriter, r *http.Request) { hang(r, 2*time.Second) })
-	fast := backend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) })
+	fast := backend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) })
 	f, err := forward.New(forward.Config{Logger: quiet, Biz: map[uint16]forward.Biz{
 		1: {Name: "slow", BackendURL: slow.URL, PoolSize: 2, QueueLen: 2},
 		2: {Name: "fast", BackendURL: fast.URL, PoolSize: 2, QueueLen: 2},
@@ -395,7 +395,7 @@ func TestCloseDrains(t *testing.T) {
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(10 * time.Millisecond)
 		served.Add(1)
-		io.Copy(w, r.Body)
+		_, _ = io.Copy(w, r.Body)
 	})
 	f, err := forward.New(forward.Config{Logger: quiet, Biz: map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 2, QueueLen: 20}}})
 	if err != nil {
@@ -436,7 +436,7 @@ func TestDoneExactlyOnce(t *testing.T) {
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.Header.Get("Pushwire-Meta-Mode") {
 		case "fail":
-			http.Error(w, "no", 503)
+			http.Error(w, "no", http.StatusServiceUnavailable)
 		case "slow":
 			hang(r, time.Second)
 		}
@@ -503,7 +503,7 @@ func TestDoneExactlyOnce(t *testing.T) {
 // hang is a slow backend: it reads the request, so the server notices the client giving up, and
 // answers after d or when the client gave up.
 func hang(r *http.Request, d time.Duration) {
-	io.Copy(io.Discard, r.Body)
+	_, _ = io.Copy(io.Discard, r.Body)
 	select {
 	case <-time.After(d):
 	case <-r.Context().Done():
@@ -524,7 +524,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // BenchmarkRoundTrip is one Submit→Done through a local keep-alive backend, one at a time and
 // from parallel callers.
 func BenchmarkRoundTrip(b *testing.B) {
-	srv := backend(b, func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) })
+	srv := backend(b, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) })
 	f := newForwarder(b, map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 16, QueueLen: 1024}})
 	body := bytes.Repeat([]byte("p"), 128)
 	meta := frame.AppendMetaString(nil, "trace", "t-0123456789")
@@ -564,7 +564,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkSubmitBusy is the refusal of a request to a saturated business: the overload path.
 func BenchmarkSubmitBusy(b *testing.B) {
 	release := make(chan struct{})
-	srv := backend(b, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body); <-release })
+	srv := backend(b, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body); <-release })
 	f := newForwarder(b, map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 1, QueueLen: 1, Timeout: time.Minute}})
 	meta := frame.AppendMetaString(nil, "trace", "t-0123456789")
 	body := bytes.Repeat([]byte("p"), 128)

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestLifecycle: constructors start nothing; Close without Start answers what was queued and
 // counts what was buffered; Start after Close and a second Close are harmless.
 func TestLifecycle(t *testing.T) {
-	srv := backend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) })
+	srv := backend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) })
 	f, err := forward.New(forward.Config{Logger: quiet, Biz: map[uint16]forward.Biz{1: {BackendURL: srv.URL, PoolSize: 8}}})
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestLifecycle(t *testing.T) {
 // TestNoGoroutineLeak runs requests and notifications through started pools and senders, then
 // closes them; TestMain checks that nothing is left.
 func TestNoGoroutineLeak(t *testing.T) {
-	srv := backend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(w, r.Body) })
+	srv := backend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) })
 	f, err := forward.New(forward.Config{Logger: quiet, Biz: map[uint16]forward.Biz{
 		1: {BackendURL: srv.URL, PoolSize: 8}, 2: {BackendURL: srv.URL, PoolSize: 8},
 	}})

@@ -15,7 +15,7 @@ func TestProtocolDocAgrees(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	types := map[Type]string{}
 	codes := map[Code]string{}
 	section := ""

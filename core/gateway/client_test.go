@@ -137,6 +137,8 @@ func TestStateFrameMatrix(t *testing.T) {
 					biz = bizEcho
 				case frame.TypePushAck:
 					meta = frame.AppendMetaString(nil, "id", "none")
+				case frame.TypeLoginAck, frame.TypePing, frame.TypePong, frame.TypeGoaway, frame.TypeError:
+					// no meta, biz 0
 				}
 				p.send(frame.Header{Type: typ, Biz: biz, Seq: 7}, meta, []byte("x"))
 				want := session.Check(st, typ)

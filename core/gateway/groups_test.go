@@ -31,15 +31,15 @@ func TestGroupsJoinLeave(t *testing.T) {
 	if ok, _ := g.Join(a, "room", 0); ok {
 		t.Fatal("a joins twice")
 	}
-	g.Join(b, "room", 0)
-	g.Join(other, "room", 0) // another app's group of the same name
+	_, _ = g.Join(b, "room", 0)
+	_, _ = g.Join(other, "room", 0) // another app's group of the same name
 	if got := g.Size("app", "room"); got != 2 {
 		t.Fatalf("size %d", got)
 	}
 	if got := g.Members(nil, "other", "room"); len(got) != 1 || got[0] != other {
 		t.Fatalf("other app's members %v", got)
 	}
-	g.Join(a, "lobby", 0)
+	_, _ = g.Join(a, "lobby", 0)
 	if got := a.groupsOf(); !slices.Equal(got, []string{"room", "lobby"}) {
 		t.Fatalf("a's groups %v", got)
 	}
@@ -89,8 +89,8 @@ func TestGroupsConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := w; i < len(clients); i += 8 {
 				s := clients[i]
-				g.Join(s, "big", 0)
-				g.Join(s, fmt.Sprint("small", i%10), 0)
+				_, _ = g.Join(s, "big", 0)
+				_, _ = g.Join(s, fmt.Sprint("small", i%10), 0)
 				g.Members(nil, "app", "big")
 				if i%4 == 0 {
 					s.close(frame.CodeOK)
