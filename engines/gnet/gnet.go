@@ -319,10 +319,7 @@ type conn struct {
 	closeReq      bool // loop: close once the output is written
 }
 
-var (
-	_ engines.FrameWriter = (*conn)(nil)
-	_ engines.Counter     = (*engine)(nil)
-)
+var _ engines.FrameWriter = (*conn)(nil)
 
 // Write adds b to the connection's batch and, unless one is already queued, queues a flush task
 // on the event loop with gnet's AsyncWritev (high priority, ahead of a later Close). Frames

@@ -599,10 +599,7 @@ type conn struct {
 	prev, next *conn // e's list, under e.mu
 }
 
-var (
-	_ engines.FrameWriter = (*conn)(nil)
-	_ engines.Counter     = (*engine)(nil)
-)
+var _ engines.FrameWriter = (*conn)(nil)
 
 // Write sends b now as far as the socket takes it; nbio copies the rest and sends it when the
 // socket is writable, so b is not retained. It never blocks on the peer.

@@ -402,14 +402,13 @@ func (e *engine) onRequest(ctx context.Context, nc netpoll.Connection) error {
 // baseContext names the context.Context embedded in conn (conn has its own Context method).
 type baseContext = context.Context
 
-var (
-	_ engines.Conn        = (*conn)(nil)
-	_ engines.FrameWriter = (*conn)(nil)
-	_ engines.Counter     = (*engine)(nil)
-	_ kit.Task            = (*conn)(nil)
-)
+// A connection is also a writer's task, and writes a frame's head and a shared tail as one unit.
+var _ interface {
+	kit.Task
+	engines.FrameWriter
+} = (*conn)(nil)
 
-// conn is one connection. Lock order: wmu, then mu, then the worker's.
+// conn is one connection. Lock order: wmu, then Mu, then the worker's.
 type conn struct {
 	// The conn is itself the context netpoll hands back to OnConnect and OnRequest, so it
 	// needs no separate allocation.

@@ -205,14 +205,13 @@ func (e *engine) Shutdown(ctx context.Context) error {
 	return err
 }
 
-var (
-	_ engines.Conn        = (*conn)(nil)
-	_ engines.FrameWriter = (*conn)(nil)
-	_ engines.Counter     = (*engine)(nil)
-	_ kit.Task            = (*conn)(nil)
-)
+// A connection is also a writer's task, and writes a frame's head and a shared tail as one unit.
+var _ interface {
+	kit.Task
+	engines.FrameWriter
+} = (*conn)(nil)
 
-// conn is one connection. Lock order: conn.mu, then the worker's.
+// conn is one connection. Lock order: Mu, then the worker's.
 type conn struct {
 	kit.Ident
 	nc   *net.TCPConn

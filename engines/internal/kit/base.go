@@ -23,6 +23,8 @@ func NewBase(name string, cfg engines.Config, h engines.Handler) Base {
 	return Base{Cfg: cfg, Log: log, Rd: NewReader(cfg, h), Gate: NewGate(cfg, log), name: name}
 }
 
+var _ engines.Counter = (*Base)(nil)
+
 // Name is the registered engine name.
 func (b *Base) Name() string { return b.name }
 
