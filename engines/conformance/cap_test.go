@@ -75,7 +75,7 @@ func TestMaxConns(t *testing.T) {
 			t.Fatal("no server side found for the first client")
 		}
 		_ = clients[0].Close()
-		h.waitClosed(t, first, 5*time.Second)
+		_ = h.waitClosed(t, first, 5*time.Second)
 		next := dial(t, s)
 		h.waitOpens(t, maxConns+1)
 		echo(next, 100)

@@ -86,7 +86,7 @@ func TestLargestFrame(t *testing.T) {
 		sc := s.h.waitOpens(t, 2)
 		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_, _ = c.Write(over) // the server may close before taking it all
-		if err, _ := c.expectEnd(t, 5*time.Second); err == nil {
+		if _, err := c.expectEnd(t, 5*time.Second); err == nil {
 			t.Fatal("no error at end")
 		}
 		reason := s.h.waitClosed(t, sc, 5*time.Second)
@@ -240,7 +240,7 @@ func TestClose(t *testing.T) {
 			c := dial(t, s)
 			sc := h.waitOpens(t, 1)
 			_ = c.Close()
-			h.waitClosed(t, sc, 5*time.Second)
+			_ = h.waitClosed(t, sc, 5*time.Second)
 		})
 
 		t.Run("server", func(t *testing.T) {
@@ -270,7 +270,7 @@ func TestClose(t *testing.T) {
 					t.Fatalf("queued frame %d: mismatch", i)
 				}
 			}
-			if err, n := c.expectEnd(t, 5*time.Second); !errors.Is(err, io.EOF) || n != 0 {
+			if n, err := c.expectEnd(t, 5*time.Second); !errors.Is(err, io.EOF) || n != 0 {
 				t.Fatalf("after the queued frames: %d more bytes and %v, want EOF", n, err)
 			}
 			if reason := h.waitClosed(t, sc, 5*time.Second); reason != nil {
@@ -284,7 +284,7 @@ func TestClose(t *testing.T) {
 			if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil { // bad magic
 				t.Fatal(err)
 			}
-			if err, _ := c.expectEnd(t, 5*time.Second); err == nil {
+			if _, err := c.expectEnd(t, 5*time.Second); err == nil {
 				t.Fatal("no error at end")
 			}
 			if reason := h.waitClosed(t, sc, 5*time.Second); reason == nil {
@@ -315,7 +315,7 @@ func TestWriteAfterClose(t *testing.T) {
 		if err := local.Write(f); !errors.Is(err, engines.ErrClosed) {
 			t.Errorf("Write after Close: %v, want %v", err, engines.ErrClosed)
 		}
-		h.waitClosed(t, local, 5*time.Second)
+		_ = h.waitClosed(t, local, 5*time.Second)
 		if err := local.Write(f); !errors.Is(err, engines.ErrClosed) {
 			t.Errorf("Write after OnClose: %v, want %v", err, engines.ErrClosed)
 		}
@@ -323,7 +323,7 @@ func TestWriteAfterClose(t *testing.T) {
 		c := dial(t, s)
 		peer := h.waitOpens(t, 2)
 		_ = c.Close()
-		h.waitClosed(t, peer, 5*time.Second)
+		_ = h.waitClosed(t, peer, 5*time.Second)
 		if err := peer.Write(f); !errors.Is(err, engines.ErrClosed) {
 			t.Errorf("Write after the peer closed: %v, want %v", err, engines.ErrClosed)
 		}
@@ -453,7 +453,7 @@ loop:
 	t.Logf("attempted %d MB, accepted %d KB, %d ErrQueueFull, closed by engine %v (%v), heap grew %d KB",
 		attempted>>20, accepted>>10, fulls, closedByEngine, reason, (int64(peak)-int64(base))>>10)
 	// The client, reading at last, gets what was in flight and then the end.
-	if err, _ := c.expectEnd(t, writeTimeout+10*time.Second); err == nil {
+	if _, err := c.expectEnd(t, writeTimeout+10*time.Second); err == nil {
 		t.Error("no error at the end")
 	}
 }

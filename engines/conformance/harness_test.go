@@ -326,9 +326,9 @@ func (c *client) mustNext(t *testing.T, d time.Duration) (frame.Frame, []byte) {
 	return f, raw
 }
 
-// expectEnd reads until the connection ends, within d, and returns the error that ended it
-// (io.EOF for an orderly close) and the bytes read before it.
-func (c *client) expectEnd(t *testing.T, d time.Duration) (error, int) {
+// expectEnd reads until the connection ends, within d, and returns the bytes read before it and
+// the error that ended it (io.EOF for an orderly close).
+func (c *client) expectEnd(t *testing.T, d time.Duration) (int, error) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 64<<10)
@@ -341,7 +341,7 @@ func (c *client) expectEnd(t *testing.T, d time.Duration) (error, int) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatalf("connection still open %v later (read %d bytes)", d, total)
 			}
-			return err, total
+			return total, err
 		}
 	}
 }

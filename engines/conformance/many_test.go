@@ -169,7 +169,7 @@ func TestHelperClients(t *testing.T) {
 		t.Fatalf("%s=%q: %v", helperEnvN, os.Getenv(helperEnvN), err)
 	}
 	in := bufio.NewScanner(os.Stdin)
-	say := func(word string, num int) { fmt.Fprintf(os.Stdout, "%s%s %d\n", helperPrefix, word, num) }
+	say := func(word string, num int) { _, _ = fmt.Fprintf(os.Stdout, "%s%s %d\n", helperPrefix, word, num) }
 	waitGo := func() {
 		if !in.Scan() || in.Text() != "go" {
 			t.Fatalf("parent gone: %v", in.Err())

@@ -190,6 +190,6 @@ func Dial(t testing.TB, e engines.Engine) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }

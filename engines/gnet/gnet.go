@@ -380,14 +380,14 @@ func (c *conn) flush(_ gnet.Conn, err error) error {
 	}
 	if c.gone || err != nil {
 		c.q.Written(total)
-		return nil
+		return nil //nolint:nilerr // gnet had closed the connection: nothing to write, OnClose reports why
 	}
 	for len(batch) > 0 {
 		chunk := batch[:min(len(batch), maxIov)]
 		batch = batch[len(chunk):]
 		if _, err := c.gc.Writev(chunk); err != nil || c.gone {
 			c.q.Written(total)
-			return nil // gnet has closed the connection (OnClose ran)
+			return nil //nolint:nilerr // gnet has closed the connection (OnClose ran and has the reason)
 		}
 	}
 	if c.busy() {
@@ -572,7 +572,7 @@ func boundAddr(eng gnet.Engine) (net.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return nil, fmt.Errorf("getsockname: %w", err)
@@ -656,8 +656,8 @@ const spillAt = 16 << 10
 // bytes at a time, the consumed count checked) and discards what it consumed. A partial frame of
 // spillAt bytes or more moves to the engine's own buffer (see deliverSpilled).
 func (h eventHandler) deliver(c *conn, gc gnet.Conn) error {
-	in, err := gc.Peek(-1)
-	if err != nil || len(in) == 0 {
+	in, _ := gc.Peek(-1) // Peek(-1) never fails: it returns what is buffered, maybe nothing
+	if len(in) == 0 {
 		return nil
 	}
 	n, herr := h.e.Rd.Offer(c, in, c.closing)
@@ -690,8 +690,8 @@ func (h eventHandler) deliver(c *conn, gc gnet.Conn) error {
 // The buffer goes when the handler has consumed all of it.
 func (h eventHandler) deliverSpilled(c *conn, gc gnet.Conn) error {
 	x := c.x
-	in, err := gc.Peek(-1)
-	if err != nil || len(in) == 0 {
+	in, _ := gc.Peek(-1) // never fails (see deliver)
+	if len(in) == 0 {
 		return nil
 	}
 	herr := h.e.Rd.Feed(c, &x.in, in, c.closing)

@@ -203,7 +203,7 @@ func TestHelperDialer(t *testing.T) {
 	fmt.Println("dialed", len(conns))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range conns {
-		c.Close()
+		_ = c.Close()
 	}
 }
 
@@ -260,7 +260,7 @@ func TestRestartAfterEMFILE(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	stdin.Close()
+	_ = stdin.Close()
 	_ = cmd.Wait()
 	restore()
 	if !stopped {
@@ -281,7 +281,7 @@ func TestRestartAfterEMFILE(t *testing.T) {
 			t.Fatalf("not serving again: %v", err)
 		}
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write([]byte("again\n")); err != nil {
 		t.Fatal(err)

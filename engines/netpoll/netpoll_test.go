@@ -98,7 +98,7 @@ func TestCloseReasonAndRaces(t *testing.T) {
 
 	c := enginetest.Dial(t, e)
 	sc := h.Conn(t, c)
-	c.Close()
+	_ = c.Close()
 	if id := h.WaitClosed(t); id != sc.ID() {
 		t.Fatalf("closed %d want %d", id, sc.ID())
 	}
@@ -113,7 +113,7 @@ func TestCloseReasonAndRaces(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() { defer wg.Done(); _ = sc.Write([]byte("x\n")); _ = sc.Close() }()
-		go func() { defer wg.Done(); c.Close() }()
+		go func() { defer wg.Done(); _ = c.Close() }()
 		wg.Wait()
 		h.WaitClosed(t)
 	}
@@ -243,7 +243,7 @@ func TestShutdownDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	sc := h.Conn(t, c)
 	if err := sc.Write(bytes.Repeat([]byte("q"), 4<<20)); err != nil {
 		t.Fatal(err)
@@ -404,7 +404,7 @@ func TestPeerClosesDuringFlush(t *testing.T) {
 		if i%2 == 0 {
 			_, _ = io.ReadFull(c, make([]byte, 100<<10))
 		}
-		c.Close()
+		_ = c.Close()
 		h.WaitClosed(t)
 		_ = sc.Write(chunk) // after OnClose: ErrClosed, no panic
 	}
@@ -437,7 +437,8 @@ func TestHandlerPanicClosesConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-h.closed:
+	case err := <-h.closed:
+		t.Logf("closed after a handler panic: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("not closed after a handler panic")
 	}
