@@ -11,12 +11,16 @@
 //
 // Cases: partial and coalesced frames (TestPartialAndCoalesced), the largest allowed frame and
 // one byte over (TestLargestFrame), pushes from 8 goroutines to 2,000 idle connections
-// (TestPushFanOut; TestWriteFrame does the same through the optional engines.FrameWriter and
-// skips engines without it), close from either side (TestClose), writes after close
-// (TestWriteAfterClose), a client that stops reading (TestSlowReader: the core's slow-consumer
-// policy, and the engine's own WriteTimeout), 10,000 connections at once with the clients in a
-// child process (TestManyConnections, skipped with -short), shutdown with connections open
-// (TestShutdown), and no goroutine left behind (goleak, in TestMain).
+// (TestPushFanOut; TestWriteFrame does the same through engines.FrameWriter, which every engine
+// must implement), one tail shared by 300 connections under heads of their own, intact at every
+// peer and never modified (TestSharedTail), the connection cap (TestMaxConns: at MaxConns 5 a
+// sixth connection gets RefuseMessage and EOF and never reaches the handler, the five keep
+// echoing, refusals are counted, a slot frees when one closes), close from either side
+// (TestClose), writes after close (TestWriteAfterClose), a client that stops reading
+// (TestSlowReader: the core's slow-consumer policy, and the engine's own WriteTimeout), 10,000
+// connections at once with the clients in a child process (TestManyConnections, skipped with
+// -short), shutdown with connections open (TestShutdown), and no goroutine left behind (goleak, in
+// TestMain). BenchmarkIdleHeap reports heap in use per idle connection on every engine.
 //
 // Run everything, or one engine, or one case on one engine:
 //
