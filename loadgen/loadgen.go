@@ -411,6 +411,8 @@ func (g *gen) newClient(i int) (*client.Client, error) {
 				g.everUp.Add(1)
 			case client.Disconnected:
 				g.connected.Add(-1)
+			case client.Idle, client.Connecting, client.Closed:
+				// not a change of what is connected
 			}
 		},
 		Logger: g.log,

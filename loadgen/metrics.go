@@ -189,6 +189,8 @@ func (m *metrics) onState(st client.State, err error) {
 			reason = errReason(err)
 		}
 		m.disconnects.WithLabelValues(reason).Inc()
+	case client.Idle, client.Closed:
+		// Idle is before the first attempt; Closed follows a Disconnected already counted.
 	}
 }
 

@@ -122,7 +122,7 @@ func benchWithTUI(ctx context.Context, cfg bench.Config) (*results.Result, strin
 	if err != nil {
 		return nil, "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // the log is written line by line; a late close error has no reader
 	log := slog.New(slog.NewTextHandler(f, nil))
 	slog.SetDefault(log)
 	cfg.Logger, cfg.Progress = log, f
