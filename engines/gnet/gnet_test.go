@@ -161,7 +161,10 @@ func TestCloseWithQueueFlushes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Wait until the event loop has flushed into gnet's outbound buffer, so Close meets a backlog.
+	for deadline := time.Now().Add(5 * time.Second); sc.(*conn).outbound.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if sc.(*conn).outbound.Load() == 0 {
 		t.Log("gnet's outbound buffer was empty at Close: the drain path was not exercised")
 	}

@@ -54,7 +54,7 @@ func TestPendingBufferReleased(t *testing.T) {
 		if _, err := c.Write([]byte(part)); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // each part its own read: the partial line is what is tested
 	}
 	if l, err := r.ReadString('\n'); err != nil || l != "hello\n" {
 		t.Fatalf("echo %q %v", l, err)
@@ -117,7 +117,7 @@ func TestCloseReasonAndRaces(t *testing.T) {
 		wg.Wait()
 		h.WaitClosed(t)
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // room for a duplicate OnClose to show: an absence has no event to wait on
 	closes := h.Closes()
 	for id, n := range closes {
 		if n != 1 {
@@ -408,7 +408,7 @@ func TestPeerClosesDuringFlush(t *testing.T) {
 		h.WaitClosed(t)
 		_ = sc.Write(chunk) // after OnClose: ErrClosed, no panic
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // room for a duplicate OnClose to show
 	closes := h.Closes()
 	if len(closes) != n {
 		t.Fatalf("%d closes, want %d", len(closes), n)
