@@ -132,11 +132,16 @@ func (g *groups) LeaveAll(s *Client) int {
 	return len(names)
 }
 
-func (g *groups) remove(k string, s *Client) bool {
+// lookup returns the group keyed k, or nil.
+func (g *groups) lookup(k string) *group {
 	sh := g.shard(k)
 	sh.mu.RLock()
-	gr := sh.m[k]
-	sh.mu.RUnlock()
+	defer sh.mu.RUnlock()
+	return sh.m[k]
+}
+
+func (g *groups) remove(k string, s *Client) bool {
+	gr := g.lookup(k)
 	if gr == nil {
 		return false
 	}
@@ -176,10 +181,7 @@ func (g *groups) dropIfEmpty(k string) {
 // Members appends the app's group name's members to dst (a snapshot: later changes are not seen).
 func (g *groups) Members(dst []*Client, app, name string) []*Client {
 	k := key(app, name)
-	sh := g.shard(k)
-	sh.mu.RLock()
-	gr := sh.m[k]
-	sh.mu.RUnlock()
+	gr := g.lookup(k)
 	if gr == nil {
 		return dst
 	}
@@ -192,10 +194,7 @@ func (g *groups) Members(dst []*Client, app, name string) []*Client {
 // Size is the number of members of the app's group name.
 func (g *groups) Size(app, name string) int {
 	k := key(app, name)
-	sh := g.shard(k)
-	sh.mu.RLock()
-	gr := sh.m[k]
-	sh.mu.RUnlock()
+	gr := g.lookup(k)
 	if gr == nil {
 		return 0
 	}
