@@ -29,11 +29,7 @@ func TestMaxConns(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s does not implement engines.Counter", tg.name)
 		}
-		clients := make([]*client, maxConns)
-		for i := range clients {
-			clients[i] = dial(t, s)
-		}
-		h.waitOpens(t, maxConns)
+		clients := dialAll(t, s, h, maxConns)
 		echo := func(c *client, seq uint32) {
 			t.Helper()
 			f := mkFrame(10, seq, 0, 40)
@@ -128,11 +124,7 @@ func TestSharedTail(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, tg target) {
 		h := newHandler(frame.Limits{}, false)
 		s := tg.start(t, engines.Config{}, h)
-		clients := make([]*client, conns)
-		for i := range clients {
-			clients[i] = dial(t, s)
-		}
-		h.waitOpens(t, conns)
+		clients := dialAll(t, s, h, conns)
 		scs := h.conns()
 		heads := make([][][]byte, conns)
 		for i := range heads {

@@ -162,11 +162,7 @@ func fanOut(t *testing.T, tg target, conns, each int, frameWriter bool, write fu
 	const writers = 8
 	h := newHandler(frame.Limits{}, false)
 	s := tg.start(t, engines.Config{}, h)
-	clients := make([]*client, conns)
-	for i := range clients {
-		clients[i] = dial(t, s)
-	}
-	h.waitOpens(t, conns)
+	clients := dialAll(t, s, h, conns)
 	scs := h.conns()
 	if _, ok := scs[0].(engines.FrameWriter); frameWriter && !ok {
 		t.Fatalf("%s: Conn does not implement engines.FrameWriter (every engine shipped does)", tg.name)
@@ -466,11 +462,7 @@ func TestShutdown(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, tg target) {
 		h := newHandler(frame.Limits{}, true)
 		s := tg.start(t, engines.Config{}, h)
-		clients := make([]*client, conns)
-		for i := range clients {
-			clients[i] = dial(t, s)
-		}
-		h.waitOpens(t, conns)
+		clients := dialAll(t, s, h, conns)
 		f := mkFrame(8, 1, 0, 100)
 		for i, sc := range h.conns() {
 			if i%2 == 0 {

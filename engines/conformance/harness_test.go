@@ -293,6 +293,17 @@ type client struct {
 	r *frame.Reader
 }
 
+// dialAll dials n clients to s and waits until h has seen every one open.
+func dialAll(t *testing.T, s *server, h *handler, n int) []*client {
+	t.Helper()
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = dial(t, s)
+	}
+	h.waitOpens(t, n)
+	return clients
+}
+
 // dial connects to s; cleanup closes the connection.
 func dial(t *testing.T, s *server) *client {
 	t.Helper()
