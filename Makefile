@@ -72,8 +72,11 @@ bench-all: build ## every engine in one sitting, interleaved ROUNDS times: one s
 	$(BIN) bench --engines std,gnet,netpoll,nbio --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
 	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --out results --check
 
-tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test)
+tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	@# The package may start a system service on 6379; the tests run their own servers on free ports.
+	-@if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then systemctl stop redis-server; systemctl disable redis-server; fi
 
 tui-e2e: build tools ## the dashboard end-to-end test: pushwire tui in tmux against a live deployment
 	PUSHWIRE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -run TestE2ETmux -v ./tui/
