@@ -9,8 +9,9 @@ import (
 // joined with errors.Join, or nil. A good run has an engine and a
 // transport, at least one phase, a ramp phase whose Conns reached its
 // Target, no phase with messages missing (Missing > 0), completeness
-// counts that add up (Missing = Sent - Delivered - Offline - Failed), and
-// no run errors. CI runs it to make sure the bench still works.
+// counts that add up (Missing = Sent - Delivered - Offline - Failed), no
+// target that was online reported offline or stale, no unexpected
+// disconnect, and no run errors. CI runs it to make sure the bench still works.
 func (r *Result) Check() error {
 	var errs []error
 	add := func(format string, args ...any) {
@@ -40,6 +41,12 @@ func (r *Result) Check() error {
 		}
 		if p.Missing > 0 {
 			add("phase %s: %d of %d messages missing", p.Name, p.Missing, p.Sent)
+		}
+		if p.OnlineOffline > 0 {
+			add("phase %s: %d targets that were online reported offline or stale", p.Name, p.OnlineOffline)
+		}
+		if p.Disconnects > 0 {
+			add("phase %s: %d unexpected disconnects", p.Name, p.Disconnects)
 		}
 		if u := p.Unaccounted(); u != p.Missing {
 			add("phase %s: counts do not add up: sent %d - delivered %d - offline %d - failed %d = %d, but missing is %d",

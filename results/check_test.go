@@ -22,6 +22,16 @@ func TestCheck(t *testing.T) {
 		{"duplicates", func(r *Result) {
 			r.Phases[6].Delivered += 3
 		}, []string{"= -3, but missing is 0"}},
+		{"online reported offline", func(r *Result) {
+			// the gateway answered offline for a device the load generator held: the counts add
+			// up, but a cluster must find every live device
+			r.Phases[4].Delivered -= 4
+			r.Phases[4].Offline = 4
+			r.Phases[4].OnlineOffline = 4
+		}, []string{"phase push: 4 targets that were online reported offline or stale"}},
+		{"unexpected disconnects", func(r *Result) {
+			r.Phases[1].Disconnects = 2
+		}, []string{"phase idle: 2 unexpected disconnects"}},
 		{"unfinished ramp", func(r *Result) {
 			r.Phases[0].Conns = 9990
 		}, []string{"phase ramp: held 9990 of 10000 connections (99.9%)"}},

@@ -60,9 +60,25 @@ type Result struct {
 	Env Env `json:"env"`
 	// Phases are the run's phases in the order they ran.
 	Phases []Phase `json:"phases"`
+	// Cluster describes the route layer the gateways shared (nil for a
+	// run that recorded none: one instance, the memory route).
+	Cluster *Cluster `json:"cluster,omitempty"`
 	// Errors lists what went wrong in the run as a whole. A result with
 	// errors fails Check.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// Cluster is the route layer of a run: its store, the delivery mode and,
+// with Redis, the server's version and memory at the run's end.
+type Cluster struct {
+	Route string `json:"route"` // route store: "memory" or "redis"
+	Mode  string `json:"mode"`  // delivery mode: "registry" or "broadcast"
+	// RedisVersion is the redis_version of INFO server ("" without Redis).
+	RedisVersion string `json:"redis_version,omitempty"`
+	// RedisMemoryBytes is used_memory of INFO memory at the run's end.
+	RedisMemoryBytes uint64 `json:"redis_memory_bytes,omitempty"`
+	// Workers is the number of load generator worker processes.
+	Workers int `json:"workers,omitempty"`
 }
 
 // Env is the machine and build a run measured.
@@ -116,8 +132,52 @@ type Phase struct {
 	Offline   int64 `json:"offline"` // addressed to a device not connected, reported by the gateway
 	Failed    int64 `json:"failed"`  // rejected with an error the sender saw
 
+	// Forwarded is the targets the answering gateways handed to other
+	// instances (included in Delivered, Offline or Failed once those
+	// instances delivered or reported them).
+	Forwarded int64 `json:"forwarded,omitempty"`
+	// Remote sums what the other instances reported back in the push
+	// API's answers; nil when no answer had a remote part.
+	Remote *Remote `json:"remote,omitempty"`
+	// OnlineOffline is the targets that were online (logged in, never
+	// disconnected during the phase) but that an answer reported offline
+	// or stale. Any fails Check: a cluster must find every live device.
+	OnlineOffline int64 `json:"online_reported_offline,omitempty"`
+	// Disconnects is the connections lost during the phase that the load
+	// generator did not close. Any fails Check.
+	Disconnects int64 `json:"unexpected_disconnects,omitempty"`
+	// Pushes is the push API calls made in the phase.
+	Pushes int64 `json:"pushes,omitempty"`
+	// RedisCommands is the commands the Redis server processed during the
+	// phase (INFO stats total_commands_processed, end minus start); with
+	// Pushes it gives RedisCommandsPerPush. 0 without Redis.
+	RedisCommands int64 `json:"redis_commands,omitempty"`
+	// RedisCommandsPerPush is RedisCommands / Pushes.
+	RedisCommandsPerPush float64 `json:"redis_commands_per_push,omitempty"`
+	// PerInstance is each gateway instance's own figures, in the order of
+	// the deployment; Gateway is their total.
+	PerInstance []Instance `json:"per_instance,omitempty"`
+
 	// Errors counts client-side errors by reason (dial, login, timeout…).
 	Errors map[string]int64 `json:"errors,omitempty"`
+}
+
+// Remote is what the other instances reported back for targets forwarded
+// to them, summed over a phase's push API answers.
+type Remote struct {
+	Instances int64 `json:"instances"` // remote instances addressed (summed per answer)
+	Reported  int64 `json:"reported"`  // of those, the ones that answered
+	Delivered int64 `json:"delivered"`
+	Offline   int64 `json:"offline"`
+	Stale     int64 `json:"stale"` // a route entry named a connection the instance no longer held
+	Failed    int64 `json:"failed"`
+}
+
+// Instance is one gateway instance's figures for a phase.
+type Instance struct {
+	Node  string `json:"node"`  // the instance's node ID
+	Conns int    `json:"conns"` // connections it held at the phase end
+	Gateway
 }
 
 // Unaccounted returns Sent - Delivered - Offline - Failed: the messages
