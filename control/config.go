@@ -73,6 +73,11 @@ func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig 
 //	  - {id: demo, secret: demo-app-secret, push_key: demo-push-key}
 //	endpoints:                   # the gateway access points, in preference order
 //	  - {protocol: tcp, addr: 127.0.0.1:7000}
+//	route:                       # the cluster's route layer (RouteConfig)
+//	  store: redis
+//	  redis: {addrs: [127.0.0.1:6379]}
+//	limits:                      # connects per device and per client address (LimitsConfig)
+//	  connect_per_source: {rate: 200/s, burst: 2000}
 //
 // Zero-valued settings take the documented defaults when Validate runs (LoadConfig, ParseConfig
 // and NewServer call it). Do not modify a Config after Validate: its lookup index is built there.
@@ -95,6 +100,11 @@ type Config struct {
 	// as "pushwire gateway --engine X --help-engine" lists them. Read by gateways, which check
 	// them against the chosen engine at start-up; --engine-opt flags override them.
 	EngineOptions map[string]string `yaml:"engine_options"`
+	// Route is the route layer shared by the control layer and the gateways: the store (memory
+	// for one instance, Redis for a cluster), the delivery mode and the instances' TTL.
+	Route RouteConfig `yaml:"route"`
+	// Limits bound how fast clients may connect (POST /v1/connect).
+	Limits LimitsConfig `yaml:"limits"`
 
 	index *configIndex // built by Validate; nil before
 }
@@ -154,7 +164,32 @@ type fileConfig struct {
 	Endpoints     []Endpoint                  `yaml:"endpoints"`
 	Businesses    map[uint16]gateway.Business `yaml:"businesses"`
 	EngineOptions map[string]string           `yaml:"engine_options"`
+	Route         fileRoute                   `yaml:"route"`
+	Limits        fileLimits                  `yaml:"limits"`
 }
+
+type fileRoute struct {
+	Store       string      `yaml:"store"`
+	Mode        string      `yaml:"mode"`
+	InstanceTTL string      `yaml:"instance_ttl"`
+	Redis       RedisConfig `yaml:"redis"`
+}
+
+type fileLimits struct {
+	ConnectPerDevice  fileDeviceRate `yaml:"connect_per_device"`
+	ConnectPerSource  fileSourceRate `yaml:"connect_per_source"`
+	TrustForwardedFor bool           `yaml:"trust_forwarded_for"`
+}
+
+// fileDeviceRate and fileSourceRate are one shape under two names, so that an unknown setting in
+// either is reported under its own path (yamlParents).
+type (
+	fileDeviceRate struct {
+		Rate  string `yaml:"rate"`
+		Burst int    `yaml:"burst"`
+	}
+	fileSourceRate fileDeviceRate
+)
 
 type fileToken struct {
 	TTL  string `yaml:"ttl"`
@@ -164,12 +199,17 @@ type fileToken struct {
 // yamlParents maps the Go types yaml.v3 names in "field x not found in type T" to the setting
 // path of T, so that the error names the misspelt setting as it appears in the file.
 var yamlParents = map[string]string{
-	"control.fileConfig": "",
-	"control.fileToken":  "token.",
-	"control.Key":        "token.keys[].",
-	"control.App":        "apps[].",
-	"control.Endpoint":   "endpoints[].",
-	"gateway.Business":   "businesses.<biz>.",
+	"control.fileConfig":     "",
+	"control.fileToken":      "token.",
+	"control.Key":            "token.keys[].",
+	"control.App":            "apps[].",
+	"control.Endpoint":       "endpoints[].",
+	"gateway.Business":       "businesses.<biz>.",
+	"control.fileRoute":      "route.",
+	"control.RedisConfig":    "route.redis.",
+	"control.fileLimits":     "limits.",
+	"control.fileDeviceRate": "limits.connect_per_device.",
+	"control.fileSourceRate": "limits.connect_per_source.",
 }
 
 var (
@@ -246,8 +286,32 @@ func ParseConfig(data []byte) (*Config, error) {
 		Businesses: f.Businesses,
 
 		EngineOptions: f.EngineOptions,
+		Route:         RouteConfig{Store: f.Route.Store, Mode: f.Route.Mode, Redis: f.Route.Redis},
+		Limits: LimitsConfig{
+			ConnectPerDevice:  RateLimit{Burst: f.Limits.ConnectPerDevice.Burst},
+			ConnectPerSource:  RateLimit{Burst: f.Limits.ConnectPerSource.Burst},
+			TrustForwardedFor: f.Limits.TrustForwardedFor,
+		},
 	}
 	var errs []error
+	for _, r := range []struct {
+		setting string
+		text    string
+		dst     *Rate
+	}{
+		{"limits.connect_per_device.rate", f.Limits.ConnectPerDevice.Rate, &c.Limits.ConnectPerDevice.Rate},
+		{"limits.connect_per_source.rate", f.Limits.ConnectPerSource.Rate, &c.Limits.ConnectPerSource.Rate},
+	} {
+		if r.text == "" {
+			continue
+		}
+		v, err := ParseRate(r.text)
+		if err != nil {
+			errs = append(errs, &ConfigError{r.setting, err.Error()})
+			continue
+		}
+		*r.dst = v
+	}
 	for _, d := range []struct {
 		setting string
 		text    string
@@ -255,6 +319,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	}{
 		{"token.ttl", f.Token.TTL, &c.Token.TTL},
 		{"heartbeat", f.Heartbeat, &c.Heartbeat},
+		{"route.instance_ttl", f.Route.InstanceTTL, &c.Route.InstanceTTL},
 	} {
 		if d.text == "" {
 			continue
@@ -266,11 +331,12 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		*d.dst = v
 	}
+	// The settings that did not parse keep their defaults: Validate reports the other problems.
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
 	}
 	return c, nil
 }
@@ -283,6 +349,8 @@ func (c *Config) setDefaults() {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat
 	}
+	c.Route.setDefaults()
+	c.Limits.setDefaults()
 }
 
 // Validate applies the defaults to zero-valued settings, then checks every setting. It returns
@@ -368,6 +436,8 @@ func (c *Config) Validate() error {
 	}
 
 	errs = append(errs, validateEndpoints("endpoints", c.Endpoints)...)
+	errs = append(errs, c.Route.check()...)
+	errs = append(errs, c.Limits.check()...)
 
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -509,6 +579,8 @@ func (c *Config) clone() *Config {
 	d.Apps = slices.Clone(c.Apps)
 	d.Endpoints = slices.Clone(c.Endpoints)
 	d.Businesses = maps.Clone(c.Businesses)
+	d.EngineOptions = maps.Clone(c.EngineOptions)
+	d.Route.Redis.Addrs = slices.Clone(c.Route.Redis.Addrs)
 	d.index = nil
 	return &d
 }
