@@ -32,7 +32,7 @@ type Client struct {
 	// Identity, set at login before the client enters the table and never changed after: readers
 	// on other goroutines find the client through the table, whose lock orders the writes first.
 	app, device, user string
-	gen               uint64 // per-device connection generation; 0 before login
+	gen               atomic.Uint64 // per-device connection generation; 0 before login; the route store's once it answered the claim
 
 	word     atomic.Uint32 // state (low byte) and close code (second byte); see transition
 	pushSeq  atomic.Uint32 // seq of the last PUSH sent
@@ -153,7 +153,7 @@ func (c *Client) handle(f *frame.Frame) {
 	case frame.TypePushAck:
 		n.m.pushAcks.Inc()
 		if id, ok := f.Meta.Get("id"); ok {
-			n.acks.ack(c.app, c.device, id)
+			n.ackPending(c, id)
 		}
 	default: // REQUEST, JOIN, LEAVE: session.Check lets nothing else through
 		if !c.allow(n.clock.Now().UnixNano()) {
@@ -195,11 +195,16 @@ func (c *Client) login(f *frame.Frame) {
 		return
 	}
 	c.app, c.device, c.user = id.App, id.Device, id.User
-	c.gen = n.nextGen(uint64(now.UnixNano()))
+	c.gen.Store(n.nextGen(uint64(now.UnixNano())))
 	if _, err := c.transition(session.EventTokenOK, 0); err != nil {
 		return // timed out meanwhile
 	}
 	n.register(c)
+	if n.clustered() {
+		// The store answers on the route writer's goroutine: the assigned generation, the
+		// device's groups and unacknowledged messages, and the previous connection to close.
+		n.cl.w.enqueue(routeOp{kind: opClaim, c: c})
+	}
 	var meta frame.Meta
 	meta = frame.AppendMetaString(meta, "conn", strconv.FormatUint(c.id(), 10))
 	meta = frame.AppendMetaString(meta, "hb", n.hb)
@@ -211,7 +216,9 @@ func (c *Client) login(f *frame.Frame) {
 		c.goaway(n.retryJitter())
 	}
 	n.notify(forward.EventConnect, c, "")
-	n.resendPending(c)
+	if !n.clustered() {
+		n.resendPending(c)
+	}
 }
 
 // metaIs reports whether meta's key, when present, is want.
@@ -294,6 +301,7 @@ func (c *Client) joinLeave(f *frame.Frame) {
 	}
 	if f.Type == frame.TypeLeave {
 		n.groups.Leave(c, g)
+		n.recordMembership(c.app, c.device, g, false)
 		c.respond(f, frame.CodeOK, "")
 		return
 	}
@@ -301,6 +309,7 @@ func (c *Client) joinLeave(f *frame.Frame) {
 		c.respond(f, frame.CodeForbidden, "at most "+strconv.Itoa(n.cfg.MaxGroupsPerConn)+" groups per connection")
 		return
 	}
+	n.recordMembership(c.app, c.device, g, true)
 	c.respond(f, frame.CodeOK, "")
 }
 
@@ -371,6 +380,9 @@ func (c *Client) onClose(err error) {
 	}
 	n.m.closes.WithLabelValues(label).Inc()
 	if n.unregister(c) {
+		if n.clustered() {
+			n.cl.w.enqueue(routeOp{kind: opRelease, c: c})
+		}
 		n.notify(forward.EventDisconnect, c, label)
 	}
 	n.log.Debug("connection closed", "conn", c.id(), "device", c.device, "reason", label, "err", err)

@@ -22,6 +22,12 @@ func (n *Node) Drain(ctx context.Context) error {
 
 func (n *Node) drain(ctx context.Context) error {
 	n.draining.Store(true)
+	if n.clustered() {
+		// Control hands out no draining instance: say so now, not at the next registration.
+		if err := n.registerInstance(ctx); err != nil {
+			n.log.Warn("registering as draining failed", "err", err)
+		}
+	}
 	var all []*Client
 	n.table.Range(func(c *Client) bool {
 		all = append(all, c)

@@ -34,6 +34,7 @@ import (
 	"github.com/pushwire/pushwire/core/session"
 	"github.com/pushwire/pushwire/core/timewheel"
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/route"
 )
 
 // Identity is what a verified login token says about the connection.
@@ -113,6 +114,27 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the node's time. Default: the system clock.
 	Clock Clock
+
+	// Route is the route layer: where devices, users and groups live, the instance registry and
+	// the bus. nil: standalone, this instance only (unit tests); the binary always sets one (the
+	// in-memory store for one instance).
+	Route RouteStore
+	// Mode is how pushes reach other instances: route.ModeRegistry (default: look up the holders,
+	// one bus message per holding instance) or route.ModeBroadcast (every push not wholly local
+	// goes to every instance).
+	Mode string
+	// InstanceTTL is the registration's time to live; the node re-registers every third of it
+	// with its live connections and whether it drains. Default 10s.
+	InstanceTTL time.Duration
+	// Endpoints are the access points this instance serves, advertised in the registry.
+	Endpoints []route.Endpoint
+	// HTTPURL is this instance's push API base URL, advertised in the registry.
+	HTTPURL string
+	// RemoteTimeout is how long a push waits for the remote instances' reports. Default 2s.
+	RemoteTimeout time.Duration
+	// Linger is how long a device's groups and unacknowledged messages are kept in the route
+	// store after its connection closes. Default AckTTL.
+	Linger time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -171,6 +193,18 @@ func (c *Config) setDefaults() {
 	if c.Clock == nil {
 		c.Clock = systemClock{}
 	}
+	if c.Mode == "" {
+		c.Mode = route.ModeRegistry
+	}
+	if c.InstanceTTL <= 0 {
+		c.InstanceTTL = 10 * time.Second
+	}
+	if c.RemoteTimeout <= 0 {
+		c.RemoteTimeout = 2 * time.Second
+	}
+	if c.Linger <= 0 {
+		c.Linger = c.AckTTL
+	}
 }
 
 // Validate reports a setting that cannot work, naming it.
@@ -182,6 +216,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gateway: idle timeout %v shorter than the heartbeat %v", c.IdleTimeout, c.Heartbeat)
 	case c.WheelTick > c.LoginTimeout:
 		return fmt.Errorf("gateway: wheel tick %v longer than the login timeout %v", c.WheelTick, c.LoginTimeout)
+	case c.Mode != route.ModeRegistry && c.Mode != route.ModeBroadcast:
+		return fmt.Errorf("gateway: mode %q: want %q or %q", c.Mode, route.ModeRegistry, route.ModeBroadcast)
+	case c.InstanceTTL < 30*time.Millisecond:
+		return fmt.Errorf("gateway: instance ttl %v under 30ms", c.InstanceTTL)
 	}
 	return nil
 }
@@ -200,7 +238,8 @@ type Node struct {
 	fanout   *push.Fanout[*Client]
 	fwd      *forward.Forwarder
 	notifier *forward.Notifier // nil when no business has a notify URL
-	acks     *ackStore
+	acks     *ackStore // standalone only: with a route store, pending messages live there
+	cl       *cluster  // nil: standalone
 	biz      map[uint16]Business // with defaults applied; read-only
 	m        *metrics
 	started  time.Time
@@ -276,6 +315,11 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 		n.rateTol = n.rateIvl * int64(cfg.RateBurst)
 	}
 	n.acks = newAckStore(cfg.MaxPending)
+	if cfg.Route != nil {
+		n.cl = &cluster{store: cfg.Route, mode: cfg.Mode, waiters: make(map[uint64]*waiter)}
+		n.cl.w = newRouteWriter(n)
+		n.groups.held = n.held
+	}
 	n.m = newMetrics(n)
 	slots := int((cfg.IdleTimeout+cfg.LoginTimeout)/cfg.WheelTick) + 2
 	n.wheel = timewheel.New(cfg.WheelTick, min(slots, 1<<16), n.expire, timewheel.WithClock(n.clock.Now))
@@ -302,6 +346,9 @@ func (n *Node) Start(ctx context.Context) error {
 		n.notifier.Start()
 	}
 	n.bg.Go(n.expireAcks)
+	if n.clustered() {
+		n.startCluster()
+	}
 	return nil
 }
 
@@ -317,11 +364,16 @@ func (n *Node) Stop(ctx context.Context) error {
 	n.stopped = true
 	n.running = false
 	close(n.stop)
+	clusterStarted := n.clustered() && n.cl.subCancel != nil
 	n.life.Unlock()
+	var err error
+	if clusterStarted {
+		err = n.stopCluster(ctx)
+	}
 	n.bg.Wait()
 	n.wheel.Stop()
 	n.fanout.Stop()
-	err := n.fwd.Close(ctx)
+	err = errors.Join(err, n.fwd.Close(ctx))
 	if n.notifier != nil {
 		err = errors.Join(err, n.notifier.Close(ctx))
 	}
@@ -389,11 +441,12 @@ func (n *Node) unregister(c *Client) bool {
 
 // notify posts a connection state change to the businesses' notify URLs, never blocking.
 func (n *Node) notify(typ string, c *Client, reason string) {
-	if n.notifier == nil || c.gen == 0 {
+	gen := c.gen.Load()
+	if n.notifier == nil || gen == 0 {
 		return
 	}
 	n.notifier.Notify(forward.Event{Type: typ, App: c.app, Device: c.device, User: c.user, Conn: c.id(),
-		Node: n.cfg.Node, Gen: c.gen, Reason: reason, At: n.clock.Now().UnixMilli()})
+		Node: n.cfg.Node, Gen: gen, Reason: reason, At: n.clock.Now().UnixMilli()})
 }
 
 // nextGen returns a connection generation above every one this node handed out and at least

@@ -19,6 +19,9 @@ var errGroupLimit = errors.New("gateway: connection in too many groups")
 type groups struct {
 	seed   maphash.Seed
 	shards [numShards]groupShard
+	// held, when set, learns that a group gained its first member (true) or lost its last
+	// (false) here; it runs under the group's lock, so the calls for one group come in order.
+	held func(app, name string, held bool)
 }
 
 type groupShard struct {
@@ -89,6 +92,9 @@ func (g *groups) Join(s *Client, name string, limit int) (bool, error) {
 	s.gmu.Unlock()
 	gr.index[s] = len(gr.members)
 	gr.members = append(gr.members, s)
+	if len(gr.members) == 1 && g.held != nil {
+		g.held(s.app, name, true)
+	}
 	gr.mu.Unlock()
 	return true, nil
 }
@@ -99,8 +105,7 @@ func key(app, name string) string { return app + "\x00" + name }
 
 // Leave removes s from the app's group name. It reports whether s was a member.
 func (g *groups) Leave(s *Client, name string) bool {
-	k := key(s.app, name)
-	if !g.remove(k, s) {
+	if !g.remove(s.app, name, s) {
 		return false
 	}
 	s.gmu.Lock()
@@ -127,7 +132,7 @@ func (g *groups) LeaveAll(s *Client) int {
 	s.groups = &leftAll
 	s.gmu.Unlock()
 	for _, name := range names {
-		g.remove(key(s.app, name), s)
+		g.remove(s.app, name, s)
 	}
 	return len(names)
 }
@@ -140,7 +145,8 @@ func (g *groups) lookup(k string) *group {
 	return sh.m[k]
 }
 
-func (g *groups) remove(k string, s *Client) bool {
+func (g *groups) remove(app, name string, s *Client) bool {
+	k := key(app, name)
 	gr := g.lookup(k)
 	if gr == nil {
 		return false
@@ -157,6 +163,9 @@ func (g *groups) remove(k string, s *Client) bool {
 		delete(gr.index, s)
 	}
 	empty := len(gr.members) == 0
+	if ok && empty && g.held != nil {
+		g.held(app, name, false)
+	}
 	gr.mu.Unlock()
 	if empty {
 		g.dropIfEmpty(k)

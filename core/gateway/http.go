@@ -205,13 +205,17 @@ type membersBody struct {
 	Devices []string `json:"devices"`
 }
 
-// membersResult answers a membership change: Changed counts the connections added or removed,
-// Offline the devices with no live connection here, Unchanged those already (not) members.
+// membersResult answers a membership change: Changed counts the connections added or removed
+// here, Unchanged those already (not) members, Forwarded the devices held on other instances
+// (the change is sent to them), Offline the devices with no live connection, Failed those whose
+// instance could not be reached. Size is the group's members on this instance.
 type membersResult struct {
 	Group     string `json:"group"`
 	Changed   int    `json:"changed"`
 	Unchanged int    `json:"unchanged"`
+	Forwarded int    `json:"forwarded,omitempty"`
 	Offline   int    `json:"offline"`
+	Failed    int    `json:"failed,omitempty"`
 	Size      int    `json:"size"`
 }
 
@@ -260,10 +264,14 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	res := membersResult{Group: group}
+	in := r.Method == http.MethodPut
+	var misses []string
 	for _, d := range b.Devices {
+		// The device's membership follows it: recorded whether it is online, here or elsewhere.
+		n.recordMembership(app, d, group, in)
 		s := n.table.ByDevice(app, d)
 		if s == nil {
-			res.Offline++
+			misses = append(misses, d)
 			continue
 		}
 		var changed bool
@@ -277,6 +285,11 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 		} else {
 			res.Unchanged++
 		}
+	}
+	if len(misses) > 0 && n.clustered() {
+		res.Forwarded, res.Offline, res.Failed = n.forwardMembership(app, group, in, misses)
+	} else {
+		res.Offline = len(misses)
 	}
 	res.Size = n.groups.Size(app, group)
 	n.m.pushRequests.WithLabelValues("200").Inc()

@@ -31,6 +31,33 @@ type metrics struct {
 	requests       prometheus.Counter
 	responses      *prometheus.CounterVec
 	resent         prometheus.Counter
+
+	// the cluster
+	routeOps       *prometheus.CounterVec
+	busMessages    *prometheus.CounterVec
+	busUnreceived  prometheus.Counter
+	routeQueue     prometheus.Gauge
+	resyncs        prometheus.Counter
+	stale          prometheus.Counter
+	remoteTimeouts prometheus.Counter
+}
+
+// routeOp counts one call to the route store by outcome.
+func (m *metrics) routeOp(op string, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.routeOps.WithLabelValues(op, outcome).Inc()
+}
+
+// bus counts one bus message in or out by kind (kind 0: undecodable).
+func (m *metrics) bus(dir string, kind byte) {
+	name, ok := busKindNames[kind]
+	if !ok {
+		name = "bad"
+	}
+	m.busMessages.WithLabelValues(dir, name).Inc()
 }
 
 func newMetrics(n *Node) *metrics {
@@ -98,6 +125,15 @@ func newMetrics(n *Node) *metrics {
 		&forwardCollector{n: n, constLabels: constLabels})
 	reg.MustRegister(m.conns, sessions, draining, m.logins, m.closes, m.timeouts, m.pushes, m.pushRequests,
 		framesIn, framesOut, deliveries, m.protocolErrors, m.slowConsumers, m.evictions, m.pushAcks)
+	m.routeOps = prometheus.NewCounterVec(prometheus.CounterOpts(f("route_ops_total",
+		"Route store calls by operation and outcome (ok, error; dropped: queued writes given up after retries or a full queue).")), []string{"op", "outcome"})
+	m.busMessages = prometheus.NewCounterVec(prometheus.CounterOpts(f("bus_messages_total", "Bus messages by direction (in, out) and kind.")), []string{"dir", "kind"})
+	m.busUnreceived = prometheus.NewCounter(prometheus.CounterOpts(f("bus_unreceived_total", "Bus messages published that no instance took.")))
+	m.routeQueue = prometheus.NewGauge(prometheus.GaugeOpts(f("route_queue", "Route store writes queued.")))
+	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts(f("route_resyncs_total", "Times the instance re-asserted its local state in the route store.")))
+	m.stale = prometheus.NewCounter(prometheus.CounterOpts(f("route_stale_total", "Route entries that named a connection its instance no longer has.")))
+	m.remoteTimeouts = prometheus.NewCounter(prometheus.CounterOpts(f("remote_timeouts_total", "Pushes whose remote instances did not all report within the remote timeout.")))
+	reg.MustRegister(m.routeOps, m.busMessages, m.busUnreceived, m.routeQueue, m.resyncs, m.stale, m.remoteTimeouts)
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.MetricsGC, collectors.MetricsScheduler, collectors.MetricsMemory,
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/(gc/|total:)`)},

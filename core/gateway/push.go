@@ -15,8 +15,8 @@ type PushRequest struct {
 	Biz       uint16
 	Devices   []string // unicast / batch unicast
 	Users     []string // every live connection of each user
-	Group     string   // every member of the app's group on this instance
-	Broadcast bool     // every connection of the app on this instance
+	Group     string   // every member of the app's group, on every instance
+	Broadcast bool     // every connection of the app, on every instance
 	Payload   []byte   // the PUSH body; not modified, shared by every delivery
 	// Ack asks for at-least-once delivery: the PUSH carries flag ACK and the message is kept per
 	// device until PUSH_ACK, resent when the device logs in again within TTL.
@@ -31,10 +31,23 @@ type PushResult struct {
 	ID        string `json:"id"`
 	Targets   int    `json:"targets"`
 	Delivered int    `json:"delivered"`         // queued to a connection on this instance
-	Forwarded int    `json:"forwarded"`         // handed to other instances
+	Forwarded int    `json:"forwarded"`         // handed to other instances (a bus message with a receiver)
 	Offline   int    `json:"offline"`           // no live connection
-	Failed    int    `json:"failed"`            // a connection that could not take it (slow consumer, closing)
+	Failed    int    `json:"failed"`            // a connection that could not take it (slow consumer, closing), or remote targets that could not be handed over
 	Pending   int    `json:"pending,omitempty"` // with ack: kept for PUSH_ACK
+	// Remote is what the other instances reported (on a route store, when the push went to any).
+	Remote *RemoteResult `json:"remote,omitempty"`
+}
+
+// RemoteResult sums the reports of the instances a push was handed to. When every one reported,
+// Forwarded = Delivered + Offline + Stale + Failed.
+type RemoteResult struct {
+	Instances int `json:"instances"` // instances the push was handed to
+	Reported  int `json:"reported"`  // of them, those that reported within the remote timeout
+	Delivered int `json:"delivered"` // queued to a connection there
+	Offline   int `json:"offline"`   // not held there (broadcast mode: held nowhere)
+	Stale     int `json:"stale"`     // a route entry named a connection the instance no longer has
+	Failed    int `json:"failed"`    // a connection there could not take it
 }
 
 // Errors of Push.
@@ -88,8 +101,10 @@ func (n *Node) newMessage(id string, biz uint16, group string, payload []byte, a
 	return m
 }
 
-// Push delivers one message to the local connections of its targets. Large target sets are
-// split across the fan-out workers; the message is encoded once and shared.
+// Push delivers one message to its targets: first to the connections this instance holds, then,
+// on a route store, to the other instances' (see route.go), waiting up to Config.RemoteTimeout
+// for their reports. Large target sets are split across the fan-out workers; the message is
+// encoded once and shared.
 func (n *Node) Push(req *PushRequest) (PushResult, error) {
 	var res PushResult
 	if req.Biz == 0 {
@@ -105,6 +120,8 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 	msg := n.newMessage(res.ID, req.Biz, req.Group, req.Payload, req.Ack, req.TTL)
 	var c counts
 	var targets []*Client
+	var misses []string // devices not held here
+	var localUsers []int // connections held here per user
 	switch {
 	case len(req.Devices) > 0:
 		targets = make([]*Client, 0, len(req.Devices))
@@ -112,41 +129,45 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 			if s := n.table.ByDevice(req.App, d); s != nil {
 				targets = append(targets, s)
 			} else {
-				c.offline.Add(1)
+				misses = append(misses, d)
 			}
 		}
 		res.Targets = len(req.Devices)
 	case len(req.Users) > 0:
-		for _, u := range req.Users {
+		localUsers = make([]int, len(req.Users))
+		for i, u := range req.Users {
 			before := len(targets)
 			targets = n.table.ByUser(targets, req.App, u)
-			if len(targets) == before {
-				c.offline.Add(1)
-				res.Targets++
-			}
+			localUsers[i] = len(targets) - before
 		}
-		res.Targets += len(targets)
+		res.Targets = len(targets)
 	case req.Group != "":
 		targets = n.groups.Members(nil, req.App, req.Group)
 		res.Targets = len(targets)
 	case req.Broadcast:
-		targets = make([]*Client, 0, n.table.Len())
-		n.table.Range(func(s *Client) bool {
-			if s.app == req.App {
-				targets = append(targets, s)
-			}
-			return true
-		})
+		targets = n.appClients(req.App)
 		res.Targets = len(targets)
 	}
-	n.m.pushes.WithLabelValues(outcomeOffline).Add(float64(c.offline.Load()))
 	if err := n.fanout.Run(targets, func(chunk []*Client) { n.deliverChunk(msg, chunk, &c) }); err != nil {
 		return res, err
 	}
-	res.Delivered = int(c.delivered.Load())
-	res.Offline = int(c.offline.Load())
-	res.Failed = int(c.failed.Load())
-	res.Pending = int(c.pending.Load())
+	if n.clustered() {
+		n.pushRemote(req, msg, misses, localUsers, &res)
+	} else {
+		offline := len(misses)
+		for _, k := range localUsers {
+			if k == 0 {
+				offline++
+				res.Targets++
+			}
+		}
+		res.Offline += offline
+		n.m.pushes.WithLabelValues(outcomeOffline).Add(float64(offline))
+	}
+	res.Delivered += int(c.delivered.Load())
+	res.Offline += int(c.offline.Load())
+	res.Failed += int(c.failed.Load())
+	res.Pending += int(c.pending.Load())
 	return res, nil
 }
 
@@ -162,7 +183,7 @@ func (n *Node) deliverChunk(msg *message, chunk []*Client, c *counts) {
 			continue
 		}
 		if msg.ack {
-			n.acks.keep(s.app, s.device, msg)
+			n.keepPending(s, msg)
 			pending++
 		}
 		n.deliverMessage(s, msg, slab[i*frame.HeaderLen:(i+1)*frame.HeaderLen:(i+1)*frame.HeaderLen], &t)
@@ -182,9 +203,14 @@ func (n *Node) deliverMessage(s *Client, msg *message, head []byte, t *tally) ou
 	return n.deliver(s, frame.TypePush, head, msg.tail, msg.slow, t)
 }
 
-// resendPending sends a device's unacknowledged messages to its new connection.
+// resendPending sends a device's unacknowledged messages to its new connection (standalone: on a
+// route store they come with the claim's answer, deliverPending).
 func (n *Node) resendPending(s *Client) {
-	msgs := n.acks.pendingFor(s.app, s.device, n.clock.Now().UnixNano())
+	n.resend(s, n.acks.pendingFor(s.app, s.device, n.clock.Now().UnixNano()))
+}
+
+// resend delivers msgs, oldest first, to s, until one cannot be queued.
+func (n *Node) resend(s *Client, msgs []*message) {
 	if len(msgs) == 0 {
 		return
 	}

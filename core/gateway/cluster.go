@@ -1,0 +1,358 @@
+package gateway
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/route"
+)
+
+// Directory is what the node asks of the route layer's directory (route.Directory): where
+// devices, users and groups live, and what follows a device between connections.
+type Directory interface {
+	Claim(ctx context.Context, claims []route.Claim) ([]route.Claimed, error)
+	Release(ctx context.Context, releases []route.Release) ([]bool, error)
+	Refresh(ctx context.Context, claims []route.Claim) ([]bool, error)
+	Lookup(ctx context.Context, app string, devices []string) ([]route.Entry, error)
+	Users(ctx context.Context, app string, users []string) ([][]route.Entry, error)
+	SetMembership(ctx context.Context, ops []route.Membership) error
+	SetHolding(ctx context.Context, ops []route.Holding) error
+	Holders(ctx context.Context, app, group string) ([]string, error)
+	AddPending(ctx context.Context, msgs []route.Pending) error
+	Ack(ctx context.Context, acks []route.Ack) error
+}
+
+// Registry is what the node asks of the instance registry (route.Registry).
+type Registry interface {
+	Register(ctx context.Context, inst route.Instance, ttl time.Duration) error
+	Deregister(ctx context.Context, id string) error
+	Instances(ctx context.Context) ([]route.Instance, error)
+}
+
+// Bus is what the node asks of the bus between instances (route.Bus).
+type Bus interface {
+	Publish(ctx context.Context, msgs []route.Message) ([]int, error)
+	Subscribe(ctx context.Context, instance string, deliver func(data []byte), up func(bool)) error
+}
+
+// RouteStore is the route layer the node runs on: route/memory and route/redis satisfy it. The
+// node never closes it: its owner (the binary) does, after Stop.
+type RouteStore interface {
+	Directory
+	Registry
+	Bus
+	Ping(ctx context.Context) error
+}
+
+// storeTimeout bounds one call to the store.
+const storeTimeout = 5 * time.Second
+
+// cluster is the node's share of the cluster: nil fields and a nil *cluster mean standalone.
+type cluster struct {
+	store RouteStore
+	mode  string
+	w     *routeWriter
+
+	live      atomic.Pointer[[]route.Instance] // the registry's live instances, refreshed each registration
+	reqSeq    atomic.Uint64
+	waitMu    sync.Mutex
+	waiters   map[uint64]*waiter
+	upBefore  atomic.Bool // the bus subscription was up once: a later up means a re-subscription
+	subCancel context.CancelFunc
+}
+
+// waiter collects the reports of one push's remote instances.
+type waiter struct {
+	expect  int
+	reports chan *busMsg
+}
+
+// clustered reports whether the node runs on a route store.
+func (n *Node) clustered() bool { return n.cl != nil }
+
+// liveOthers returns the live instances other than this one, as last read from the registry.
+func (n *Node) liveOthers() []string {
+	p := n.cl.live.Load()
+	if p == nil {
+		return nil
+	}
+	out := make([]string, 0, len(*p))
+	for _, in := range *p {
+		if in.ID != n.cfg.Node {
+			out = append(out, in.ID)
+		}
+	}
+	return out
+}
+
+// instance is this node as the registry lists it.
+func (n *Node) instance() route.Instance {
+	return route.Instance{ID: n.cfg.Node, Engine: n.cfg.Engine, Endpoints: n.cfg.Endpoints, HTTP: n.cfg.HTTPURL,
+		Conns: n.conns.Load(), Draining: n.draining.Load()}
+}
+
+// registerInstance registers the node and refreshes the cached list of live instances.
+func (n *Node) registerInstance(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := n.cl.store.Register(ctx, n.instance(), n.cfg.InstanceTTL)
+	n.m.routeOp("register", err)
+	if err != nil {
+		n.needResync("register")
+		return err
+	}
+	list, err := n.cl.store.Instances(ctx)
+	n.m.routeOp("instances", err)
+	if err != nil {
+		return err
+	}
+	n.cl.live.Store(&list)
+	return nil
+}
+
+// registration registers the node every InstanceTTL/3 until Stop.
+func (n *Node) registration() {
+	_ = n.registerInstance(context.Background())
+	t := time.NewTicker(n.cfg.InstanceTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			_ = n.registerInstance(context.Background())
+		}
+	}
+}
+
+// subscribe receives the bus until Stop.
+func (n *Node) subscribe(ctx context.Context) {
+	err := n.cl.store.Subscribe(ctx, n.cfg.Node, n.onBus, n.onBusUp)
+	if err != nil && ctx.Err() == nil {
+		n.log.Error("bus subscription ended", "err", err)
+	}
+}
+
+// onBusUp learns that the bus subscription is (re-)established or lost. A re-subscription means
+// the store may have lost what this instance wrote: the writer re-asserts it.
+func (n *Node) onBusUp(up bool) {
+	if !up {
+		n.log.Warn("bus subscription lost")
+		return
+	}
+	if n.cl.upBefore.Swap(true) {
+		n.log.Info("bus subscription re-established")
+		n.needResync("resubscribed")
+	}
+}
+
+// needResync marks that the store may miss what this instance holds.
+func (n *Node) needResync(why string) {
+	if n.cl.w.resync.CompareAndSwap(false, true) {
+		n.log.Warn("route store out of step: will re-assert local state", "why", why)
+	}
+	n.cl.w.wake()
+}
+
+// publish sends bus messages and counts them.
+func (n *Node) publish(msgs []route.Message, kinds []byte) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	recv, err := n.cl.store.Publish(ctx, msgs)
+	n.m.routeOp("publish", err)
+	for i, k := range kinds {
+		n.m.bus("out", k)
+		if err != nil || i >= len(recv) || recv[i] == 0 {
+			n.m.busUnreceived.Inc()
+		}
+	}
+	if err == nil && len(recv) != len(msgs) {
+		recv = append(recv, make([]int, len(msgs)-len(recv))...)
+	}
+	return recv, err
+}
+
+// onBus handles one message from the bus. It runs on the subscription's goroutine.
+func (n *Node) onBus(data []byte) {
+	m, err := decodeBus(data)
+	if err != nil {
+		n.m.bus("in", 0)
+		n.log.Warn("bad bus message", "err", err)
+		return
+	}
+	if m.Origin == n.cfg.Node {
+		return // this instance's own message to every instance
+	}
+	n.m.bus("in", m.Kind)
+	switch m.Kind {
+	case busPush:
+		n.onRemotePush(m)
+	case busReport:
+		n.cl.waitMu.Lock()
+		w := n.cl.waiters[m.Request]
+		n.cl.waitMu.Unlock()
+		if w != nil {
+			select {
+			case w.reports <- m:
+			default: // more reports than expected: a stale list of live instances
+			}
+		}
+	case busKick:
+		if c := n.table.ByConn(m.Conn.Conn); c != nil && c.app == m.App && c.device == m.Device && c.gen.Load() < m.Conn.Gen {
+			n.m.evictions.Inc()
+			c.evict()
+		}
+	case busMembership:
+		for _, d := range m.Devices {
+			c := n.table.ByDevice(m.App, d)
+			if c == nil {
+				continue
+			}
+			if m.In {
+				_, _ = n.groups.Join(c, m.Group, 0)
+			} else {
+				n.groups.Leave(c, m.Group)
+			}
+		}
+	}
+}
+
+// onRemotePush delivers a push from another instance to the connections this instance holds and
+// reports the counts back to its origin.
+func (n *Node) onRemotePush(m *busMsg) {
+	msg := n.newMessage(m.ID, m.Biz, m.Group, m.Payload, m.Flags&frame.FlagAck != 0, time.Duration(m.TTLMs)*time.Millisecond)
+	var c counts
+	var stale int64
+	var targets []*Client
+	switch m.Target {
+	case targetConns:
+		targets = make([]*Client, 0, len(m.Conns))
+		for _, r := range m.Conns {
+			s := n.table.ByConn(r.Conn)
+			if s == nil || s.app != m.App || s.gen.Load() != r.Gen {
+				stale++
+				continue
+			}
+			targets = append(targets, s)
+		}
+	case targetDevices:
+		for _, d := range m.Devices {
+			if s := n.table.ByDevice(m.App, d); s != nil {
+				targets = append(targets, s)
+			}
+		}
+	case targetUsers:
+		for _, u := range m.Users {
+			targets = n.table.ByUser(targets, m.App, u)
+		}
+	case targetGroup:
+		targets = n.groups.Members(nil, m.App, m.Group)
+	case targetAll:
+		targets = n.appClients(m.App)
+	}
+	if stale > 0 {
+		n.m.stale.Add(float64(stale))
+	}
+	_ = n.fanout.Run(targets, func(chunk []*Client) { n.deliverChunk(msg, chunk, &c) })
+	if m.ReportTo == "" {
+		return
+	}
+	rep := &busMsg{Kind: busReport, Origin: n.cfg.Node, Request: m.Request,
+		Delivered: uint64(c.delivered.Load()), Offline: uint64(c.offline.Load()), Stale: uint64(stale), Failed: uint64(c.failed.Load())}
+	_, _ = n.publish([]route.Message{{To: m.ReportTo, Data: encodeBus(rep)}}, []byte{busReport})
+}
+
+// appClients returns every connection of app on this instance.
+func (n *Node) appClients(app string) []*Client {
+	targets := make([]*Client, 0, n.table.Len())
+	n.table.Range(func(s *Client) bool {
+		if s.app == app {
+			targets = append(targets, s)
+		}
+		return true
+	})
+	return targets
+}
+
+// newWaiter registers a request whose reports the caller waits for.
+func (n *Node) newWaiter() (uint64, *waiter) {
+	id := n.cl.reqSeq.Add(1)
+	w := &waiter{reports: make(chan *busMsg, 64)}
+	n.cl.waitMu.Lock()
+	n.cl.waiters[id] = w
+	n.cl.waitMu.Unlock()
+	return id, w
+}
+
+// await collects up to expect reports for request id within RemoteTimeout, and forgets it.
+func (n *Node) await(id uint64, w *waiter, expect int, rr *RemoteResult) {
+	defer func() {
+		n.cl.waitMu.Lock()
+		delete(n.cl.waiters, id)
+		n.cl.waitMu.Unlock()
+	}()
+	if expect == 0 {
+		return
+	}
+	timer := time.NewTimer(n.cfg.RemoteTimeout)
+	defer timer.Stop()
+	for rr.Reported < expect {
+		select {
+		case m := <-w.reports:
+			rr.Reported++
+			rr.Delivered += int(m.Delivered)
+			rr.Offline += int(m.Offline)
+			rr.Stale += int(m.Stale)
+			rr.Failed += int(m.Failed)
+		case <-timer.C:
+			n.m.remoteTimeouts.Inc()
+			return
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// startCluster starts the cluster's goroutines: the route writer, the registration and the bus
+// subscription. Called by Start.
+func (n *Node) startCluster() {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cl.subCancel = cancel
+	n.bg.Go(n.cl.w.run)
+	n.bg.Go(n.registration)
+	n.bg.Go(func() { n.subscribe(ctx) })
+}
+
+// stopCluster ends the bus subscription, lets the route writer drain what is queued (bounded by
+// ctx and drainBound) and removes this instance from the registry. Called by Stop after the
+// goroutines were told to stop.
+func (n *Node) stopCluster(ctx context.Context) error {
+	n.cl.subCancel()
+	n.bg.Wait()
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := n.cl.store.Deregister(ctx, n.cfg.Node)
+	n.m.routeOp("deregister", err)
+	return err
+}
+
+// holders returns the live instances other than this one that hold members of app's group.
+func (n *Node) holders(ctx context.Context, app, group string) ([]string, error) {
+	ids, err := n.cl.store.Holders(ctx, app, group)
+	n.m.routeOp("holders", err)
+	if err != nil {
+		return nil, err
+	}
+	live := n.liveOthers()
+	out := ids[:0]
+	for _, id := range ids {
+		if slices.Contains(live, id) {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
