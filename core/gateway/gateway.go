@@ -237,9 +237,9 @@ type Node struct {
 	wheel    *timewheel.Wheel[*Client]
 	fanout   *push.Fanout[*Client]
 	fwd      *forward.Forwarder
-	notifier *forward.Notifier // nil when no business has a notify URL
-	acks     *ackStore // standalone only: with a route store, pending messages live there
-	cl       *cluster  // nil: standalone
+	notifier *forward.Notifier   // nil when no business has a notify URL
+	acks     *ackStore           // standalone only: with a route store, pending messages live there
+	cl       *cluster            // nil: standalone
 	biz      map[uint16]Business // with defaults applied; read-only
 	m        *metrics
 	started  time.Time

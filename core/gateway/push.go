@@ -120,7 +120,7 @@ func (n *Node) Push(req *PushRequest) (PushResult, error) {
 	msg := n.newMessage(res.ID, req.Biz, req.Group, req.Payload, req.Ack, req.TTL)
 	var c counts
 	var targets []*Client
-	var misses []string // devices not held here
+	var misses []string  // devices not held here
 	var localUsers []int // connections held here per user
 	switch {
 	case len(req.Devices) > 0:
