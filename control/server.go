@@ -3,6 +3,10 @@
 // it proves it belongs to a registered app and gets a token, which every gateway verifies on its
 // own (package token), the heartbeat interval, and the endpoints to try, in order.
 //
+// The endpoints come from the configured list (static, optionally watched through each gateway's
+// /v1/stats) or, in a cluster, from the instance registry (WithRegistry). Connects are limited per
+// source address and per device (LimitsConfig) and answered 429 past the limits.
+//
 // The same Config serves the gateways: Config.Verifier checks LOGIN tokens and
 // Config.AppByPushKey authenticates the push API.
 package control
@@ -22,6 +26,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -31,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pushwire/pushwire/control/token"
+	"github.com/pushwire/pushwire/route"
 )
 
 // Connect request limits.
@@ -60,6 +66,7 @@ const (
 	CodeStaleTS          = "stale_ts"           // 401: ts further than MaxClockSkew from now
 	CodeAppDisabled      = "app_disabled"       // 403
 	CodeMethodNotAllowed = "method_not_allowed" // 405
+	CodeRateLimited      = "rate_limited"       // 429: connects faster than limits allow; Retry-After says when to try again
 	CodeNoEndpoints      = "no_endpoints"       // 503: no endpoint serves the client's platform
 	CodeInternal         = "internal"           // 500: a bug; never expected
 )
@@ -133,7 +140,8 @@ func WithEndpoints(eps []Endpoint) Option {
 }
 
 // WithMetrics registers the server's metrics with r: pushwire_control_connects_total{result},
-// result being "ok" or an error code. When r is also a prometheus.Gatherer (a
+// result being "ok" or an error code, and with WithRegistry
+// pushwire_control_registry_reads_total{result} ("ok" or "error"). When r is also a prometheus.Gatherer (a
 // *prometheus.Registry is), the handler serves it on GET /metrics.
 func WithMetrics(r prometheus.Registerer) Option {
 	return func(s *Server) { s.registerer = r }
@@ -150,7 +158,20 @@ type Server struct {
 	now          func() time.Time
 	registerer   prometheus.Registerer
 	connects     *prometheus.CounterVec // nil without WithMetrics
+	regReads     *prometheus.CounterVec // nil without WithMetrics
 	handler      http.Handler
+
+	// Connect limits; nil when off.
+	limDevice, limSource *limiter
+	limiterKeys          int
+	trustForwarded       bool
+
+	// The instance registry (WithRegistry); nil: the static endpoints.
+	reg       route.Registry
+	refresh   time.Duration
+	view      atomic.Pointer[regView]
+	refreshMu sync.Mutex
+	regState  regState // guarded by refreshMu
 
 	// down[i] is set while endpoint i has a Health URL and its gateway is draining or silent.
 	// Every endpoint starts up; Watch keeps it current.
@@ -167,7 +188,7 @@ func NewServer(cfg *Config, opts ...Option) (*Server, error) {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	s := &Server{cfg: cfg.clone(), log: slog.Default(), now: time.Now}
+	s := &Server{cfg: cfg.clone(), log: slog.Default(), now: time.Now, limiterKeys: DefaultLimiterKeys}
 	for _, o := range opts {
 		o(s)
 	}
@@ -192,6 +213,13 @@ func NewServer(cfg *Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.heartbeatS = int(s.cfg.Heartbeat / time.Second)
+	s.limDevice = newLimiter(s.cfg.Limits.ConnectPerDevice, s.limiterKeys)
+	s.limSource = newLimiter(s.cfg.Limits.ConnectPerSource, s.limiterKeys)
+	s.trustForwarded = s.cfg.Limits.TrustForwardedFor
+	if s.reg != nil && len(s.endpoints) > 0 {
+		s.log.Info("control: dispatching from the instance registry; the configured endpoints are not handed out",
+			"endpoints", len(s.endpoints))
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/connect", s.serveConnect)
@@ -228,11 +256,43 @@ func (s *Server) registerMetrics() error {
 		cv = existing // another Server on the same registry: share the counter
 	}
 	for _, r := range []string{resultOK, CodeMalformed, CodeBodyTooLarge, CodeInvalidField, CodeUnknownApp,
-		CodeBadSign, CodeStaleTS, CodeAppDisabled, CodeMethodNotAllowed, CodeNoEndpoints} {
+		CodeBadSign, CodeStaleTS, CodeAppDisabled, CodeMethodNotAllowed, CodeRateLimited, CodeNoEndpoints} {
 		cv.WithLabelValues(r) // export zeros, so rates work from the first scrape
 	}
 	s.connects = cv
+	if s.reg == nil {
+		return nil
+	}
+	rv := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushwire_control_registry_reads_total",
+		Help: `Reads of the instance registry by result: "ok" or "error".`,
+	}, []string{"result"})
+	if err := s.registerer.Register(rv); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("control: register metrics: %w", err)
+		}
+		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return fmt.Errorf("control: register metrics: %w", err)
+		}
+		rv = existing
+	}
+	rv.WithLabelValues("ok")
+	rv.WithLabelValues("error")
+	s.regReads = rv
 	return nil
+}
+
+func (s *Server) countRead(ok bool) {
+	if s.regReads == nil {
+		return
+	}
+	if ok {
+		s.regReads.WithLabelValues("ok").Inc()
+	} else {
+		s.regReads.WithLabelValues("error").Inc()
+	}
 }
 
 // Handler serves POST /v1/connect, GET /healthz and, with WithMetrics and a Gatherer, GET /metrics.
@@ -240,13 +300,23 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // connectError is a rejected connect: its status, code and message go to the client.
 type connectError struct {
-	status  int
-	code    string
-	message string
+	status     int
+	code       string
+	message    string
+	retryAfter time.Duration // 429: sent as Retry-After, whole seconds rounded up
 }
 
 func reject(status int, code, format string, args ...any) *connectError {
-	return &connectError{status, code, fmt.Sprintf(format, args...)}
+	return &connectError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// rateLimited is the 429 answer for a connect over limit what, retry from now.
+func rateLimited(what string, retry time.Duration) *connectError {
+	secs := max(int64((retry+time.Second-1)/time.Second), 1)
+	cerr := reject(http.StatusTooManyRequests, CodeRateLimited,
+		"too many connects %s: retry in %d s", what, secs)
+	cerr.retryAfter = time.Duration(secs) * time.Second
+	return cerr
 }
 
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
@@ -256,6 +326,9 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		s.logReject(r, req, cerr)
 		if cerr.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", http.MethodPost)
+		}
+		if cerr.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(cerr.retryAfter/time.Second), 10))
 		}
 		writeJSON(w, cerr.status, ErrorResponse{Error: cerr.code, Message: cerr.message})
 		return
@@ -271,6 +344,12 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) (*ConnectResponse, *ConnectRequest, *connectError) {
 	if r.Method != http.MethodPost {
 		return nil, nil, reject(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use POST")
+	}
+	// Per source before reading the body: a flood costs no parsing.
+	if src := sourceKey(r, s.trustForwarded); src != "" {
+		if ok, retry := s.limSource.allow(src, s.now()); !ok {
+			return nil, nil, rateLimited("from this address", retry)
+		}
 	}
 	var req ConnectRequest
 	if cerr := decodeJSON(w, r, &req); cerr != nil {
@@ -296,10 +375,14 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) (*ConnectRespon
 	if app.Disabled {
 		return nil, &req, reject(http.StatusForbidden, CodeAppDisabled, "app %q is disabled", req.App)
 	}
-	eps := endpointsFor(s.liveEndpoints(), req.Platform)
+	// Per device only once the sign is verified, so a forger cannot use up a real device's
+	// allowance. The key is the app and device, separated by a byte no valid ID contains.
+	if ok, retry := s.limDevice.allow(req.App+"\x00"+req.Device, now); !ok {
+		return nil, &req, rateLimited("for this device", retry)
+	}
+	eps, reason := s.dispatch(now, req.Platform)
 	if len(eps) == 0 {
-		return nil, &req, reject(http.StatusServiceUnavailable, CodeNoEndpoints,
-			"no serving gateway endpoint for platform %q", req.Platform)
+		return nil, &req, reject(http.StatusServiceUnavailable, CodeNoEndpoints, "%s", reason)
 	}
 
 	iat := now.Truncate(time.Second)
@@ -399,6 +482,22 @@ func checkSign(secret string, req *ConnectRequest) bool {
 	}
 	want, _ := hex.DecodeString(Sign(secret, req.App, req.Device, req.User, req.TS))
 	return hmac.Equal(got, want)
+}
+
+// dispatch is the access-point policy: the endpoints a client of platform gets, in order, and why
+// (the reason is logged, and is the message of a 503 when there is none). With a registry, its
+// live instances least loaded first (registryEndpoints); else the configured endpoints
+// (liveEndpoints). Either way browsers (platform "web") get WebSocket only. Gray release and
+// network policy are for later; they belong here.
+func (s *Server) dispatch(now time.Time, platform string) ([]Endpoint, string) {
+	if s.reg != nil {
+		return s.registryEndpoints(now, platform)
+	}
+	eps := endpointsFor(s.liveEndpoints(), platform)
+	if len(eps) == 0 {
+		return nil, fmt.Sprintf("no serving gateway endpoint for platform %q", platform)
+	}
+	return eps, "configured endpoints"
 }
 
 // liveEndpoints is the endpoints whose gateway is serving (or not watched): the watched ones first,
@@ -537,7 +636,8 @@ func (s *Server) logReject(r *http.Request, req *ConnectRequest, cerr *connectEr
 	switch {
 	case cerr.status == http.StatusServiceUnavailable || cerr.status >= 500:
 		level = slog.LevelWarn
-	case cerr.status == http.StatusBadRequest || cerr.status == http.StatusMethodNotAllowed:
+	case cerr.status == http.StatusBadRequest || cerr.status == http.StatusMethodNotAllowed ||
+		cerr.status == http.StatusTooManyRequests:
 		level = slog.LevelDebug
 	}
 	ctx := r.Context()
@@ -573,17 +673,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do about it
 }
 
-// Instance is one watched gateway as GET /v1/instances lists it.
+// Instance is one gateway as GET /v1/instances lists it: a watched endpoint (Protocol, Addr), or
+// with a registry a registered instance (ID, Engine, Endpoints, Draining, Handed, Updated, Expires).
 type Instance struct {
-	Protocol string `json:"protocol"`
-	Addr     string `json:"addr"`     // as clients reach it
-	Health   string `json:"health"`   // the gateway's HTTP base URL (push API, stats, /metrics)
-	Serving  bool   `json:"serving"`  // not draining and answering
-	Sessions int64  `json:"sessions"` // at the last probe; -1 before the first
+	ID        string     `json:"id,omitempty"`
+	Engine    string     `json:"engine,omitempty"`
+	Protocol  string     `json:"protocol,omitempty"`
+	Addr      string     `json:"addr,omitempty"`      // as clients reach it
+	Endpoints []Endpoint `json:"endpoints,omitempty"` // a registered instance's access points
+	Health    string     `json:"health"`              // the gateway's HTTP base URL (push API, stats, /metrics)
+	Serving   bool       `json:"serving"`             // not draining and answering (registered: and not lapsed)
+	Draining  bool       `json:"draining,omitempty"`
+	Sessions  int64      `json:"sessions"`         // at the last probe or registration; -1 before the first probe
+	Handed    int64      `json:"handed,omitempty"` // registered: clients sent there since its registration
+	Updated   time.Time  `json:"updated,omitzero"`
+	Expires   time.Time  `json:"expires,omitzero"`
 }
 
-// Instances lists the endpoints that have a health URL, with what the last probes saw.
+// Instances lists the endpoints that have a health URL, with what the last probes saw; with a
+// registry, the instances of its last reading, lapsed ones included (not serving).
 func (s *Server) Instances() []Instance {
+	if s.reg != nil {
+		return s.registryInstances()
+	}
 	var out []Instance
 	for i, e := range s.endpoints {
 		if e.Health == "" {
@@ -596,7 +708,7 @@ func (s *Server) Instances() []Instance {
 }
 
 // InstancesHandler serves GET /v1/instances: {"instances": [...]}, the gateways the control layer
-// watches. It names internal addresses: serve it on an operator's port (pushwire control
+// watches or reads from the registry. It names internal addresses: serve it on an operator's port (pushwire control
 // --admin), never on the client-facing API.
 func (s *Server) InstancesHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -42,6 +42,9 @@ endpoints:
   - {protocol: ws, addr: "gw1:8080"}
   - {protocol: quic, addr: "gw1:7443"}
   - {protocol: wss, addr: "gw1:443"}
+limits: # off: these tests connect the same device many times; limits_test.go turns them on
+  connect_per_device: {rate: 0}
+  connect_per_source: {rate: 0}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -455,25 +458,35 @@ func TestLogging(t *testing.T) {
 	}
 }
 
-// FuzzConnect posts arbitrary bodies: the answer is always 200 with a token, or a JSON error
-// whose code matches one of the documented statuses.
+// FuzzConnect posts arbitrary bodies from arbitrary X-Forwarded-For values (trusted, with the
+// limits on): the answer is always 200 with a token, or a JSON error whose code matches one of the
+// documented statuses, with Retry-After on a 429.
 func FuzzConnect(f *testing.F) {
 	good := req("demo", "dev-1", "alice", "native", now.Unix())
-	f.Add(signed(demoSecret, good))
-	f.Add(signed(demoSecret, req("demo", "dev-1", "", "web", now.Unix())))
-	f.Add(signed("off-secret", req("off", "dev-1", "", "", now.Unix())))
-	f.Add(signed("x", good))
-	f.Add(signed(demoSecret, req("demo", "dev-1", "", "", now.Unix()-600)))
-	f.Add(`{"app":"demo","device":"` + strings.Repeat("d", 200) + `"}`)
-	f.Add(`{"app":"demo","device":"d\u0000"}`)
-	f.Add(`{"app":1}`)
-	f.Add(`{"unknown":true}`)
-	f.Add(`{} {}`)
-	f.Add(`[`)
-	f.Add(``)
-	f.Add("\xff\xfe")
+	for _, seed := range []struct{ body, xff string }{
+		{signed(demoSecret, good), ""},
+		{signed(demoSecret, req("demo", "dev-1", "", "web", now.Unix())), "192.0.2.1"},
+		{signed("off-secret", req("off", "dev-1", "", "", now.Unix())), "2001:db8::1, 192.0.2.1"},
+		{signed("x", good), "not an address"},
+		{signed(demoSecret, req("demo", "dev-1", "", "", now.Unix()-600)), ","},
+		{`{"app":"demo","device":"` + strings.Repeat("d", 200) + `"}`, "::ffff:10.0.0.1"},
+		{`{"app":"demo","device":"d\u0000"}`, "fe80::1%eth0"},
+		{`{"app":1}`, ""},
+		{`{"unknown":true}`, ""},
+		{`{} {}`, ""},
+		{`[`, ""},
+		{``, ""},
+		{"\xff\xfe", "\xff"},
+	} {
+		f.Add(seed.body, seed.xff)
+	}
 
 	cfg := testConfig(f)
+	cfg.Limits = LimitsConfig{
+		ConnectPerDevice:  RateLimit{Rate: Rate{1, time.Second}, Burst: 50},
+		ConnectPerSource:  RateLimit{Rate: Rate{1, time.Second}, Burst: 500},
+		TrustForwardedFor: true,
+	}
 	s, err := NewServer(cfg, WithClock(func() time.Time { return now }), WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		f.Fatal(err)
@@ -486,11 +499,13 @@ func FuzzConnect(f *testing.F) {
 	statusOf := map[string]int{
 		CodeMalformed: 400, CodeBodyTooLarge: 400, CodeInvalidField: 400,
 		CodeUnknownApp: 401, CodeBadSign: 401, CodeStaleTS: 401,
-		CodeAppDisabled: 403, CodeNoEndpoints: 503,
+		CodeAppDisabled: 403, CodeRateLimited: 429, CodeNoEndpoints: 503,
 	}
-	f.Fuzz(func(t *testing.T, body string) {
+	f.Fuzz(func(t *testing.T, body, xff string) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/connect", strings.NewReader(body)))
+		hr := httptest.NewRequest("POST", "/v1/connect", strings.NewReader(body))
+		hr.Header["X-Forwarded-For"] = []string{xff}
+		h.ServeHTTP(rec, hr)
 		if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 			t.Fatalf("Content-Type %q", ct)
 		}
@@ -510,6 +525,9 @@ func FuzzConnect(f *testing.F) {
 		}
 		if want, ok := statusOf[e.Error]; !ok || want != rec.Code {
 			t.Fatalf("status %d with code %q (message %q)", rec.Code, e.Error, e.Message)
+		}
+		if ra := rec.Header().Get("Retry-After"); (rec.Code == http.StatusTooManyRequests) != (ra != "") {
+			t.Fatalf("status %d with Retry-After %q", rec.Code, ra)
 		}
 	})
 }
