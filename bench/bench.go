@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pushwire/pushwire/loadgen"
 	"github.com/pushwire/pushwire/results"
 )
 
@@ -26,16 +27,40 @@ type Config struct {
 	PushRate     float64       // unicast pushes per second; default 2,000
 	PushDuration time.Duration // default 10s
 	Sources      int           // source addresses 127.0.0.2…; default one per 8,000 connections
-	OutDir       string        // result files; default "results"
-	Commit       string        // recorded in the result
-	Progress     io.Writer     // the load generator's progress log; default os.Stderr
-	LoadgenArgs  []string      // more flags for the load generator (phases and their settings)
+	// Workers is the load generator's worker processes; default one per 15,000 connections
+	// (loadgen.MaxConnsPerWorker).
+	Workers     int
+	OutDir      string    // result files; default "results"
+	Commit      string    // recorded in the result
+	Progress    io.Writer // the load generator's progress log; default os.Stderr
+	LoadgenArgs []string  // more flags for the load generator (phases and their settings)
 	// LoadgenMetrics is the address the load generator serves its Prometheus /metrics on
 	// (loadgen --metrics); default "" (off).
 	LoadgenMetrics string
 	// OnDeploy, when set, is called once the deployment is up, before the load starts (pushwire
 	// bench --tui starts the dashboard from it).
 	OnDeploy func(*Deployment)
+}
+
+// Validate checks the settings a user chooses, naming the flag of each that is wrong.
+func (c *Config) Validate() error {
+	if c.Instances > 1 && (c.Route == "" || c.Route == RouteMemory) {
+		return fmt.Errorf("bench: --instances %d with --route memory: gateways on the memory route are islands that cannot reach each other's devices; use --route redis (make bench ROUTE=redis)", c.Instances)
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("bench: --workers %d: must be 0 (one per %d connections) or more", c.Workers, loadgen.MaxConnsPerWorker)
+	}
+	conns := c.Conns
+	if conns <= 0 {
+		conns = 10_000
+	}
+	if c.Workers > 0 && (conns+c.Workers-1)/c.Workers > loadgen.MaxConnsPerWorker {
+		return fmt.Errorf("bench: --workers %d: %d connections each, at most %d per worker process", c.Workers, (conns+c.Workers-1)/c.Workers, loadgen.MaxConnsPerWorker)
+	}
+	if c.Workers > conns {
+		return fmt.Errorf("bench: --workers %d: more than the %d connections", c.Workers, conns)
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {
@@ -78,6 +103,9 @@ func SourceAddrs(n int) []string {
 // everything (also when ctx ends), and writes the result file. It returns the result and its
 // path; a result is written also for a failed run, as far as it got.
 func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, "", err
+	}
 	cfg.setDefaults()
 	if cfg.LogDir == "" {
 		cfg.LogDir = filepath.Join(cfg.OutDir, "logs", time.Now().UTC().Format("20060102T150405Z")+"-"+cfg.Engine)
@@ -108,6 +136,11 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		"--instances", strconv.Itoa(dep.cfg.Instances),
 		"--commit", cfg.Commit,
 		"--result-file", resultFile,
+		"--workers", strconv.Itoa(cfg.Workers),
+		"--route", dep.cfg.Route, "--mode", dep.cfg.Mode,
+	}
+	if dep.RedisAddr != "" {
+		args = append(args, "--redis", dep.RedisAddr)
 	}
 	args = append(args, cfg.LoadgenArgs...)
 	if cfg.LoadgenMetrics != "" {
@@ -122,7 +155,8 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	cmd.Stdout = cfg.Progress
 	cmd.Stderr = cfg.Progress
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	log.Info("load generator starting", "conns", cfg.Conns, "rate", cfg.ConnectRate, "sources", cfg.Sources)
+	log.Info("load generator starting", "conns", cfg.Conns, "rate", cfg.ConnectRate, "sources", cfg.Sources,
+		"workers", cfg.Workers, "route", dep.cfg.Route, "mode", dep.cfg.Mode)
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("bench: starting the load generator: %w", err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/pushwire/pushwire/core/forward"
 	"github.com/pushwire/pushwire/core/gateway"
+	"github.com/pushwire/pushwire/internal/redisproc"
 )
 
 // DeployConfig describes a local deployment.
@@ -48,6 +49,15 @@ type DeployConfig struct {
 	// "backend:" is a path on the demo backend ("backend:/echo?delay=2s"). Default with Backend:
 	// DefaultBusinesses.
 	Businesses map[uint16]gateway.Business
+	// Route is the route store the gateways and control share: "memory" (default; one instance,
+	// or several islands) or "redis", for which Deploy starts a redis-server on a free port (or
+	// uses RedisAddr) and stops it with the deployment.
+	Route string
+	// Mode is the gateways' delivery mode with Redis: "registry" (default) or "broadcast".
+	Mode string
+	// RedisAddr is an already running Redis for Route "redis" (host:port); default: Deploy starts
+	// its own.
+	RedisAddr string
 	// LogDir receives each process's log. Default: a new temporary directory.
 	LogDir string
 	// Logger reports progress. Default slog.Default().
@@ -66,12 +76,14 @@ type Deployment struct {
 	PushKey      string // the app's push key
 	ConfigPath   string // the deployment config file
 	BackendURL   string // the demo backend's base URL, with DeployConfig.Backend
+	RedisAddr    string // the route store's Redis (host:port), with Route "redis"
 	LogDir       string
 
 	cfg   DeployConfig
 	log   *slog.Logger
 	mu    sync.Mutex
 	procs []*process
+	redis *redisproc.Proc // the Redis Deploy started, if any
 }
 
 type process struct {
@@ -96,6 +108,23 @@ func (c *DeployConfig) setDefaults() error {
 	if c.Instances <= 0 {
 		c.Instances = 1
 	}
+	switch c.Route {
+	case "":
+		c.Route = RouteMemory
+	case RouteMemory, RouteRedis:
+	default:
+		return fmt.Errorf("bench: route %q: want %s or %s", c.Route, RouteMemory, RouteRedis)
+	}
+	switch c.Mode {
+	case "":
+		c.Mode = ModeRegistry
+	case ModeRegistry, ModeBroadcast:
+	default:
+		return fmt.Errorf("bench: mode %q: want %s or %s", c.Mode, ModeRegistry, ModeBroadcast)
+	}
+	if c.RedisAddr != "" && c.Route != RouteRedis {
+		return fmt.Errorf("bench: a Redis address (%s) with route %q: set route %s", c.RedisAddr, c.Route, RouteRedis)
+	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 30 * time.Second
 	}
@@ -114,6 +143,21 @@ func (c *DeployConfig) setDefaults() error {
 	}
 	return os.MkdirAll(c.LogDir, 0o755)
 }
+
+// Route stores and delivery modes (DeployConfig.Route, DeployConfig.Mode).
+const (
+	RouteMemory   = "memory"
+	RouteRedis    = "redis"
+	ModeRegistry  = "registry"
+	ModeBroadcast = "broadcast"
+)
+
+// limitsYAML raises the control layer's connect limits for a load run: every device of a run
+// connects from a handful of source addresses, once.
+const limitsYAML = `limits:
+  connect_per_source: {rate: 100000/s, burst: 100000}
+  connect_per_device: {rate: 10/s, burst: 10}
+`
 
 // Business IDs of DefaultBusinesses.
 const (
@@ -233,7 +277,7 @@ apps:
   - id: %s
     secret: %q
     push_key: %q
-`, randomHex(16), int(cfg.Heartbeat/time.Second), d.App, d.Secret, d.PushKey) + biz
+`, randomHex(16), int(cfg.Heartbeat/time.Second), d.App, d.Secret, d.PushKey) + limitsYAML + biz
 	if err := os.WriteFile(d.ConfigPath, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -243,6 +287,19 @@ apps:
 			_ = d.Stop()
 		}
 	}()
+	var gwRoute, ctlRoute []string
+	if cfg.Route == RouteRedis {
+		d.RedisAddr = cfg.RedisAddr
+		if d.RedisAddr == "" {
+			rp, err := redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(cfg.LogDir, "redis")})
+			if err != nil {
+				return nil, fmt.Errorf("bench: route redis: starting redis-server: %w", err)
+			}
+			d.redis, d.RedisAddr = rp, rp.Addr()
+		}
+		gwRoute = []string{"--route", RouteRedis, "--redis", d.RedisAddr, "--route-mode", cfg.Mode, "--instance-ttl", "10s"}
+		ctlRoute = []string{"--route", RouteRedis, "--redis", d.RedisAddr}
+	}
 	if cfg.Backend {
 		if err := d.start("backend", "backend", "--listen", strings.TrimPrefix(d.BackendURL, "http://")); err != nil {
 			return nil, err
@@ -253,14 +310,24 @@ apps:
 			"--listen", d.GatewayAddrs[i], "--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
 			"--admin", strings.TrimPrefix(d.GatewayAdmin[i], "http://"), "--node", fmt.Sprintf("gw%d", i),
 			"--drain-window", "2s"}
+		if gwRoute != nil {
+			args = append(args, gwRoute...)
+			args = append(args, "--advertise", "tcp://"+d.GatewayAddrs[i])
+		}
 		args = append(args, cfg.GatewayArgs...)
 		if err := d.start(fmt.Sprintf("gateway-%d", i), args...); err != nil {
 			return nil, err
 		}
 	}
-	if err := d.start("control", "control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
-		"--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ","),
-		"--admin", strings.TrimPrefix(d.ControlAdmin, "http://")); err != nil {
+	ctlArgs := []string{"control", "--config", d.ConfigPath, "--listen", strings.TrimPrefix(d.ControlURL, "http://"),
+		"--admin", strings.TrimPrefix(d.ControlAdmin, "http://")}
+	if ctlRoute != nil {
+		// control hands out the live gateways registered in Redis, least loaded first
+		ctlArgs = append(ctlArgs, ctlRoute...)
+	} else {
+		ctlArgs = append(ctlArgs, "--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ","))
+	}
+	if err := d.start("control", ctlArgs...); err != nil {
 		return nil, err
 	}
 	urls := append(append([]string(nil), d.GatewayHTTP...), d.ControlURL)
@@ -273,7 +340,8 @@ apps:
 		}
 	}
 	ok = true
-	d.log.Info("deployment up", "engine", cfg.Engine, "gateways", cfg.Instances, "control", d.ControlURL, "logs", cfg.LogDir)
+	d.log.Info("deployment up", "engine", cfg.Engine, "gateways", cfg.Instances, "control", d.ControlURL,
+		"route", cfg.Route, "mode", cfg.Mode, "redis", d.RedisAddr, "logs", cfg.LogDir)
 	return d, nil
 }
 
@@ -371,12 +439,14 @@ func (d *Deployment) Check() error {
 	return nil
 }
 
-// Stop stops every process (gateways first, then control): SIGTERM, then SIGKILL after 15s.
-// It returns the first process failure other than the stop itself.
+// Stop stops every process (gateways first, then control, then the Redis it started): SIGTERM,
+// then SIGKILL after 15s. It returns the first process failure other than the stop itself.
 func (d *Deployment) Stop() error {
 	d.mu.Lock()
 	procs := d.procs
 	d.procs = nil
+	rp := d.redis
+	d.redis = nil
 	d.mu.Unlock()
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
@@ -399,6 +469,11 @@ func (d *Deployment) Stop() error {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 			errs = append(errs, fmt.Errorf("%s did not stop within 15s; killed", p.name))
+		}
+	}
+	if rp != nil {
+		if err := rp.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("redis-server: %w", err))
 		}
 	}
 	return errors.Join(errs...)

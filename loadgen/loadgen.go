@@ -2,28 +2,32 @@
 // control layer with the Go SDK, holds them, and pushes to them through the gateways' push API at
 // a fixed rate, measuring end-to-end latency from each message's intended send time into HDR
 // histograms and counting every message as delivered or accounted for.
+//
+// A run is a coordinator (Run) and worker processes (ServeWorker, started by the coordinator from
+// Config.WorkerCommand), each holding a slice of the devices — at most MaxConnsPerWorker, since a
+// process may hold 20,000 open files — and dialling from its own source addresses. The
+// coordinator runs the phases: it asks the workers to ramp, send upstream requests or join groups,
+// and calls the push API itself, through a gateway chosen at random (never by where the targets
+// are), while the workers record each arrival's latency into HDR histograms. At each phase's end
+// it collects every worker's histogram and merges them (never averaging percentiles) and sums
+// their counts. One worker runs the same code as many.
 package loadgen
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/pushwire/pushwire/client"
 	"github.com/pushwire/pushwire/results"
@@ -51,7 +55,7 @@ type Config struct {
 	PushBiz        uint16        // default 1
 	PushSenders    int           // concurrent push API callers; default 64
 	Drain          time.Duration // wait for the last deliveries after pushing; default 10s
-	Sources        []string      // local IPs to dial from, round robin; default none (kernel's choice)
+	Sources        []string      // local IPs to dial from, shared among the workers; default none (kernel's choice)
 	DevicePrefix   string        // device IDs are prefix + index; default "lg-<unix time>-"
 	Engine         string        // labels for the result
 	Transport      string        // default "tcp"
@@ -60,6 +64,25 @@ type Config struct {
 	Logger         *slog.Logger
 	ProgressPeriod time.Duration // how often progress is logged; default 2s
 	MetricsAddr    string        // serve Prometheus /metrics here (see metrics.go); default "" (off)
+
+	// Workers is the number of worker processes; default ceil(Conns / MaxConnsPerWorker).
+	Workers int
+	// WorkerCommand is the command line of a worker process (it must run ServeWorker on its
+	// stdin and stdout). Default: this executable with "loadgen worker".
+	WorkerCommand []string
+	// WorkerEnv is added to the workers' environment.
+	WorkerEnv []string
+	// WorkerLog receives the workers' logs. Default os.Stderr.
+	WorkerLog io.Writer
+	// LogLevel is the workers' log level (debug, info, warn, error); default info.
+	LogLevel string
+
+	// Route and Mode label the result: the gateways' route store (memory, redis) and delivery
+	// mode (registry, broadcast). Defaults memory and registry.
+	Route, Mode string
+	// RedisAddr is the route store's Redis server (host:port), read with INFO for the commands
+	// each push phase cost, its memory and version. Default "": none.
+	RedisAddr string
 
 	// Phases names the phases to run, in order, from DefaultPhases; ramp always runs first.
 	// Default: DefaultPhases.
@@ -88,6 +111,35 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Conns <= 0 {
 		c.Conns = 10_000
+	}
+	if c.Workers < 0 {
+		return fmt.Errorf("loadgen: workers %d: must be positive (0: one per %d connections)", c.Workers, MaxConnsPerWorker)
+	}
+	if c.Workers == 0 {
+		c.Workers = (c.Conns + MaxConnsPerWorker - 1) / MaxConnsPerWorker
+	}
+	if c.Workers > c.Conns {
+		return fmt.Errorf("loadgen: workers %d: more than the %d connections", c.Workers, c.Conns)
+	}
+	if per := (c.Conns + c.Workers - 1) / c.Workers; per > MaxConnsPerWorker {
+		return fmt.Errorf("loadgen: workers %d: %d connections each, at most %d per worker process (its open-file limit); use at least %d",
+			c.Workers, per, MaxConnsPerWorker, (c.Conns+MaxConnsPerWorker-1)/MaxConnsPerWorker)
+	}
+	if len(c.WorkerCommand) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("loadgen: locating this executable for the workers: %w", err)
+		}
+		c.WorkerCommand = []string{exe, "loadgen", "worker"}
+	}
+	if c.WorkerLog == nil {
+		c.WorkerLog = os.Stderr
+	}
+	if c.Route == "" {
+		c.Route = "memory"
+	}
+	if c.Mode == "" {
+		c.Mode = "registry"
 	}
 	if c.ConnectRate <= 0 {
 		c.ConnectRate = 2000
@@ -168,82 +220,6 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-type gen struct {
-	cfg  Config
-	log  *slog.Logger
-	http *http.Client
-
-	clients   []*client.Client
-	connected atomic.Int64
-	everUp    atomic.Int64
-
-	errMu  sync.Mutex
-	errors map[string]int64
-
-	// delivery phases
-	histMu    sync.Mutex
-	hist      *hdrhistogram.Histogram
-	tr        atomic.Pointer[tracker] // which deliveries arrived
-	delivered atomic.Int64
-	dups      atomic.Int64
-	lastRecv  atomic.Int64
-
-	m *metrics // nil unless Config.MetricsAddr is set
-}
-
-// Run executes the phases (ramp, idle, push) and returns the result. It closes every connection
-// it opened before returning, also when ctx ends early (the result then holds the phases done).
-func Run(ctx context.Context, cfg Config) (*results.Result, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
-	g := &gen{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		http:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
-		errors: map[string]int64{},
-	}
-	defer tr.CloseIdleConnections()
-	stopMetrics, err := g.startMetrics()
-	if err != nil {
-		return nil, err
-	}
-	defer stopMetrics()
-	started := time.Now()
-	res := &results.Result{
-		Schema:    results.SchemaVersion,
-		ID:        results.NewID(started, cfg.Engine, cfg.Transport),
-		StartedAt: started.UTC(),
-		Engine:    cfg.Engine,
-		Transport: cfg.Transport,
-		Config:    cfg.resultConfig(),
-		Env:       results.CaptureEnv(cfg.Commit),
-	}
-	defer func() { res.Duration = time.Since(started).Seconds() }()
-	defer g.closeAll()
-
-	base, err := g.snapshot(ctx, true)
-	if err != nil {
-		return res, err
-	}
-	run := map[string]func(context.Context, snapshot) (results.Phase, error){
-		results.PhaseRamp: g.ramp, results.PhaseIdle: g.idle, results.PhaseUpstream: g.upstream,
-		results.PhasePush: g.push, results.PhaseGroup: g.group, PhaseGroupAll: g.groupAll,
-		results.PhaseBroadcast: g.broadcast,
-	}
-	phases := append([]string{results.PhaseRamp}, slices.DeleteFunc(slices.Clone(cfg.Phases), func(s string) bool { return s == results.PhaseRamp })...)
-	for _, name := range phases {
-		p, err := run[name](ctx, base)
-		res.Phases = append(res.Phases, p)
-		if err != nil {
-			res.Errors = append(res.Errors, err.Error())
-			return res, err
-		}
-	}
-	return res, nil
-}
-
 func (c *Config) resultConfig() map[string]any {
 	m := map[string]any{
 		"conns":            c.Conns,
@@ -259,28 +235,13 @@ func (c *Config) resultConfig() map[string]any {
 		"group_size":       c.GroupSize,
 		"group_rate":       c.GroupRate,
 		"fanout_pushes":    c.FanoutPushes,
+		"workers":          c.Workers,
+		"route":            c.Route,
+		"mode":             c.Mode,
 	}
 	for k, v := range c.ResultConfig {
 		m[k] = v
 	}
-	return m
-}
-
-func (g *gen) countErr(reason string) {
-	g.errMu.Lock()
-	g.errors[reason]++
-	g.errMu.Unlock()
-	g.m.countErr(reason)
-}
-
-func (g *gen) takeErrors() map[string]int64 {
-	g.errMu.Lock()
-	defer g.errMu.Unlock()
-	if len(g.errors) == 0 {
-		return nil
-	}
-	m := g.errors
-	g.errors = map[string]int64{}
 	return m
 }
 
@@ -304,294 +265,22 @@ func errReason(err error) string {
 	return "other"
 }
 
-func (g *gen) dialer(i int) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	if len(g.cfg.Sources) > 0 {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(g.cfg.Sources[i%len(g.cfg.Sources)])}
-		// Let the kernel pick the port at connect time, per destination, instead of at bind:
-		// without it one source address is capped near 28k connections in all.
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-			})
-			if err != nil {
-				return err
-			}
-			return serr
-		}
-	}
-	return d.DialContext
-}
-
-// ramp opens Conns connections at ConnectRate and waits until they are all logged in.
-func (g *gen) ramp(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhaseRamp, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	start, err := g.snapshot(ctx, false)
-	if err != nil {
-		return p, err
-	}
-	t0 := time.Now()
-	g.log.Info("ramp: connecting", "conns", g.cfg.Conns, "rate", g.cfg.ConnectRate)
-	g.clients = make([]*client.Client, g.cfg.Conns)
-	rampCtx, cancel := context.WithTimeout(ctx, g.cfg.RampTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 512) // connects in flight: stay under the accept backlog
-	progress := time.NewTicker(g.cfg.ProgressPeriod)
-	defer progress.Stop()
-	i := 0
-	for range (Pacer{Rate: g.cfg.ConnectRate, Count: g.cfg.Conns}).Run(rampCtx, t0) {
-		select {
-		case <-progress.C:
-			g.log.Info("ramp: progress", "started", i, "connected", g.connected.Load(), "target", g.cfg.Conns)
-		default:
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-rampCtx.Done():
-		}
-		if rampCtx.Err() != nil {
-			break
-		}
-		c, err := g.newClient(i)
-		if err != nil {
-			return p, err
-		}
-		g.clients[i] = c
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := c.Connect(rampCtx)
-			<-sem
-			if err != nil {
-				g.countErr(errReason(err))
-				return
-			}
-		}()
-		i++
-	}
-	wg.Wait()
-	// Wait for connections still logging in (none should be: Connect returns after LOGIN_ACK).
-	for g.connected.Load() < int64(g.cfg.Conns) && rampCtx.Err() == nil {
-		time.Sleep(50 * time.Millisecond)
-	}
-	d := time.Since(t0)
-	end, err := g.snapshot(ctx, false)
-	if err != nil {
-		return p, err
-	}
-	p.Duration = d.Seconds()
-	p.Gateway, p.Conns = gatewayFigures(base, start, end)
-	p.ConnectRate = float64(g.connected.Load()) / d.Seconds()
-	p.Errors = g.takeErrors()
-	g.log.Info("ramp: done", "connected", g.connected.Load(), "gateway_sessions", p.Conns, "seconds", d.Seconds(), "rate", p.ConnectRate)
-	if p.Conns < g.cfg.Conns {
-		return p, fmt.Errorf("loadgen: ramp reached %d of %d connections (errors: %v)", p.Conns, g.cfg.Conns, p.Errors)
-	}
-	return p, nil
-}
-
-func (g *gen) newClient(i int) (*client.Client, error) {
-	return client.New(client.Config{
-		ControlURL: g.cfg.ControlURL,
-		App:        g.cfg.App,
-		Secret:     g.cfg.Secret,
-		Device:     g.cfg.DevicePrefix + strconv.Itoa(i),
-		User:       "u" + strconv.Itoa(i),
-		HTTPClient: g.http,
-		Dial:       g.dialer(i),
-		OnPush:     func(p client.Push) { g.onPush(i, p) },
-		OnState: func(st client.State, err error) {
-			g.m.onState(st, err)
-			switch st {
-			case client.Connected:
-				g.connected.Add(1)
-				g.everUp.Add(1)
-			case client.Disconnected:
-				g.connected.Add(-1)
-			case client.Idle, client.Connecting, client.Closed:
-				// not a change of what is connected
-			}
-		},
-		Logger: g.log,
-	})
-}
-
-func (g *gen) closeAll() {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
-	for _, c := range g.clients {
-		if c == nil {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = c.Close()
-			<-sem
-		}()
-	}
-	wg.Wait()
-}
-
-// idle holds the connections and measures memory per connection after a forced GC.
-func (g *gen) idle(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhaseIdle, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	start, err := g.snapshot(ctx, false)
-	if err != nil {
-		return p, err
-	}
-	g.log.Info("idle: holding", "seconds", g.cfg.Idle.Seconds())
-	t0 := time.Now()
-	select {
-	case <-time.After(g.cfg.Idle):
-	case <-ctx.Done():
-		return p, ctx.Err()
-	}
-	end, err := g.snapshot(ctx, true)
-	if err != nil {
-		return p, err
-	}
-	p.Duration = time.Since(t0).Seconds()
-	p.Gateway, p.Conns = gatewayFigures(base, start, end)
-	p.Errors = g.takeErrors()
-	g.log.Info("idle: done", "sessions", p.Conns, "rss_per_conn", int(p.Gateway.RSSPerConn), "heap_per_conn", int(p.Gateway.HeapPerConn), "goroutines", p.Gateway.Goroutines)
-	return p, nil
-}
-
-// pushAnswer mirrors the push API's answer.
+// pushAnswer mirrors the push API's answer: targets = delivered + forwarded + offline + failed,
+// and remote is what the instances the push was forwarded to reported back.
 type pushAnswer struct {
-	Targets   int `json:"targets"`
-	Delivered int `json:"delivered"`
-	Forwarded int `json:"forwarded"`
-	Offline   int `json:"offline"`
-	Failed    int `json:"failed"`
-}
-
-const payloadPrefix = "pwlg:"
-
-func (g *gen) onPush(ci int, p client.Push) {
-	now := time.Now()
-	rest, ok := bytes.CutPrefix(p.Payload, []byte(payloadPrefix))
-	if !ok {
-		return
-	}
-	seqB, tsB, ok := bytes.Cut(rest, []byte(":"))
-	if !ok {
-		return
-	}
-	seq, err1 := strconv.Atoi(string(seqB))
-	ts, err2 := strconv.ParseInt(string(tsB), 10, 64)
-	tr := g.tr.Load()
-	if tr == nil || err1 != nil || err2 != nil || seq < 0 {
-		return
-	}
-	idx := tr.index(seq, ci)
-	if idx >= len(tr.got) {
-		return
-	}
-	if tr.got[idx].Swap(true) {
-		g.dups.Add(1)
-		return
-	}
-	g.delivered.Add(1)
-	g.lastRecv.Store(now.UnixNano())
-	us := now.Sub(time.Unix(0, ts)).Microseconds()
-	g.histMu.Lock()
-	_ = g.hist.RecordValue(max(us, 1))
-	g.histMu.Unlock()
-	g.m.observeLatency(us)
-}
-
-// push sends PushRate unicast pushes per second for PushDuration through the push API, open
-// loop, then waits for the deliveries.
-func (g *gen) push(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhasePush, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	total := int(g.cfg.PushRate * g.cfg.PushDuration.Seconds())
-	g.startTracking(total, 1)
-	start, err := g.snapshot(ctx, false)
-	if err != nil {
-		return p, err
-	}
-	g.log.Info("push: sending", "rate", g.cfg.PushRate, "seconds", g.cfg.PushDuration.Seconds(), "messages", total)
-	t0 := time.Now()
-	var sent, offline, failed, accepted atomic.Int64
-	type job struct {
-		seq int
-		at  time.Time
-	}
-	jobs := make(chan job, total)
-	var wg sync.WaitGroup
-	for w := 0; w < g.cfg.PushSenders; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				dev := g.cfg.DevicePrefix + strconv.Itoa(j.seq%g.cfg.Conns)
-				payload := payloadPrefix + strconv.Itoa(j.seq) + ":" + strconv.FormatInt(j.at.UnixNano(), 10)
-				ans, err := g.pushOne(ctx, j.seq, dev, payload)
-				sent.Add(1)
-				if err != nil {
-					failed.Add(1)
-					g.countErr("push_api")
-					g.log.Debug("push failed", "err", err)
-					continue
-				}
-				accepted.Add(int64(ans.Delivered + ans.Forwarded))
-				offline.Add(int64(ans.Offline))
-				failed.Add(int64(ans.Failed))
-			}
-		}()
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	n := 0
-	progress := time.NewTicker(g.cfg.ProgressPeriod)
-	for at := range (Pacer{Rate: g.cfg.PushRate, Count: total}).Run(pctx, t0) {
-		jobs <- job{seq: n, at: at}
-		n++
-		select {
-		case <-progress.C:
-			g.log.Info("push: progress", "sent", sent.Load(), "delivered", g.delivered.Load(), "of", total)
-		default:
-		}
-	}
-	progress.Stop()
-	cancel()
-	close(jobs)
-	wg.Wait()
-	p.Sent, p.Offline, p.Failed = sent.Load(), offline.Load(), failed.Load()
-	err = g.finishPhase(ctx, &p, base, start, t0, time.Now(), accepted.Load())
-	return p, err
-}
-
-func (g *gen) pushOne(ctx context.Context, seq int, device, payload string) (pushAnswer, error) {
-	var ans pushAnswer
-	body, _ := json.Marshal(map[string]any{"biz": g.cfg.PushBiz, "devices": []string{device}, "payload": payload})
-	base := g.cfg.GatewayHTTP[seq%len(g.cfg.GatewayHTTP)]
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/push", bytes.NewReader(body))
-	if err != nil {
-		return ans, err
-	}
-	req.Header.Set("Authorization", "Bearer "+g.cfg.PushKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.http.Do(req)
-	if err != nil {
-		return ans, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return ans, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return ans, fmt.Errorf("push API: %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	return ans, json.Unmarshal(b, &ans)
+	Targets   int64 `json:"targets"`
+	Delivered int64 `json:"delivered"`
+	Forwarded int64 `json:"forwarded"`
+	Offline   int64 `json:"offline"`
+	Failed    int64 `json:"failed"`
+	Remote    *struct {
+		Instances int64 `json:"instances"`
+		Reported  int64 `json:"reported"`
+		Delivered int64 `json:"delivered"`
+		Offline   int64 `json:"offline"`
+		Stale     int64 `json:"stale"`
+		Failed    int64 `json:"failed"`
+	} `json:"remote,omitempty"`
 }
 
 func latencyOf(h *hdrhistogram.Histogram) *results.Latency {

@@ -1,20 +1,12 @@
 package loadgen
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"math"
-	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pushwire/pushwire/client"
 )
@@ -23,13 +15,14 @@ import (
 // gauges are computed.
 const LatencyWindow = time.Second
 
-// metrics is the load generator's Prometheus registry, served on GET /metrics at
-// Config.MetricsAddr (nil when that is empty, and then every method is a no-op):
+// metrics is one worker's Prometheus registry, served on its API's GET /metrics; the
+// coordinator serves the sum of its workers' families on GET /metrics at Config.MetricsAddr (see
+// coordMetrics), with the phase gauge and its own Go and process collectors:
 //
 //	pushwire_loadgen_target_connections                  gauge: Config.Conns
 //	pushwire_loadgen_connected_clients                   gauge: clients logged in now
 //	pushwire_loadgen_connects_total                      counter: logins that succeeded
-//	pushwire_loadgen_errors_total{reason}                counter: failed connects and push calls
+//	pushwire_loadgen_errors_total{reason}                counter: failed connects and requests
 //	pushwire_loadgen_disconnects_total{reason}           counter: connections lost after login
 //	pushwire_loadgen_reconnects_total{reason}            counter: connection attempts after a lost
 //	                                                     connection or a failed attempt, by the reason of that earlier failure
@@ -37,12 +30,10 @@ const LatencyWindow = time.Second
 //	                                                     pushes (first delivery) or, in the upstream phase, responses
 //	pushwire_loadgen_push_latency_seconds                histogram: their end-to-end latency
 //	pushwire_loadgen_push_latency_window_seconds{quantile} gauge: 0.5, 0.9, 0.99 over the last
-//	                                                     LatencyWindow (NaN when nothing arrived in it)
-//	pushwire_loadgen_phase{phase}                        gauge: 1 for the phase running now
-//
-// plus the Go and process collectors of the load generator itself.
+//	                                                     LatencyWindow (NaN when nothing arrived in it);
+//	                                                     over several workers, the highest worker's
+//	pushwire_loadgen_phase{phase}                        gauge: 1 for the phase running now (coordinator)
 type metrics struct {
-	addr        string // the listener's address
 	reg         *prometheus.Registry
 	errors      *prometheus.CounterVec
 	disconnects *prometheus.CounterVec
@@ -51,14 +42,12 @@ type metrics struct {
 	delivered   prometheus.Counter
 	latency     prometheus.Histogram
 	window      *prometheus.GaugeVec
-	phase       *prometheus.GaugeVec
 
-	mu        sync.Mutex
-	hist      *hdrhistogram.Histogram // latencies (µs) of the current window
-	lastPhase string
+	mu   sync.Mutex
+	hist *hdrhistogram.Histogram // latencies (µs) of the current window
 }
 
-func newMetrics(g *gen) *metrics {
+func newMetrics(target int, connected func() int64) *metrics {
 	m := &metrics{
 		reg:  prometheus.NewRegistry(),
 		hist: hdrhistogram.New(1, (5 * time.Minute).Microseconds(), 3),
@@ -66,12 +55,12 @@ func newMetrics(g *gen) *metrics {
 	opts := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: "pushwire", Subsystem: "loadgen", Name: name, Help: help}
 	}
-	target := prometheus.NewGauge(prometheus.GaugeOpts(opts("target_connections", "Connections the run opens.")))
-	target.Set(float64(g.cfg.Conns))
-	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("connected_clients", "Clients logged in now.")),
-		func() float64 { return float64(g.connected.Load()) })
+	tg := prometheus.NewGauge(prometheus.GaugeOpts(opts("target_connections", "Connections the run opens.")))
+	tg.Set(float64(target))
+	conn := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("connected_clients", "Clients logged in now.")),
+		func() float64 { return float64(connected()) })
 	m.connects = prometheus.NewCounter(prometheus.CounterOpts(opts("connects_total", "Logins that succeeded, reconnections included.")))
-	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts(opts("errors_total", "Failed connects and push API calls by reason.")), []string{"reason"})
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts(opts("errors_total", "Failed connects and requests by reason.")), []string{"reason"})
 	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts(opts("disconnects_total", "Connections lost after login, by reason.")), []string{"reason"})
 	m.reconnects = prometheus.NewCounterVec(prometheus.CounterOpts(opts("reconnects_total",
 		"Connection attempts after a lost connection or a failed attempt, by the reason of that failure.")), []string{"reason"})
@@ -86,64 +75,32 @@ func newMetrics(g *gen) *metrics {
 	for _, q := range []string{"0.5", "0.9", "0.99"} {
 		m.window.WithLabelValues(q).Set(math.NaN())
 	}
-	m.phase = prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("phase", "1 for the phase running now.")), []string{"phase"})
-	m.reg.MustRegister(target, connected, m.connects, m.errors, m.disconnects, m.reconnects, m.delivered,
-		m.latency, m.window, m.phase,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(tg, conn, m.connects, m.errors, m.disconnects, m.reconnects, m.delivered, m.latency, m.window)
 	return m
 }
 
-// startMetrics serves the registry on Config.MetricsAddr when it is set and rolls the latency
-// window. The returned function stops both and waits for them; it is never nil.
-func (g *gen) startMetrics() (stop func(), err error) {
-	if g.cfg.MetricsAddr == "" {
-		return func() {}, nil
-	}
-	ln, err := net.Listen("tcp", g.cfg.MetricsAddr)
-	if err != nil {
-		return func() {}, fmt.Errorf("loadgen: metrics listener %s: %w", g.cfg.MetricsAddr, err)
-	}
-	g.m = newMetrics(g)
-	g.m.addr = ln.Addr().String()
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(g.m.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			g.log.Warn("loadgen: metrics listener stopped", "err", err)
-		}
-	}()
+// rollEvery rolls the latency window every d until the returned function is called.
+func (m *metrics) rollEvery(d time.Duration) (stop func()) {
 	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(LatencyWindow)
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
-				g.m.roll()
+				m.roll()
 			}
 		}
 	}()
-	g.log.Info("loadgen: metrics listening", "url", "http://"+ln.Addr().String()+"/metrics")
 	return func() {
 		close(done)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
 		wg.Wait()
-	}, nil
+	}
 }
 
 // roll publishes the quantiles of the window that ends now and starts a new one.
@@ -205,19 +162,4 @@ func (m *metrics) observeLatency(us int64) {
 	m.mu.Lock()
 	_ = m.hist.RecordValue(max(us, 1))
 	m.mu.Unlock()
-}
-
-// setPhase marks name as the phase running now.
-func (m *metrics) setPhase(name string) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	last := m.lastPhase
-	m.lastPhase = name
-	m.mu.Unlock()
-	if last != "" {
-		m.phase.WithLabelValues(last).Set(0)
-	}
-	m.phase.WithLabelValues(name).Set(1)
 }

@@ -5,19 +5,20 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pushwire/pushwire/client"
 )
 
 func TestMetricsCounts(t *testing.T) {
-	g := &gen{cfg: Config{Conns: 500}}
-	m := newMetrics(g)
+	m := newMetrics(500, func() int64 { return 0 })
 
 	m.onState(client.Connecting, nil) // a first attempt: not a reconnect
 	m.onState(client.Connected, nil)
@@ -27,8 +28,6 @@ func TestMetricsCounts(t *testing.T) {
 	m.onState(client.Disconnected, nil)
 	m.countErr("refused")
 	m.countErr("refused")
-	m.setPhase("ramp")
-	m.setPhase("idle")
 
 	for _, c := range []struct {
 		name      string
@@ -39,8 +38,6 @@ func TestMetricsCounts(t *testing.T) {
 		{"disconnects closed", value(t, m.disconnects.WithLabelValues("closed")), 1},
 		{"reconnects reset", value(t, m.reconnects.WithLabelValues("reset")), 1},
 		{"errors refused", value(t, m.errors.WithLabelValues("refused")), 2},
-		{"phase ramp", value(t, m.phase.WithLabelValues("ramp")), 0},
-		{"phase idle", value(t, m.phase.WithLabelValues("idle")), 1},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
@@ -52,7 +49,7 @@ func TestMetricsCounts(t *testing.T) {
 }
 
 func TestMetricsLatencyWindow(t *testing.T) {
-	m := newMetrics(&gen{cfg: Config{Conns: 1}})
+	m := newMetrics(1, func() int64 { return 0 })
 	q := func(s string) float64 { return value(t, m.window.WithLabelValues(s)) }
 	if !math.IsNaN(q("0.5")) {
 		t.Fatal("window quantile set before any delivery")
@@ -76,45 +73,74 @@ func TestMetricsLatencyWindow(t *testing.T) {
 	none.countErr("x")
 	none.onState(client.Connected, nil)
 	none.observeLatency(1)
-	none.setPhase("ramp")
+	var noCoord *coordMetrics
+	noCoord.setPhase("ramp")
 }
 
-func TestStartMetricsServes(t *testing.T) {
+// The coordinator's /metrics sums its workers' families (the window quantiles take the highest
+// worker's) and adds the phase gauge.
+func TestCoordinatorMetricsMerge(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	g := &gen{cfg: Config{Conns: 7, MetricsAddr: "127.0.0.1:0"}, log: log}
-	g.connected.Store(5)
-	stop, err := g.startMetrics()
+	var urls []string
+	for _, n := range []int64{3, 4} {
+		m := newMetrics(10*int(n), func() int64 { return n })
+		m.countErr("refused")
+		for us := int64(1); us <= 1000*n; us++ {
+			m.observeLatency(us)
+		}
+		m.roll()
+		srv := httptest.NewServer(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+		defer srv.Close()
+		urls = append(urls, srv.URL+"/metrics")
+	}
+	cm, stop, err := serveMetrics("127.0.0.1:0", func() []string { return urls }, http.DefaultClient, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + g.m.addr + "/metrics")
+	cm.setPhase("ramp")
+	cm.setPhase("push")
+	resp, err := http.Get("http://" + cm.addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"pushwire_loadgen_target_connections 7", "pushwire_loadgen_connected_clients 5",
-		`pushwire_loadgen_push_latency_window_seconds{quantile="0.99"} NaN`, "process_resident_memory_bytes"} {
+	for _, want := range []string{
+		"pushwire_loadgen_target_connections 70",
+		"pushwire_loadgen_connected_clients 7",
+		`pushwire_loadgen_errors_total{reason="refused"} 2`,
+		"pushwire_loadgen_delivered_total 7000",
+		"pushwire_loadgen_push_latency_seconds_count 7000",
+		`pushwire_loadgen_phase{phase="push"} 1`,
+		`pushwire_loadgen_phase{phase="ramp"} 0`,
+		"process_resident_memory_bytes",
+	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// p99 of the worker with 1…4000µs is ~3.96ms, above the other's ~2.97ms: the highest wins
+	if !strings.Contains(string(body), `pushwire_loadgen_push_latency_window_seconds{quantile="0.99"} 0.0039`) {
+		t.Errorf("window p99 is not the highest worker's:\n%s", grepLines(string(body), "window"))
+	}
 	stop()
-	if resp, err := http.Get("http://" + g.m.addr + "/metrics"); err == nil {
+	if resp, err := http.Get("http://" + cm.addr + "/metrics"); err == nil {
 		resp.Body.Close()
 		t.Error("still serving after stop")
 	}
-
-	bad := &gen{cfg: Config{MetricsAddr: "256.0.0.1:1"}, log: log}
-	if _, err := bad.startMetrics(); err == nil {
+	if _, _, err := serveMetrics("256.0.0.1:1", nil, http.DefaultClient, log); err == nil {
 		t.Error("no error for a bad address")
 	}
-	off := &gen{log: log}
-	s, err := off.startMetrics()
-	if err != nil || off.m != nil {
-		t.Errorf("off: err %v, metrics %v", err, off.m)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
 	}
-	s()
+	return strings.Join(out, "\n")
 }
 
 // value is the value of a collector holding one counter or gauge.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,9 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
-
-	"github.com/pushwire/pushwire/core/frame"
 	"github.com/pushwire/pushwire/results"
 )
 
@@ -28,162 +26,379 @@ const (
 var DefaultPhases = []string{results.PhaseRamp, results.PhaseIdle, results.PhaseUpstream, results.PhasePush,
 	results.PhaseGroup, PhaseGroupAll, results.PhaseBroadcast}
 
-// tracker records which (message, client) deliveries arrived. A unicast message goes to one
-// client (stride 1: indexed by message); a fan-out message to many (stride Conns: indexed by
-// message × Conns + client).
-type tracker struct {
-	got    []atomic.Bool
-	stride int
+// membershipChunk is the devices per membership API call of the group-all phase.
+const membershipChunk = 10_000
+
+// phaseRun is what a phase noted at its start.
+type phaseRun struct {
+	start       snapshot
+	t0          time.Time
+	disconnects int64 // the workers' count at the start
+	redisCmds   int64 // INFO total_commands_processed at the start; -1 without Redis
 }
 
-func (t *tracker) index(seq, client int) int {
-	if t.stride == 1 {
-		return seq
+// begin starts a phase: the workers reset their tracking (msgs messages; fanout: each to many
+// devices), and the gateways' stats, the disconnect count and Redis's command count are read.
+func (c *coord) begin(ctx context.Context, name string, msgs int, fanout bool) (*phaseRun, error) {
+	if err := c.all(ctx, http.MethodPost, "/track", func(*workerProc) any {
+		return trackReq{Phase: name, Msgs: msgs, Fanout: fanout}
+	}, nil); err != nil {
+		return nil, err
 	}
-	return seq*t.stride + client
-}
-
-// startTracking resets the latency histogram and delivery counts for a phase of msgs messages.
-func (g *gen) startTracking(msgs, stride int) {
-	g.histMu.Lock()
-	g.hist = hdrhistogram.New(1, (5 * time.Minute).Microseconds(), 3)
-	g.histMu.Unlock()
-	g.tr.Store(&tracker{got: make([]atomic.Bool, msgs*stride), stride: stride})
-	g.delivered.Store(0)
-	g.dups.Store(0)
-	g.lastRecv.Store(0)
-}
-
-// finishPhase fills the figures every delivery phase shares and checks completeness.
-func (g *gen) finishPhase(ctx context.Context, p *results.Phase, base, start snapshot, t0, sendDone time.Time, expect int64) error {
-	deadline := time.Now().Add(g.cfg.Drain)
-	for g.delivered.Load() < expect && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
+	_ = c.takeErrors()
+	pr := &phaseRun{redisCmds: -1}
+	var err error
+	if pr.start, err = c.snapshot(ctx, false); err != nil {
+		return nil, err
 	}
-	end, err := g.snapshot(ctx, false)
+	st, err := c.status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pr.disconnects = st.Disconnects
+	if pr.redisCmds, err = c.redisCommands(ctx); err != nil {
+		c.log.Warn(name+": Redis commands not counted", "err", err)
+	}
+	pr.t0 = time.Now()
+	return pr, nil
+}
+
+// finish waits for the deliveries still expected (at most Config.Drain), collects and merges the
+// workers' figures into p, and checks completeness: nothing missing, no online target reported
+// offline, no unexpected disconnect.
+func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr *phaseRun, sendDone time.Time, expect int64) error {
+	deadline := time.Now().Add(c.cfg.Drain)
+	nextLog := time.Now().Add(c.cfg.ProgressPeriod)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st, err := c.status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Delivered >= expect {
+			break
+		}
+		if time.Now().After(nextLog) {
+			c.log.Info(p.Name+": draining", "delivered", st.Delivered, "expected", expect)
+			nextLog = time.Now().Add(c.cfg.ProgressPeriod)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	col, err := c.collect(ctx)
 	if err != nil {
 		return err
 	}
-	last := time.Unix(0, g.lastRecv.Load())
+	end, err := c.snapshot(ctx, false)
+	if err != nil {
+		return err
+	}
+	if cmds, err := c.redisCommands(ctx); err == nil && pr.redisCmds >= 0 && cmds >= 0 {
+		p.RedisCommands = max(cmds-pr.redisCmds-1, 0) // -1: the INFO that read the start
+		if p.Pushes > 0 {
+			p.RedisCommandsPerPush = float64(p.RedisCommands) / float64(p.Pushes)
+		}
+	}
+	last := col.lastRecv
 	if last.Before(sendDone) {
 		last = sendDone
 	}
-	p.Duration = last.Sub(t0).Seconds()
-	p.Gateway, p.Conns = gatewayFigures(base, start, end)
-	p.Delivered = g.delivered.Load()
+	p.Duration = last.Sub(pr.t0).Seconds()
+	c.figures(p, base, pr.start, end)
+	p.Delivered = col.Delivered
 	p.Missing = p.Sent - p.Delivered - p.Offline - p.Failed
+	p.Disconnects = col.Disconnects - pr.disconnects
 	if p.Duration > 0 {
 		p.Deliveries = float64(p.Delivered) / p.Duration
 	}
-	g.histMu.Lock()
-	p.Latency = latencyOf(g.hist)
-	g.histMu.Unlock()
-	p.Errors = g.takeErrors()
-	if d := g.dups.Load(); d > 0 {
-		if p.Errors == nil {
-			p.Errors = map[string]int64{}
-		}
-		p.Errors["duplicate_delivery"] = d
+	p.Latency = latencyOf(col.hist)
+	p.Errors = mergeErrors(c.takeErrors(), col.errors)
+	if col.Dups > 0 {
+		p.Errors = mergeErrors(p.Errors, map[string]int64{"duplicate_delivery": col.Dups})
 	}
-	g.log.Info(p.Name+": done", "sent", p.Sent, "delivered", p.Delivered, "offline", p.Offline, "failed", p.Failed,
-		"missing", p.Missing, "deliveries_per_s", int(p.Deliveries), "p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99)
-	if p.Missing != 0 {
-		return fmt.Errorf("loadgen: %s phase: %d messages missing", p.Name, p.Missing)
+	c.log.Info(p.Name+": done", "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
+		"failed", p.Failed, "missing", p.Missing, "disconnects", p.Disconnects, "deliveries_per_s", int(p.Deliveries),
+		"p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99, "redis_cmds_per_push", p.RedisCommandsPerPush)
+	var problems []string
+	if p.Missing > 0 {
+		problems = append(problems, fmt.Sprintf("%d messages missing", p.Missing))
+	}
+	if p.OnlineOffline > 0 {
+		problems = append(problems, fmt.Sprintf("%d targets that were online reported offline or stale", p.OnlineOffline))
+	}
+	if p.Disconnects > 0 {
+		problems = append(problems, fmt.Sprintf("%d unexpected disconnects", p.Disconnects))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("loadgen: %s phase: %s", p.Name, strings.Join(problems, ", "))
 	}
 	return nil
 }
 
-// upstream sends RequestRate REQUESTs per second for RequestDuration from the clients in turn,
-// open loop: latency runs from each request's intended send time to its RESPONSE.
-func (g *gen) upstream(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhaseUpstream, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	total := int(g.cfg.RequestRate * g.cfg.RequestDuration.Seconds())
-	g.startTracking(0, 1)
-	start, err := g.snapshot(ctx, false)
+// figures fills the gateway figures of p: the total and each instance's.
+func (c *coord) figures(p *results.Phase, base, start, end snapshot) {
+	p.Gateway, p.Conns = gatewayFigures(base, start, end)
+	if len(end) < 2 {
+		return
+	}
+	p.PerInstance = make([]results.Instance, len(end))
+	for i := range end {
+		one := func(s snapshot) snapshot {
+			if i < len(s) {
+				return s[i : i+1]
+			}
+			return nil
+		}
+		g, conns := gatewayFigures(one(base), one(start), end[i:i+1])
+		p.PerInstance[i] = results.Instance{Node: end[i].Node, Conns: conns, Gateway: g}
+	}
+}
+
+// ramp has the workers open Conns connections at ConnectRate (each its share) and waits until
+// they are all logged in.
+func (c *coord) ramp(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: results.PhaseRamp, Target: c.cfg.Conns}
+	start, err := c.snapshot(ctx, false)
 	if err != nil {
 		return p, err
 	}
-	g.log.Info("upstream: requesting", "rate", g.cfg.RequestRate, "seconds", g.cfg.RequestDuration.Seconds(), "requests", total, "biz", g.cfg.RequestBiz)
 	t0 := time.Now()
-	var sent, ok, failed atomic.Int64
+	c.log.Info("ramp: connecting", "conns", c.cfg.Conns, "rate", c.cfg.ConnectRate, "workers", len(c.workers))
+	answers := make([]rampAns, len(c.workers))
+	done := make(chan error, 1)
+	go func() {
+		done <- c.all(ctx, http.MethodPost, "/ramp", func(w *workerProc) any {
+			share := float64(w.hi-w.lo) / float64(c.cfg.Conns)
+			return rampReq{Rate: c.cfg.ConnectRate * share, TimeoutMS: c.cfg.RampTimeout.Milliseconds()}
+		}, func(i int) any { return &answers[i] })
+	}()
+	tick := time.NewTicker(c.cfg.ProgressPeriod)
+	defer tick.Stop()
+	var rampErr error
+wait:
+	for {
+		select {
+		case rampErr = <-done:
+			break wait
+		case <-tick.C:
+			if st, err := c.status(ctx); err == nil {
+				c.log.Info("ramp: progress", "connected", st.Connected, "target", c.cfg.Conns)
+			}
+		}
+	}
+	d := time.Since(t0)
+	var connected int64
+	var errs map[string]int64
+	for _, a := range answers {
+		connected += a.Connected
+		errs = mergeErrors(errs, a.Errors)
+	}
+	p.Errors = errs
+	if rampErr != nil {
+		return p, rampErr
+	}
+	st, err := c.status(ctx)
+	if err != nil {
+		return p, err
+	}
+	end, err := c.snapshot(ctx, false)
+	if err != nil {
+		return p, err
+	}
+	p.Duration = d.Seconds()
+	c.figures(&p, base, start, end)
+	p.ConnectRate = float64(connected) / d.Seconds()
+	p.Disconnects = st.Disconnects
+	c.log.Info("ramp: done", "connected", connected, "gateway_sessions", p.Conns, "seconds", d.Seconds(), "rate", p.ConnectRate)
+	if p.Conns < c.cfg.Conns {
+		return p, fmt.Errorf("loadgen: ramp reached %d of %d connections (errors: %v)", p.Conns, c.cfg.Conns, p.Errors)
+	}
+	if p.Disconnects > 0 {
+		return p, fmt.Errorf("loadgen: ramp: %d unexpected disconnects", p.Disconnects)
+	}
+	return p, nil
+}
+
+// idle holds the connections and measures memory per connection after a forced GC.
+func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: results.PhaseIdle, Target: c.cfg.Conns}
+	start, err := c.snapshot(ctx, false)
+	if err != nil {
+		return p, err
+	}
+	st0, err := c.status(ctx)
+	if err != nil {
+		return p, err
+	}
+	c.log.Info("idle: holding", "seconds", c.cfg.Idle.Seconds())
+	t0 := time.Now()
+	select {
+	case <-time.After(c.cfg.Idle):
+	case <-ctx.Done():
+		return p, ctx.Err()
+	}
+	end, err := c.snapshot(ctx, true)
+	if err != nil {
+		return p, err
+	}
+	st, err := c.status(ctx)
+	if err != nil {
+		return p, err
+	}
+	p.Duration = time.Since(t0).Seconds()
+	c.figures(&p, base, start, end)
+	p.Disconnects = st.Disconnects - st0.Disconnects
+	c.log.Info("idle: done", "sessions", p.Conns, "connected", st.Connected, "disconnects", p.Disconnects,
+		"rss_per_conn", int(p.Gateway.RSSPerConn), "heap_per_conn", int(p.Gateway.HeapPerConn), "goroutines", p.Gateway.Goroutines)
+	if p.Disconnects > 0 {
+		return p, fmt.Errorf("loadgen: idle phase: %d unexpected disconnects", p.Disconnects)
+	}
+	return p, nil
+}
+
+// upstream has the workers send RequestRate REQUESTs per second (each its share) for
+// RequestDuration.
+func (c *coord) upstream(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: results.PhaseUpstream, Target: c.cfg.Conns}
+	pr, err := c.begin(ctx, p.Name, 0, false)
+	if err != nil {
+		return p, err
+	}
+	c.log.Info("upstream: requesting", "rate", c.cfg.RequestRate, "seconds", c.cfg.RequestDuration.Seconds(), "biz", c.cfg.RequestBiz)
+	answers := make([]upstreamAns, len(c.workers))
+	senders := max(c.cfg.RequestSenders/len(c.workers), 16)
+	err = c.all(ctx, http.MethodPost, "/upstream", func(w *workerProc) any {
+		share := float64(w.hi-w.lo) / float64(c.cfg.Conns)
+		return upstreamReq{Rate: c.cfg.RequestRate * share, DurationMS: c.cfg.RequestDuration.Milliseconds(), Biz: c.cfg.RequestBiz, Senders: senders}
+	}, func(i int) any { return &answers[i] })
+	if err != nil {
+		return p, err
+	}
+	var ok int64
+	for _, a := range answers {
+		p.Sent += a.Sent
+		p.Failed += a.Failed
+		ok += a.OK
+	}
+	return p, c.finish(ctx, &p, base, pr, time.Now(), ok)
+}
+
+// tally sums the push API's answers of a phase.
+type tally struct {
+	sent, pushes, forwarded, offline, failed, onlineOffline atomic.Int64
+
+	mu     sync.Mutex
+	remote *results.Remote
+}
+
+// add accounts one push API call to targets online devices (err: the call failed).
+func (t *tally) add(c *coord, targets int64, ans pushAnswer, err error) {
+	t.sent.Add(targets)
+	t.pushes.Add(1)
+	if err != nil {
+		t.failed.Add(targets)
+		c.countErr("push_api")
+		c.log.Debug("push failed", "err", err)
+		return
+	}
+	if ans.Targets != targets {
+		c.countErr("answer_targets_mismatch")
+	}
+	offline, failed := ans.Offline, ans.Failed
+	if r := ans.Remote; r != nil {
+		offline += r.Offline + r.Stale
+		failed += r.Failed
+		t.mu.Lock()
+		if t.remote == nil {
+			t.remote = &results.Remote{}
+		}
+		t.remote.Instances += r.Instances
+		t.remote.Reported += r.Reported
+		t.remote.Delivered += r.Delivered
+		t.remote.Offline += r.Offline
+		t.remote.Stale += r.Stale
+		t.remote.Failed += r.Failed
+		t.mu.Unlock()
+	}
+	t.forwarded.Add(ans.Forwarded)
+	t.offline.Add(offline)
+	t.failed.Add(failed)
+	// Every target of the bench is a device the load generator holds: an offline or stale report
+	// is an online device the cluster did not find.
+	t.onlineOffline.Add(offline)
+}
+
+// fill writes the tally into p and returns the deliveries still expected.
+func (t *tally) fill(p *results.Phase) int64 {
+	p.Sent, p.Pushes, p.Forwarded = t.sent.Load(), t.pushes.Load(), t.forwarded.Load()
+	p.Offline, p.Failed, p.OnlineOffline = t.offline.Load(), t.failed.Load(), t.onlineOffline.Load()
+	p.Remote = t.remote
+	return p.Sent - p.Offline - p.Failed
+}
+
+// gateway picks the gateway for a push at random: never by where its targets are.
+func (c *coord) gateway() string {
+	return c.cfg.GatewayHTTP[rand.IntN(len(c.cfg.GatewayHTTP))]
+}
+
+func payload(seq int, at time.Time) string {
+	return payloadPrefix + strconv.Itoa(seq) + ":" + strconv.FormatInt(at.UnixNano(), 10)
+}
+
+// push sends PushRate unicast pushes per second for PushDuration through the push API, open
+// loop, then waits for the deliveries.
+func (c *coord) push(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: results.PhasePush, Target: c.cfg.Conns}
+	total := int(c.cfg.PushRate * c.cfg.PushDuration.Seconds())
+	pr, err := c.begin(ctx, p.Name, total, false)
+	if err != nil {
+		return p, err
+	}
+	c.log.Info("push: sending", "rate", c.cfg.PushRate, "seconds", c.cfg.PushDuration.Seconds(), "messages", total)
+	var t tally
 	type job struct {
 		seq int
 		at  time.Time
 	}
-	jobs := make(chan job, total)
+	jobs := make(chan job, max(total, 1))
 	var wg sync.WaitGroup
-	for range g.cfg.RequestSenders {
+	for range c.cfg.PushSenders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := []byte("pwlg-request-0123456789abcdef")
 			for j := range jobs {
-				c := g.clients[j.seq%len(g.clients)]
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				r, err := c.Request(rctx, g.cfg.RequestBiz, nil, body)
-				cancel()
-				sent.Add(1)
-				switch {
-				case err != nil:
-					g.countErr("request_" + errReason(err))
-					continue // neither answered nor refused: counted missing
-				case r.Code != frame.CodeOK:
-					failed.Add(1)
-					g.countErr("response_" + r.Code.String())
-					continue
-				}
-				now := time.Now()
-				ok.Add(1)
-				g.delivered.Add(1)
-				g.lastRecv.Store(now.UnixNano())
-				us := now.Sub(j.at).Microseconds()
-				g.histMu.Lock()
-				_ = g.hist.RecordValue(max(us, 1))
-				g.histMu.Unlock()
-				g.m.observeLatency(us)
+				dev := c.cfg.DevicePrefix + strconv.Itoa(j.seq%c.cfg.Conns)
+				var ans pushAnswer
+				err := c.api(ctx, http.MethodPost, c.gateway()+"/v1/push",
+					map[string]any{"biz": c.cfg.PushBiz, "devices": []string{dev}, "payload": payload(j.seq, j.at)}, &ans)
+				t.add(c, 1, ans, err)
 			}
 		}()
 	}
 	n := 0
-	progress := time.NewTicker(g.cfg.ProgressPeriod)
-	for at := range (Pacer{Rate: g.cfg.RequestRate, Count: total}).Run(ctx, t0) {
+	tick := time.NewTicker(c.cfg.ProgressPeriod)
+	for at := range (Pacer{Rate: c.cfg.PushRate, Count: total}).Run(ctx, pr.t0) {
 		jobs <- job{seq: n, at: at}
 		n++
 		select {
-		case <-progress.C:
-			g.log.Info("upstream: progress", "sent", sent.Load(), "answered", ok.Load()+failed.Load(), "of", total)
+		case <-tick.C:
+			c.progress(ctx, p.Name, t.pushes.Load(), total)
 		default:
 		}
 	}
-	progress.Stop()
+	tick.Stop()
 	close(jobs)
 	wg.Wait()
-	p.Sent, p.Failed = sent.Load(), failed.Load()
-	err = g.finishPhase(ctx, &p, base, start, t0, time.Now(), ok.Load())
-	return p, err
+	expect := t.fill(&p)
+	return p, c.finish(ctx, &p, base, pr, time.Now(), expect)
 }
 
-// pushAll calls the push API on every gateway (each delivers to the connections it holds) and
-// sums the answers.
-func (g *gen) pushAll(ctx context.Context, body map[string]any) (pushAnswer, error) {
-	var sum pushAnswer
-	for _, base := range g.cfg.GatewayHTTP {
-		var ans pushAnswer
-		if err := g.api(ctx, http.MethodPost, base+"/v1/push", body, &ans); err != nil {
-			return sum, err
-		}
-		sum.Targets += ans.Targets
-		sum.Delivered += ans.Delivered
-		sum.Forwarded += ans.Forwarded
-		sum.Offline += ans.Offline
-		sum.Failed += ans.Failed
+func (c *coord) progress(ctx context.Context, phase string, pushes int64, of int) {
+	if st, err := c.status(ctx); err == nil {
+		c.log.Info(phase+": progress", "pushes", pushes, "of", of, "delivered", st.Delivered, "connected", st.Connected)
 	}
-	return sum, nil
 }
 
 // api makes one push-API call with the app's push key and decodes a 200 answer into out.
-func (g *gen) api(ctx context.Context, method, url string, body, out any) error {
+func (c *coord) api(ctx context.Context, method, url string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -192,9 +407,9 @@ func (g *gen) api(ctx context.Context, method, url string, body, out any) error 
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+g.cfg.PushKey)
+	req.Header.Set("Authorization", "Bearer "+c.cfg.PushKey)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.http.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
 	}
@@ -209,113 +424,108 @@ func (g *gen) api(ctx context.Context, method, url string, body, out any) error 
 	return json.Unmarshal(rb, out)
 }
 
-// fanout sends msgs messages at rate per second, each to the targets body(seq) names on every
-// gateway, and measures every delivery.
-func (g *gen) fanout(ctx context.Context, base snapshot, p results.Phase, msgs int, rate float64, body func(seq int) map[string]any) (results.Phase, error) {
-	g.startTracking(msgs, g.cfg.Conns)
-	start, err := g.snapshot(ctx, false)
+// fanout sends msgs messages at rate per second, each one push API call (the route layer fans it
+// out across the cluster) through a gateway chosen at random, to the targets body(seq) names
+// (how many: targets), and measures every delivery.
+func (c *coord) fanout(ctx context.Context, base snapshot, p results.Phase, msgs int, rate float64, body func(seq int) (map[string]any, int64)) (results.Phase, error) {
+	pr, err := c.begin(ctx, p.Name, msgs, true)
 	if err != nil {
 		return p, err
 	}
-	t0 := time.Now()
-	var sent, offline, failed, accepted atomic.Int64
+	var t tally
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	n := 0
-	for at := range (Pacer{Rate: rate, Count: msgs}).Run(ctx, t0) {
-		b := body(n)
-		b["payload"] = payloadPrefix + strconv.Itoa(n) + ":" + strconv.FormatInt(at.UnixNano(), 10)
+	tick := time.NewTicker(c.cfg.ProgressPeriod)
+	for at := range (Pacer{Rate: rate, Count: msgs}).Run(ctx, pr.t0) {
+		b, targets := body(n)
+		b["payload"] = payload(n, at)
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			ans, err := g.pushAll(ctx, b)
+			var ans pushAnswer
+			err := c.api(ctx, http.MethodPost, c.gateway()+"/v1/push", b, &ans)
 			if err != nil {
-				g.countErr("push_api")
-				g.log.Warn(p.Name+": push failed", "err", err)
-				return
+				c.log.Warn(p.Name+": push failed", "err", err)
 			}
-			sent.Add(int64(ans.Targets))
-			accepted.Add(int64(ans.Delivered + ans.Forwarded))
-			offline.Add(int64(ans.Offline))
-			failed.Add(int64(ans.Failed))
+			t.add(c, targets, ans, err)
 		}()
 		n++
+		select {
+		case <-tick.C:
+			c.progress(ctx, p.Name, t.pushes.Load(), msgs)
+		default:
+		}
 	}
+	tick.Stop()
 	wg.Wait()
-	p.Sent, p.Offline, p.Failed = sent.Load(), offline.Load(), failed.Load()
-	err = g.finishPhase(ctx, &p, base, start, t0, time.Now(), accepted.Load())
-	return p, err
+	expect := t.fill(&p)
+	return p, c.finish(ctx, &p, base, pr, time.Now(), expect)
 }
 
-// group joins the clients into groups of GroupSize with JOIN frames, then pushes GroupRate
-// messages per second for GroupDuration, each to one group in turn.
-func (g *gen) group(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhaseGroup, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	groups := (len(g.clients) + g.cfg.GroupSize - 1) / g.cfg.GroupSize
-	g.log.Info("group: joining", "clients", len(g.clients), "group_size", g.cfg.GroupSize, "groups", groups)
-	var wg sync.WaitGroup
-	var joinFailed atomic.Int64
-	sem := make(chan struct{}, 256)
-	for i, c := range g.clients {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			r, err := c.Join(jctx, g.cfg.GroupBiz, "lg-g"+strconv.Itoa(i/g.cfg.GroupSize))
-			if err != nil || r.Code != frame.CodeOK {
-				joinFailed.Add(1)
-				g.countErr("join")
-			}
-		}()
+// group has every client JOIN its group (GroupSize devices each, by index), then pushes
+// GroupRate messages per second for GroupDuration, each to one group in turn.
+func (c *coord) group(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: results.PhaseGroup, Target: c.cfg.Conns}
+	size := c.cfg.GroupSize
+	groups := (c.cfg.Conns + size - 1) / size
+	c.log.Info("group: joining", "clients", c.cfg.Conns, "group_size", size, "groups", groups)
+	answers := make([]joinAns, len(c.workers))
+	if err := c.all(ctx, http.MethodPost, "/join", func(*workerProc) any {
+		return joinReq{Biz: c.cfg.GroupBiz, GroupSize: size}
+	}, func(i int) any { return &answers[i] }); err != nil {
+		return p, err
 	}
-	wg.Wait()
-	if k := joinFailed.Load(); k > 0 {
-		return p, fmt.Errorf("loadgen: group phase: %d joins failed", k)
+	var failed int64
+	for _, a := range answers {
+		failed += a.Failed
 	}
-	msgs := int(g.cfg.GroupRate * g.cfg.GroupDuration.Seconds())
-	g.log.Info("group: pushing", "rate", g.cfg.GroupRate, "messages", msgs)
-	return g.fanout(ctx, base, p, msgs, g.cfg.GroupRate, func(seq int) map[string]any {
-		return map[string]any{"biz": g.cfg.GroupBiz, "group": "lg-g" + strconv.Itoa(seq%groups)}
+	if failed > 0 {
+		return p, fmt.Errorf("loadgen: group phase: %d joins failed", failed)
+	}
+	msgs := int(c.cfg.GroupRate * c.cfg.GroupDuration.Seconds())
+	c.log.Info("group: pushing", "rate", c.cfg.GroupRate, "messages", msgs)
+	return c.fanout(ctx, base, p, msgs, c.cfg.GroupRate, func(seq int) (map[string]any, int64) {
+		g := seq % groups
+		members := min(size, c.cfg.Conns-g*size)
+		return map[string]any{"biz": c.cfg.GroupBiz, "group": groupName(g*size, size)}, int64(members)
 	})
 }
 
-// groupAll puts every connection into one group through the membership API, then pushes
-// FanoutPushes messages to it, one a second.
-func (g *gen) groupAll(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: PhaseGroupAll, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	devices := make([]string, len(g.clients))
-	for i := range devices {
-		devices[i] = g.cfg.DevicePrefix + strconv.Itoa(i)
-	}
-	members := 0
-	for _, gw := range g.cfg.GatewayHTTP {
+// groupAll puts every device into one group through the membership API (chunks of
+// membershipChunk devices, through the gateways in turn: any gateway accepts any device), then
+// pushes FanoutPushes messages to it, one a second.
+func (c *coord) groupAll(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: PhaseGroupAll, Target: c.cfg.Conns}
+	changed := 0
+	for lo, k := 0, 0; lo < c.cfg.Conns; lo, k = lo+membershipChunk, k+1 {
+		hi := min(lo+membershipChunk, c.cfg.Conns)
+		devices := make([]string, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			devices = append(devices, c.cfg.DevicePrefix+strconv.Itoa(i))
+		}
 		var ans struct {
 			Changed int `json:"changed"`
 		}
-		if err := g.api(ctx, http.MethodPut, gw+"/v1/groups/lg-all/members", map[string]any{"devices": devices}, &ans); err != nil {
+		gw := c.cfg.GatewayHTTP[k%len(c.cfg.GatewayHTTP)]
+		if err := c.api(ctx, http.MethodPut, gw+"/v1/groups/lg-all/members", map[string]any{"devices": devices}, &ans); err != nil {
 			return p, fmt.Errorf("loadgen: group-all phase: %w", err)
 		}
-		members += ans.Changed
+		changed += ans.Changed
 	}
-	g.log.Info("group-all: pushing", "members", members, "messages", g.cfg.FanoutPushes)
-	return g.fanout(ctx, base, p, g.cfg.FanoutPushes, 1, func(int) map[string]any {
-		return map[string]any{"biz": g.cfg.GroupBiz, "group": "lg-all"}
+	c.log.Info("group-all: pushing", "members", c.cfg.Conns, "changed", changed, "messages", c.cfg.FanoutPushes)
+	return c.fanout(ctx, base, p, c.cfg.FanoutPushes, 1, func(int) (map[string]any, int64) {
+		return map[string]any{"biz": c.cfg.GroupBiz, "group": "lg-all"}, int64(c.cfg.Conns)
 	})
 }
 
 // broadcast pushes FanoutPushes messages to every connection of the app, one a second.
-func (g *gen) broadcast(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhaseBroadcast, Target: g.cfg.Conns}
-	g.m.setPhase(p.Name)
-	g.log.Info("broadcast: pushing", "messages", g.cfg.FanoutPushes)
-	return g.fanout(ctx, base, p, g.cfg.FanoutPushes, 1, func(int) map[string]any {
-		return map[string]any{"biz": g.cfg.PushBiz, "broadcast": true}
+func (c *coord) broadcast(ctx context.Context, base snapshot) (results.Phase, error) {
+	p := results.Phase{Name: results.PhaseBroadcast, Target: c.cfg.Conns}
+	c.log.Info("broadcast: pushing", "messages", c.cfg.FanoutPushes)
+	return c.fanout(ctx, base, p, c.cfg.FanoutPushes, 1, func(int) (map[string]any, int64) {
+		return map[string]any{"biz": c.cfg.PushBiz, "broadcast": true}, int64(c.cfg.Conns)
 	})
 }

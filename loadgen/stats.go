@@ -59,16 +59,16 @@ func fetchStats(ctx context.Context, hc *http.Client, base string, gc bool) (ins
 	return st, nil
 }
 
-func (g *gen) snapshot(ctx context.Context, gc bool) (snapshot, error) {
+func (c *coord) snapshot(ctx context.Context, gc bool) (snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	snap := make(snapshot, len(g.cfg.GatewayHTTP))
-	for i, base := range g.cfg.GatewayHTTP {
-		forced := gc && len(g.cfg.GatewayAdmin) > 0
+	snap := make(snapshot, len(c.cfg.GatewayHTTP))
+	for i, base := range c.cfg.GatewayHTTP {
+		forced := gc && len(c.cfg.GatewayAdmin) > 0
 		if forced {
-			base = g.cfg.GatewayAdmin[i]
+			base = c.cfg.GatewayAdmin[i]
 		}
-		st, err := fetchStats(ctx, g.http, base, forced)
+		st, err := fetchStats(ctx, c.http, base, forced)
 		if err != nil {
 			return nil, err
 		}

@@ -31,6 +31,9 @@ func runBench(args []string) error {
 	pushRate := fs.Float64("push-rate", 2000, "unicast pushes per second")
 	pushDur := fs.Duration("push-duration", 10*time.Second, "how long to push")
 	sources := fs.Int("sources", 0, "source addresses to dial from, 127.0.0.2 on (0: one per 8,000 connections)")
+	route := fs.String("route", "memory", "route store the gateways share: memory (one instance) or redis (the bench starts a redis-server on a\nfree port and stops it after; needed for --instances above 1)")
+	mode := fs.String("mode", "registry", "delivery mode with --route redis: registry (look up the holding instances) or broadcast (every\ninstance receives every push)")
+	workers := fs.Int("workers", 0, "load generator worker processes (0: one per 15,000 connections)")
 	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval told to clients")
 	out := fs.String("out", "results", "directory for the result file and the processes' logs")
 	check := fs.Bool("check", false, "fail unless the result passes its checks (target reached, nothing missing)")
@@ -49,10 +52,15 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkRoute("bench", *route, *mode); err != nil {
+		return err
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	cfg := bench.Config{
-		DeployConfig:   bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Backend: true, Logger: log},
+		DeployConfig: bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Backend: true, Logger: log,
+			Route: *route, Mode: *mode},
+		Workers:        *workers,
 		Conns:          *conns,
 		ConnectRate:    *rate,
 		Idle:           *idle,
@@ -66,6 +74,9 @@ func runBench(args []string) error {
 			"--request-rate", strconv.FormatFloat(*reqRate, 'f', -1, 64), "--request-duration", pushDur.String(),
 			"--group-size", strconv.Itoa(*groupSize), "--group-rate", strconv.FormatFloat(*groupRate, 'f', -1, 64),
 			"--group-duration", pushDur.String(), "--fanout-pushes", strconv.Itoa(*fanoutPushes)},
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if *engineList != "" {
 		names := splitList(*engineList)

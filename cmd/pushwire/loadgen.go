@@ -13,7 +13,14 @@ import (
 )
 
 func runLoadgen(args []string) error {
-	fs := newFlags("loadgen", "Load a running deployment: connect --conns devices through the control layer at --rate,\nhold them for --idle, then push --push-rate unicast messages per second through the push API\nfor --push-duration, measuring end-to-end latency. Writes a result file.")
+	if len(args) > 0 && args[0] == "worker" {
+		// A worker process of a run (hidden: the coordinator starts it): its spec on stdin, its
+		// API address on stdout, its log on stderr.
+		ctx, stop := signalContext()
+		defer stop()
+		return loadgen.ServeWorker(ctx, os.Stdin, os.Stdout, os.Stderr)
+	}
+	fs := newFlags("loadgen", "Load a running deployment: connect --conns devices through the control layer at --rate,\nhold them for --idle, then push --push-rate unicast messages per second through the push API\nfor --push-duration, measuring end-to-end latency. Writes a result file.\n\nThe devices are held by --workers processes of this binary (at most 15,000 connections each),\ncoordinated by this one, which calls the push API and merges the workers' HDR histograms.")
 	controlURL := fs.String("control", "", "control layer base URL, e.g. http://127.0.0.1:7100 (required)")
 	gateways := fs.String("gateways", "", "comma-separated gateway HTTP base URLs (push API and stats) (required)")
 	gatewayAdmin := fs.String("gateway-admin", "", "comma-separated gateway admin base URLs, in the order of --gateways: memory is read there after a forced GC (/v1/stats?gc=1); empty: without one")
@@ -39,6 +46,10 @@ func runLoadgen(args []string) error {
 	groupRate := fs.Float64("group-rate", 10, "group phase: group pushes per second")
 	groupDur := fs.Duration("group-duration", 10*time.Second, "group phase: how long to push")
 	fanoutPushes := fs.Int("fanout-pushes", 5, "group-all and broadcast phases: messages to send, one a second")
+	workers := fs.Int("workers", 0, "worker processes holding the connections (0: one per 15,000 connections)")
+	route := fs.String("route", "memory", "the gateways' route store, recorded in the result: memory or redis")
+	mode := fs.String("mode", "registry", "the gateways' delivery mode, recorded in the result: registry or broadcast")
+	redisAddr := fs.String("redis", "", "the route store's Redis (host:port): INFO is read for the commands per push, memory and version (empty: none)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics (target, connected, errors, reconnects, push latency) on this address, e.g. 127.0.0.1:7190 (empty: off)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -47,6 +58,12 @@ func runLoadgen(args []string) error {
 	log, err := logger()
 	if err != nil {
 		return err
+	}
+	if err := checkRoute("loadgen", *route, *mode); err != nil {
+		return err
+	}
+	if *workers < 0 {
+		return fmt.Errorf("loadgen: --workers %d: must be 0 (automatic) or more", *workers)
 	}
 	if *controlURL == "" || *gateways == "" || *app == "" || *secret == "" || *pushKey == "" {
 		return errors.New("loadgen: --control, --gateways, --app, --secret and --push-key are required")
@@ -83,6 +100,11 @@ func runLoadgen(args []string) error {
 		ResultConfig:    map[string]any{"instances": *instances},
 		Logger:          log,
 		MetricsAddr:     *metricsAddr,
+		Workers:         *workers,
+		LogLevel:        fs.Lookup("log-level").Value.String(),
+		Route:           *route,
+		Mode:            *mode,
+		RedisAddr:       *redisAddr,
 	})
 	if res == nil {
 		return runErr
@@ -111,6 +133,21 @@ func runLoadgen(args []string) error {
 	log.Info("result written", "path", path)
 	if runErr != nil {
 		return fmt.Errorf("loadgen: %w", runErr)
+	}
+	return nil
+}
+
+// checkRoute validates --route and --mode for cmd.
+func checkRoute(cmd, route, mode string) error {
+	switch route {
+	case "memory", "redis":
+	default:
+		return fmt.Errorf("%s: --route %q: want memory or redis", cmd, route)
+	}
+	switch mode {
+	case "registry", "broadcast":
+	default:
+		return fmt.Errorf("%s: --mode %q: want registry or broadcast", cmd, mode)
 	}
 	return nil
 }

@@ -1,0 +1,590 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/pushwire/pushwire/client"
+	"github.com/pushwire/pushwire/core/frame"
+)
+
+// A worker is one process of the load generator: it holds a slice of the devices, [Lo, Hi) of
+// the run's indexes, and does what the coordinator asks over a small HTTP API on 127.0.0.1
+// (JSON in and out):
+//
+//	POST /ramp      {rate, timeout_ms}          connect the slice at rate; answers when done
+//	POST /track     {phase, msgs, fanout}       start a delivery phase: reset the histogram
+//	                                            and the record of which deliveries arrived
+//	POST /upstream  {rate, duration_ms, biz, senders}  send REQUESTs from the slice
+//	POST /join      {biz, group_size}           JOIN each client to group lg-g<index/size>
+//	GET  /status                                counts now (connected, delivered, disconnects…)
+//	GET  /collect                               the phase's counts and HDR histogram snapshot
+//	POST /close                                 close every connection
+//	GET  /metrics                               the worker's Prometheus metrics
+//
+// The worker reads its WorkerSpec as one JSON line on stdin, answers with one JSON line
+// {"addr": "127.0.0.1:port"} on stdout, and runs until stdin ends (the coordinator closed it or
+// died) or its context ends.
+
+// WorkerSpec is what a worker is told at its start.
+type WorkerSpec struct {
+	Index        int      `json:"index"`
+	Lo           int      `json:"lo"` // first device index of the slice
+	Hi           int      `json:"hi"` // one past the last
+	ControlURL   string   `json:"control_url"`
+	App          string   `json:"app"`
+	Secret       string   `json:"secret"`
+	DevicePrefix string   `json:"device_prefix"`
+	Sources      []string `json:"sources,omitempty"`
+	PushBiz      uint16   `json:"push_biz"`
+	LogLevel     string   `json:"log_level,omitempty"`
+}
+
+func (s *WorkerSpec) validate() error {
+	switch {
+	case s.Lo < 0 || s.Hi <= s.Lo:
+		return fmt.Errorf("loadgen worker: device slice [%d, %d) is empty", s.Lo, s.Hi)
+	case s.Hi-s.Lo > MaxConnsPerWorker:
+		return fmt.Errorf("loadgen worker: %d devices, at most %d per worker", s.Hi-s.Lo, MaxConnsPerWorker)
+	case s.ControlURL == "" || s.App == "" || s.Secret == "" || s.DevicePrefix == "":
+		return errors.New("loadgen worker: control_url, app, secret and device_prefix are required")
+	}
+	for _, src := range s.Sources {
+		if net.ParseIP(src) == nil {
+			return fmt.Errorf("loadgen worker: source address %q is not an IP", src)
+		}
+	}
+	return nil
+}
+
+// MaxConnsPerWorker bounds one worker's connections: a process may hold 20,000 open files, and
+// a worker needs some for its HTTP clients and listener.
+const MaxConnsPerWorker = 15_000
+
+// worker API messages.
+type (
+	rampReq struct {
+		Rate      float64 `json:"rate"`
+		TimeoutMS int64   `json:"timeout_ms"`
+	}
+	rampAns struct {
+		Connected int64            `json:"connected"`
+		Errors    map[string]int64 `json:"errors,omitempty"`
+	}
+	trackReq struct {
+		Phase  string `json:"phase"`
+		Msgs   int    `json:"msgs"`
+		Fanout bool   `json:"fanout"` // a message goes to many devices: track (message, device)
+	}
+	upstreamReq struct {
+		Rate       float64 `json:"rate"`
+		DurationMS int64   `json:"duration_ms"`
+		Biz        uint16  `json:"biz"`
+		Senders    int     `json:"senders"`
+	}
+	upstreamAns struct {
+		Sent   int64 `json:"sent"`
+		OK     int64 `json:"ok"`
+		Failed int64 `json:"failed"`
+	}
+	joinReq struct {
+		Biz       uint16 `json:"biz"`
+		GroupSize int    `json:"group_size"`
+	}
+	joinAns struct {
+		Failed int64 `json:"failed"`
+	}
+	workerStatus struct {
+		Connected   int64 `json:"connected"`
+		Delivered   int64 `json:"delivered"`
+		Dups        int64 `json:"dups"`
+		Disconnects int64 `json:"disconnects"` // lost connections the worker did not close, since start
+	}
+	collectAns struct {
+		workerStatus
+		LastRecvNS int64                  `json:"last_recv_ns"`
+		Errors     map[string]int64       `json:"errors,omitempty"`
+		Hist       *hdrhistogram.Snapshot `json:"hist"`
+	}
+)
+
+// worker is the state of one worker process.
+type worker struct {
+	spec WorkerSpec
+	log  *slog.Logger
+	http *http.Client // control calls
+
+	clients     []*client.Client // index i is device Lo+i
+	connected   atomic.Int64
+	disconnects atomic.Int64
+	closing     atomic.Bool
+
+	errMu  sync.Mutex
+	errors map[string]int64
+
+	histMu    sync.Mutex
+	hist      *hdrhistogram.Histogram
+	tr        atomic.Pointer[tracker]
+	delivered atomic.Int64
+	dups      atomic.Int64
+	lastRecv  atomic.Int64
+
+	m *metrics
+}
+
+func newWorker(spec WorkerSpec, log *slog.Logger) *worker {
+	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
+	w := &worker{
+		spec:   spec,
+		log:    log,
+		http:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		errors: map[string]int64{},
+		hist:   newHist(),
+	}
+	w.m = newMetrics(spec.Hi-spec.Lo, w.connected.Load)
+	return w
+}
+
+func newHist() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, (5 * time.Minute).Microseconds(), 3)
+}
+
+// ServeWorker runs one worker: it reads the WorkerSpec from in, writes its API address to out,
+// and serves until in ends or ctx does. Logs go to logw.
+func ServeWorker(ctx context.Context, in io.Reader, out io.Writer, logw io.Writer) error {
+	br := bufio.NewReader(in)
+	line, err := br.ReadBytes('\n')
+	if err != nil && len(line) == 0 {
+		return fmt.Errorf("loadgen worker: reading the spec on stdin: %w", err)
+	}
+	var spec WorkerSpec
+	if err := json.Unmarshal(line, &spec); err != nil {
+		return fmt.Errorf("loadgen worker: spec: %w", err)
+	}
+	if err := spec.validate(); err != nil {
+		return err
+	}
+	var lv slog.Level
+	if spec.LogLevel != "" {
+		if err := lv.UnmarshalText([]byte(spec.LogLevel)); err != nil {
+			return fmt.Errorf("loadgen worker: log_level %q: %w", spec.LogLevel, err)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv})).With("worker", spec.Index)
+	w := newWorker(spec, log)
+	defer w.closeAll()
+	stopRoll := w.m.rollEvery(LatencyWindow)
+	defer stopRoll()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("loadgen worker: listener: %w", err)
+	}
+	srv := &http.Server{Handler: w.handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	hello, _ := json.Marshal(map[string]string{"addr": ln.Addr().String()})
+	if _, err := out.Write(append(hello, '\n')); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("loadgen worker: writing the address: %w", err)
+	}
+	// The coordinator closes stdin to end the worker (and stdin ends when it dies).
+	eof := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, br)
+		close(eof)
+	}()
+	select {
+	case <-eof:
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("loadgen worker: API listener: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	return nil
+}
+
+func (w *worker) handler() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern string, f func(ctx context.Context, body []byte) (any, error)) {
+		mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
+			body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			var out any
+			if err == nil {
+				out, err = f(r.Context(), body)
+			}
+			rw.Header().Set("Content-Type", "application/json")
+			if err != nil {
+				rw.WriteHeader(http.StatusInternalServerError)
+				_ = json.NewEncoder(rw).Encode(map[string]string{"error": err.Error()})
+				return
+			}
+			_ = json.NewEncoder(rw).Encode(out)
+		})
+	}
+	decode := func(body []byte, v any) error {
+		if err := json.Unmarshal(body, v); err != nil {
+			return fmt.Errorf("loadgen worker: request body: %w", err)
+		}
+		return nil
+	}
+	handle("POST /ramp", func(ctx context.Context, b []byte) (any, error) {
+		var req rampReq
+		if err := decode(b, &req); err != nil {
+			return nil, err
+		}
+		return w.ramp(ctx, req)
+	})
+	handle("POST /track", func(_ context.Context, b []byte) (any, error) {
+		var req trackReq
+		if err := decode(b, &req); err != nil {
+			return nil, err
+		}
+		w.startTracking(req)
+		return struct{}{}, nil
+	})
+	handle("POST /upstream", func(ctx context.Context, b []byte) (any, error) {
+		var req upstreamReq
+		if err := decode(b, &req); err != nil {
+			return nil, err
+		}
+		return w.upstream(ctx, req), nil
+	})
+	handle("POST /join", func(ctx context.Context, b []byte) (any, error) {
+		var req joinReq
+		if err := decode(b, &req); err != nil {
+			return nil, err
+		}
+		if req.GroupSize <= 0 {
+			return nil, errors.New("loadgen worker: join: group_size must be positive")
+		}
+		return w.join(ctx, req), nil
+	})
+	handle("GET /status", func(context.Context, []byte) (any, error) { return w.status(), nil })
+	handle("GET /collect", func(context.Context, []byte) (any, error) { return w.collect(), nil })
+	handle("POST /close", func(context.Context, []byte) (any, error) {
+		w.closeAll()
+		return w.status(), nil
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.m.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (w *worker) status() workerStatus {
+	return workerStatus{
+		Connected:   w.connected.Load(),
+		Delivered:   w.delivered.Load(),
+		Dups:        w.dups.Load(),
+		Disconnects: w.disconnects.Load(),
+	}
+}
+
+func (w *worker) countErr(reason string) {
+	w.errMu.Lock()
+	w.errors[reason]++
+	w.errMu.Unlock()
+	w.m.countErr(reason)
+}
+
+func (w *worker) takeErrors() map[string]int64 {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	if len(w.errors) == 0 {
+		return nil
+	}
+	m := w.errors
+	w.errors = map[string]int64{}
+	return m
+}
+
+// dialer dials from the worker's source addresses in turn, when it has any.
+func (w *worker) dialer(i int) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if src := w.spec.Sources; len(src) > 0 {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src[i%len(src)])}
+		// Let the kernel pick the port at connect time, per destination, instead of at bind:
+		// without it one source address is capped near 28k connections in all.
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return d.DialContext
+}
+
+func (w *worker) newClient(i int) (*client.Client, error) {
+	dev := w.spec.Lo + i
+	return client.New(client.Config{
+		ControlURL: w.spec.ControlURL,
+		App:        w.spec.App,
+		Secret:     w.spec.Secret,
+		Device:     w.spec.DevicePrefix + strconv.Itoa(dev),
+		User:       "u" + strconv.Itoa(dev),
+		HTTPClient: w.http,
+		Dial:       w.dialer(i),
+		OnPush:     func(p client.Push) { w.onPush(i, p) },
+		OnState: func(st client.State, err error) {
+			w.m.onState(st, err)
+			switch st {
+			case client.Connected:
+				w.connected.Add(1)
+			case client.Disconnected:
+				w.connected.Add(-1)
+				if !w.closing.Load() {
+					w.disconnects.Add(1)
+					w.log.Warn("connection lost", "device", w.spec.DevicePrefix+strconv.Itoa(dev), "err", err)
+				}
+			case client.Idle, client.Connecting, client.Closed:
+				// not a change of what is connected
+			}
+		},
+		Logger: w.log,
+	})
+}
+
+// ramp connects the worker's slice at req.Rate and answers once every connect has ended.
+func (w *worker) ramp(ctx context.Context, req rampReq) (rampAns, error) {
+	n := w.spec.Hi - w.spec.Lo
+	if w.clients != nil {
+		return rampAns{}, errors.New("loadgen worker: ramp: already ramped")
+	}
+	if req.Rate <= 0 {
+		return rampAns{}, errors.New("loadgen worker: ramp: rate must be positive")
+	}
+	w.clients = make([]*client.Client, n)
+	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	if timeout <= 0 {
+		timeout = time.Duration(float64(n)/req.Rate*float64(time.Second)) + time.Minute
+	}
+	rampCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 512) // connects in flight: stay under the accept backlog
+	i := 0
+	for range (Pacer{Rate: req.Rate, Count: n}).Run(rampCtx, time.Now()) {
+		select {
+		case sem <- struct{}{}:
+		case <-rampCtx.Done():
+		}
+		if rampCtx.Err() != nil {
+			break
+		}
+		c, err := w.newClient(i)
+		if err != nil {
+			return rampAns{}, err
+		}
+		w.clients[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.Connect(rampCtx)
+			<-sem
+			if err != nil {
+				w.countErr(errReason(err))
+			}
+		}()
+		i++
+	}
+	wg.Wait()
+	return rampAns{Connected: w.connected.Load(), Errors: w.takeErrors()}, nil
+}
+
+// closeAll closes every connection (the disconnects it causes are not counted as unexpected).
+func (w *worker) closeAll() {
+	w.closing.Store(true)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	for _, c := range w.clients {
+		if c == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Close()
+			<-sem
+		}()
+	}
+	wg.Wait()
+}
+
+// tracker records which deliveries of a phase arrived at this worker's devices. Unicast
+// (stride 1): one flag per message. Fan-out: one per (message, local device).
+type tracker struct {
+	got    []atomic.Bool
+	stride int
+}
+
+func (t *tracker) index(seq, local int) int {
+	if t.stride == 1 {
+		return seq
+	}
+	return seq*t.stride + local
+}
+
+func (w *worker) startTracking(req trackReq) {
+	stride := 1
+	if req.Fanout {
+		stride = w.spec.Hi - w.spec.Lo
+	}
+	w.histMu.Lock()
+	w.hist = newHist()
+	w.histMu.Unlock()
+	w.tr.Store(&tracker{got: make([]atomic.Bool, max(req.Msgs, 0)*stride), stride: stride})
+	w.delivered.Store(0)
+	w.dups.Store(0)
+	w.lastRecv.Store(0)
+	_ = w.takeErrors()
+}
+
+const payloadPrefix = "pwlg:"
+
+// onPush records a push to local device i: "pwlg:<seq>:<intended send time, unix ns>".
+func (w *worker) onPush(i int, p client.Push) {
+	now := time.Now()
+	rest, ok := bytes.CutPrefix(p.Payload, []byte(payloadPrefix))
+	if !ok {
+		return
+	}
+	seqB, tsB, ok := bytes.Cut(rest, []byte(":"))
+	if !ok {
+		return
+	}
+	seq, err1 := strconv.Atoi(string(seqB))
+	ts, err2 := strconv.ParseInt(string(tsB), 10, 64)
+	tr := w.tr.Load()
+	if tr == nil || err1 != nil || err2 != nil || seq < 0 {
+		return
+	}
+	idx := tr.index(seq, i)
+	if idx >= len(tr.got) {
+		return
+	}
+	if tr.got[idx].Swap(true) {
+		w.dups.Add(1)
+		return
+	}
+	w.record(now, time.Unix(0, ts))
+}
+
+// record counts one delivery (or answered request) intended at `at` and arrived at now.
+func (w *worker) record(now, at time.Time) {
+	w.delivered.Add(1)
+	w.lastRecv.Store(now.UnixNano())
+	us := now.Sub(at).Microseconds()
+	w.histMu.Lock()
+	_ = w.hist.RecordValue(max(us, 1))
+	w.histMu.Unlock()
+	w.m.observeLatency(us)
+}
+
+func (w *worker) collect() collectAns {
+	w.histMu.Lock()
+	snap := w.hist.Export()
+	w.histMu.Unlock()
+	return collectAns{workerStatus: w.status(), LastRecvNS: w.lastRecv.Load(), Errors: w.takeErrors(), Hist: snap}
+}
+
+// upstream sends req.Rate REQUESTs per second for req.DurationMS from the slice's clients in
+// turn, open loop: latency runs from each request's intended send time to its RESPONSE.
+func (w *worker) upstream(ctx context.Context, req upstreamReq) upstreamAns {
+	total := int(req.Rate * float64(req.DurationMS) / 1000)
+	var sent, ok, failed atomic.Int64
+	type job struct {
+		seq int
+		at  time.Time
+	}
+	jobs := make(chan job, max(total, 1))
+	var wg sync.WaitGroup
+	for range max(req.Senders, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := []byte("pwlg-request-0123456789abcdef")
+			for j := range jobs {
+				c := w.clients[j.seq%len(w.clients)]
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				r, err := c.Request(rctx, req.Biz, nil, body)
+				cancel()
+				sent.Add(1)
+				switch {
+				case err != nil:
+					w.countErr("request_" + errReason(err))
+					continue // neither answered nor refused: counted missing
+				case r.Code != frame.CodeOK:
+					failed.Add(1)
+					w.countErr("response_" + r.Code.String())
+					continue
+				}
+				ok.Add(1)
+				w.record(time.Now(), j.at)
+			}
+		}()
+	}
+	if total > 0 && len(w.clients) > 0 {
+		n := 0
+		for at := range (Pacer{Rate: req.Rate, Count: total}).Run(ctx, time.Now()) {
+			jobs <- job{seq: n, at: at}
+			n++
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return upstreamAns{Sent: sent.Load(), OK: ok.Load(), Failed: failed.Load()}
+}
+
+// join sends a JOIN from every client of the slice to group lg-g<device index / size>.
+func (w *worker) join(ctx context.Context, req joinReq) joinAns {
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	sem := make(chan struct{}, 256)
+	for i, c := range w.clients {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			r, err := c.Join(jctx, req.Biz, groupName(w.spec.Lo+i, req.GroupSize))
+			if err != nil || r.Code != frame.CodeOK {
+				failed.Add(1)
+				w.countErr("join")
+			}
+		}()
+	}
+	wg.Wait()
+	return joinAns{Failed: failed.Load()}
+}
+
+// groupName is the group phase's group of device index i.
+func groupName(i, size int) string { return "lg-g" + strconv.Itoa(i/size) }
