@@ -8,6 +8,9 @@ IDLE     ?= 10s
 PUSH_RATE ?= 2000
 PUSH_DURATION ?= 10s
 INSTANCES ?= 1
+ROUTE    ?= memory
+MODE     ?= registry
+WORKERS  ?= 0
 ROUNDS   ?= 1
 PHASES   ?= ramp,idle,upstream,push,group,group-all,broadcast
 BIN      := bin/pushwire
@@ -18,7 +21,7 @@ PKGS     := ./...
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := bin/golangci-lint
 
-.PHONY: help build deps vet fmt-check lint lint-tool tidy-check test unit race integration smoke-bench bench bench-all fuzz gobench clean tools tui-e2e
+.PHONY: help build deps vet fmt-check lint lint-tool tidy-check test unit race integration smoke-bench bench bench-redis bench-all fuzz gobench clean tools tui-e2e
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -62,15 +65,25 @@ integration: build ## only the multi-process integration tests
 smoke-bench: build ## a small bench (a few hundred connections) whose result file must pass its checks
 	@dir=$$(mktemp -d); \
 	$(BIN) bench --engine $(ENGINE) --conns 300 --rate 600 --idle 2s --push-rate 300 --push-duration 3s --request-rate 300 --group-size 100 --group-rate 10 --fanout-pushes 3 --out $$dir --check \
+	  && $(BIN) bench --engine $(ENGINE) --conns 600 --workers 2 --rate 600 --idle 1s --push-rate 300 --push-duration 2s --request-rate 300 --group-size 100 --group-rate 10 --fanout-pushes 2 --out $$dir --check \
 	  && $(BIN) results check $$dir/*.json; st=$$?; rm -rf $$dir; exit $$st
 
-bench: build ## measured run: make bench ENGINE=std CONNS=10000 (writes results/<id>.json); TUI=1 watches it live
+bench: bench-redis build ## measured run: make bench ENGINE=gnet INSTANCES=6 CONNS=100000 ROUTE=redis MODE=registry (writes results/<id>.json); TUI=1 watches it live
 	$(BIN) bench --engine $(ENGINE) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
-	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --out results$(if $(filter 1 yes true,$(TUI)), --tui)
+	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) --workers $(WORKERS) \
+	  --out results$(if $(filter 1 yes true,$(TUI)), --tui)
 
-bench-all: build ## every engine in one sitting, interleaved ROUNDS times: one side-by-side table with ratios against std
+bench-redis: ## with ROUTE=redis: install redis-server when missing (the bench starts its own on a free port)
+	@case "$(ROUTE)" in memory) ;; redis) command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server) ;; \
+	  *) echo "ROUTE=$(ROUTE): want memory or redis"; exit 2 ;; esac
+	@case "$(MODE)" in registry|broadcast) ;; *) echo "MODE=$(MODE): want registry or broadcast"; exit 2 ;; esac
+	@if [ "$(INSTANCES)" -gt 1 ] 2>/dev/null && [ "$(ROUTE)" = memory ]; then \
+	  echo "INSTANCES=$(INSTANCES) with ROUTE=memory: gateways on the memory route cannot reach each other's devices; use ROUTE=redis"; exit 2; fi
+
+bench-all: bench-redis build ## every engine in one sitting, interleaved ROUNDS times: one side-by-side table with ratios against std
 	$(BIN) bench --engines std,gnet,netpoll,nbio --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
-	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --out results --check
+	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
+	  --workers $(WORKERS) --out results --check
 
 tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)

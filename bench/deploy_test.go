@@ -1,6 +1,12 @@
 package bench
 
-import "testing"
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
 
 // Ports picked for one deployment must differ: the kernel may hand out a port again as soon as
 // it is closed.
@@ -17,5 +23,77 @@ func TestFreePortsDistinct(t *testing.T) {
 			}
 			seen[p] = true
 		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string // "" = valid
+	}{
+		{Config{}, ""},
+		{Config{DeployConfig: DeployConfig{Instances: 6, Route: RouteRedis}, Conns: 100_000}, ""},
+		{Config{DeployConfig: DeployConfig{Instances: 3}}, "--instances 3 with --route memory"},
+		{Config{DeployConfig: DeployConfig{Instances: 2, Route: RouteMemory}}, "use --route redis"},
+		{Config{Workers: -1}, "--workers -1: must be 0"},
+		{Config{Conns: 20_500, Workers: 1}, "--workers 1: 20500 connections each, at most 15000 per worker process"},
+		{Config{Conns: 10, Workers: 11}, "--workers 11: more than the 10 connections"},
+	} {
+		err := tc.cfg.Validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", tc.cfg, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
+}
+
+func TestDeployConfigRoute(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  DeployConfig
+		want string
+	}{
+		{DeployConfig{Route: "etcd"}, `route "etcd": want memory or redis`},
+		{DeployConfig{Route: RouteRedis, Mode: "gossip"}, `mode "gossip": want registry or broadcast`},
+		{DeployConfig{RedisAddr: "127.0.0.1:6379"}, `with route "memory": set route redis`},
+	} {
+		tc.cfg.LogDir = t.TempDir()
+		if err := tc.cfg.setDefaults(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+	}
+	ok := DeployConfig{LogDir: t.TempDir()}
+	if err := ok.setDefaults(); err != nil || ok.Route != RouteMemory || ok.Mode != ModeRegistry {
+		t.Errorf("defaults: %v route %q mode %q", err, ok.Route, ok.Mode)
+	}
+}
+
+// The Makefile refuses bad bench variables before building anything, naming the variable.
+func TestMakefileBenchValidation(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	for _, tc := range []struct {
+		vars []string
+		want string
+	}{
+		{[]string{"ROUTE=etcd"}, "ROUTE=etcd: want memory or redis"},
+		{[]string{"MODE=gossip"}, "MODE=gossip: want registry or broadcast"},
+		{[]string{"INSTANCES=3"}, "INSTANCES=3 with ROUTE=memory"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, "make", append([]string{"-s", "-C", "..", "bench-redis"}, tc.vars...)...).CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("make bench-redis %v: err %v, output %q, want %q", tc.vars, err, out, tc.want)
+		}
+	}
+	out, err := exec.Command("make", "-s", "-C", "..", "bench-redis").CombinedOutput()
+	if err != nil {
+		t.Errorf("make bench-redis with the defaults: %v\n%s", err, out)
 	}
 }
