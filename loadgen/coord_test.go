@@ -122,8 +122,8 @@ func TestWorkerOnPush(t *testing.T) {
 	w.startTracking(trackReq{Phase: "broadcast", Msgs: 2, Fanout: true})
 	push(0, 0)
 	push(3, 1)
-	push(3, 1)                                      // duplicate
-	push(1, 2)                                      // beyond the phase's messages: ignored
+	push(3, 1)                                     // duplicate
+	push(1, 2)                                     // beyond the phase's messages: ignored
 	w.onPush(2, client.Push{Payload: []byte("x")}) // not the load generator's
 	col := w.collect()
 	if col.Delivered != 2 || col.Dups != 1 {
