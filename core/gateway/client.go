@@ -200,11 +200,6 @@ func (c *Client) login(f *frame.Frame) {
 		return // timed out meanwhile
 	}
 	n.register(c)
-	if n.clustered() {
-		// The store answers on the route writer's goroutine: the assigned generation, the
-		// device's groups and unacknowledged messages, and the previous connection to close.
-		n.cl.w.enqueue(routeOp{kind: opClaim, c: c})
-	}
 	var meta frame.Meta
 	meta = frame.AppendMetaString(meta, "conn", strconv.FormatUint(c.id(), 10))
 	meta = frame.AppendMetaString(meta, "hb", n.hb)
@@ -216,7 +211,14 @@ func (c *Client) login(f *frame.Frame) {
 		c.goaway(n.retryJitter())
 	}
 	n.notify(forward.EventConnect, c, "")
-	if !n.clustered() {
+	if n.clustered() {
+		// Queued after LOGIN_ACK, so that nothing the answer brings precedes it. The store answers
+		// on the route writer's goroutine: the assigned generation, the device's groups and
+		// unacknowledged messages, and the previous connection to close. The connect notification
+		// carries the generation this node proposed, which the store keeps unless the device had
+		// a higher one (clocks out of step).
+		n.cl.w.enqueue(routeOp{kind: opClaim, c: c})
+	} else {
 		n.resendPending(c)
 	}
 }

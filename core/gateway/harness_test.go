@@ -110,7 +110,10 @@ type testNode struct {
 
 func newNode(t testing.TB, cfg Config) *testNode {
 	t.Helper()
-	clock := newTestClock()
+	clock, shared := cfg.Clock.(*testClock) // several nodes of one test may share a clock
+	if !shared {
+		clock = newTestClock()
+	}
 	if cfg.Node == "" {
 		cfg.Node = "t"
 	}
@@ -235,6 +238,7 @@ func (p *pipe) report(err error) {
 	if p.n != nil { // nil for the index tests' clients outside a node
 		p.n.OnClose(p, err)
 	}
+	p.wake() // a waitClosed that woke before reported was set waits for this
 }
 
 // feed delivers bytes from the peer, as an engine's read does.

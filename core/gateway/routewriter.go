@@ -70,7 +70,11 @@ type routeWriter struct {
 	q      []routeOp
 	signal chan struct{}
 	resync atomic.Bool
+	unsent atomic.Int64 // queued or being written
 }
+
+// idle reports whether every queued write has been sent (or given up).
+func (w *routeWriter) idle() bool { return w.unsent.Load() == 0 }
 
 func newRouteWriter(n *Node) *routeWriter {
 	return &routeWriter{n: n, signal: make(chan struct{}, 1)}
@@ -93,6 +97,7 @@ func (w *routeWriter) enqueue(op routeOp) {
 		return
 	}
 	w.q = append(w.q, op)
+	w.unsent.Add(1)
 	w.mu.Unlock()
 	w.n.m.routeQueue.Inc()
 	w.wake()
@@ -125,17 +130,7 @@ func (w *routeWriter) run() {
 	for {
 		select {
 		case <-w.n.stop:
-			ctx, cancel := context.WithTimeout(context.Background(), drainBound)
-			defer cancel()
-			for batch := w.take(); batch != nil && ctx.Err() == nil; batch = w.take() {
-				w.write(ctx, batch)
-			}
-			if rest := w.take(); rest != nil {
-				w.n.log.Warn("route writer: stopped with writes queued", "dropped", len(rest))
-				for _, op := range rest {
-					w.n.m.routeOps.WithLabelValues(opNames[op.kind], "dropped").Inc()
-				}
-			}
+			w.drain()
 			return
 		case <-w.signal:
 		case <-tick.C:
@@ -145,7 +140,31 @@ func (w *routeWriter) run() {
 		}
 		for batch := w.take(); batch != nil; batch = w.take() {
 			w.write(context.Background(), batch)
+			w.unsent.Add(-int64(len(batch)))
 		}
+	}
+}
+
+// drain writes what is queued at Stop, within drainBound; what is left is counted dropped.
+func (w *routeWriter) drain() {
+	ctx, cancel := context.WithTimeout(context.Background(), drainBound)
+	defer cancel()
+	for ctx.Err() == nil {
+		batch := w.take()
+		if batch == nil {
+			return
+		}
+		w.write(ctx, batch)
+		w.unsent.Add(-int64(len(batch)))
+	}
+	rest := w.take()
+	if rest == nil {
+		return
+	}
+	w.unsent.Add(-int64(len(rest)))
+	w.n.log.Warn("route writer: stopped with writes queued", "dropped", len(rest))
+	for _, op := range rest {
+		w.n.m.routeOps.WithLabelValues(opNames[op.kind], "dropped").Inc()
 	}
 }
 
