@@ -125,6 +125,8 @@ func (r *Result) summary(buf *bytes.Buffer) {
 		_ = tw.Flush()
 	}
 
+	r.clusterSummary(buf, keys)
+
 	fmt.Fprintln(buf)
 	if ce := r.clientErrors(keys); ce != "" {
 		fmt.Fprintln(buf, "client errors: "+ce)
@@ -149,6 +151,62 @@ func (r *Result) summary(buf *bytes.Buffer) {
 			break
 		}
 		fmt.Fprintln(buf, "  "+oneLine(p.Error()))
+	}
+}
+
+// clusterSummary writes, for a run that recorded its route layer, one line naming it and a table
+// of the push phases' cluster figures (forwarded to other instances, remote reports of offline
+// or stale targets, Redis commands per push), then each instance's connections at the idle phase
+// (or the last phase) when there were several.
+func (r *Result) clusterSummary(buf *bytes.Buffer, keys []string) {
+	c := r.Cluster
+	if c == nil {
+		return
+	}
+	fmt.Fprintln(buf)
+	parts := []string{"cluster: route " + orUnknown(c.Route), "mode " + orUnknown(c.Mode)}
+	if c.RedisVersion != "" {
+		parts = append(parts, "redis "+c.RedisVersion+" ("+humanBytes(c.RedisMemoryBytes)+")")
+	}
+	if c.Workers > 0 {
+		parts = append(parts, strconv.Itoa(c.Workers)+" loadgen workers")
+	}
+	fmt.Fprintln(buf, strings.Join(parts, ", "))
+	var rows []int
+	for i := range r.Phases {
+		if r.Phases[i].Pushes > 0 {
+			rows = append(rows, i)
+		}
+	}
+	if len(rows) > 0 {
+		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
+		_, _ = fmt.Fprintln(tw, "phase	pushes	forwarded	remote off+stale	redis cmds/push")
+		for _, i := range rows {
+			p := &r.Phases[i]
+			var remote int64
+			if p.Remote != nil {
+				remote = p.Remote.Offline + p.Remote.Stale
+			}
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clip(keys[i], summaryPhaseLen), count(p.Pushes), count(p.Forwarded),
+				count(remote), opt(strconv.FormatFloat(p.RedisCommandsPerPush, 'f', 2, 64), p.RedisCommands > 0))
+		}
+		_ = tw.Flush()
+	}
+	var inst []Instance
+	for i := range r.Phases {
+		if len(r.Phases[i].PerInstance) > 0 && (inst == nil || r.Phases[i].Name == PhaseIdle) {
+			inst = r.Phases[i].PerInstance
+			if r.Phases[i].Name == PhaseIdle {
+				break
+			}
+		}
+	}
+	if len(inst) > 0 {
+		var b []string
+		for _, in := range inst {
+			b = append(b, orUnknown(in.Node)+" "+count(int64(in.Conns)))
+		}
+		fmt.Fprintln(buf, "instances: "+strings.Join(b, ", "))
 	}
 }
 

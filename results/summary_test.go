@@ -212,3 +212,32 @@ func TestSummaryHostileNames(t *testing.T) {
 		t.Errorf("names not flattened:\n%s", buf.String())
 	}
 }
+
+func TestSummaryCluster(t *testing.T) {
+	r := sample()
+	r.Cluster = &Cluster{Route: "redis", Mode: "registry", RedisVersion: "7.2.4", RedisMemoryBytes: 3 << 20, Workers: 7}
+	push := &r.Phases[4]
+	push.Pushes, push.Forwarded, push.RedisCommands, push.RedisCommandsPerPush = 20000, 16650, 5000, 0.25
+	push.Remote = &Remote{Instances: 16650, Reported: 16650, Delivered: 16648, Offline: 1, Stale: 1}
+	r.Phases[1].PerInstance = []Instance{{Node: "gw0", Conns: 16667}, {Node: "gw1", Conns: 16666}}
+	var b strings.Builder
+	if err := r.Summary(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"cluster: route redis, mode registry, redis 7.2.4 (3.00 MB), 7 loadgen workers",
+		"push   20000   16650      2                 0.25",
+		"0.25",
+		"instances: gw0 16667, gw1 16666",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	for line := range strings.Lines(out) {
+		if n := utf8.RuneCountInString(strings.TrimRight(line, "\n")); n > summaryWidth {
+			t.Errorf("line of %d columns: %q", n, line)
+		}
+	}
+}
