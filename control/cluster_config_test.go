@@ -162,3 +162,19 @@ func TestParseRate(t *testing.T) {
 		}
 	}
 }
+
+// The example config documents the route and limits sections with their defaults.
+func TestExampleConfigRouteAndLimits(t *testing.T) {
+	t.Setenv(EnvRedisPassword, "")
+	c, err := LoadConfig("../deploy/pushwire.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Route.Store != RouteMemory || c.Route.Mode != route.ModeRegistry || c.Route.InstanceTTL != DefaultInstanceTTL ||
+		strings.Join(c.Route.Redis.Addrs, ",") != DefaultRedisAddr || c.Route.Redis.Prefix != DefaultRedisPrefix {
+		t.Errorf("example route: %+v", c.Route)
+	}
+	if c.Limits.ConnectPerDevice != DefaultConnectPerDevice || c.Limits.ConnectPerSource != DefaultConnectPerSource {
+		t.Errorf("example limits: %+v", c.Limits)
+	}
+}
