@@ -99,6 +99,7 @@ fuzz: deps ## run every fuzz target (decoders of outside input) for FUZZTIME eac
 	$(GO) test -run=none -fuzz='^FuzzReader$$' -fuzztime=$${FUZZTIME:-30s} ./core/frame/
 	$(GO) test -run=none -fuzz='^FuzzPushAPI$$' -fuzztime=$${FUZZTIME:-30s} ./core/gateway/
 	$(GO) test -run=none -fuzz='^FuzzOnData$$' -fuzztime=$${FUZZTIME:-30s} ./core/gateway/
+	$(GO) test -run=none -fuzz='^FuzzBusMessage$$' -fuzztime=$${FUZZTIME:-30s} ./core/gateway/
 	$(GO) test -run=none -fuzz='^FuzzMetaHeaders$$' -fuzztime=$${FUZZTIME:-30s} ./core/forward/
 	$(GO) test -run=none -fuzz='^FuzzVerify$$' -fuzztime=$${FUZZTIME:-30s} ./control/token/
 	$(GO) test -run=none -fuzz='^FuzzConnect$$' -fuzztime=$${FUZZTIME:-30s} ./control/

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/route/memory"
 )
 
 // memConn is an engines.Conn that keeps nothing: what a session costs is the core's own.
@@ -31,14 +32,32 @@ func (idVerifier) Verify(tok string, _ time.Time) (Identity, error) {
 }
 
 // BenchmarkSessionMemory reports the Go heap one logged-in idle session costs the core (Client,
-// table indexes, timing wheel entry, identity strings), apart from any engine's own.
+// table indexes, timing wheel entry, identity strings), apart from any engine's own: standalone,
+// and with the in-memory route store of a single instance (the node and the store's records of
+// each device together).
 func BenchmarkSessionMemory(b *testing.B) {
+	b.Run("standalone", func(b *testing.B) { benchSessionMemory(b, false) })
+	b.Run("memory-store", func(b *testing.B) { benchSessionMemory(b, true) })
+}
+
+func benchSessionMemory(b *testing.B, withStore bool) {
 	const n = 10_000
 	b.ReportAllocs()
 	for b.Loop() {
-		node, err := New(Config{Node: "mem", WheelTick: time.Second, Logger: quiet}, idVerifier{}, oneApp{})
+		var st RouteStore
+		if withStore {
+			ms := memory.New()
+			defer func() { _ = ms.Close() }()
+			st = ms
+		}
+		node, err := New(Config{Node: "mem", WheelTick: time.Second, Logger: quiet, Route: st}, idVerifier{}, oneApp{})
 		if err != nil {
 			b.Fatal(err)
+		}
+		if st != nil {
+			if err := node.Start(b.Context()); err != nil {
+				b.Fatal(err)
+			}
 		}
 		logins := make([][]byte, n)
 		for i := range logins {
@@ -58,6 +77,11 @@ func BenchmarkSessionMemory(b *testing.B) {
 			node.OnOpen(c)
 			if _, err := node.OnData(c, logins[i]); err != nil {
 				b.Fatal(err)
+			}
+		}
+		if st != nil {
+			for !node.cl.w.idle() {
+				runtime.Gosched()
 			}
 		}
 		runtime.GC()
