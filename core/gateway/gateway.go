@@ -9,9 +9,20 @@
 // connection and counts its outcome), the push and membership APIs, the forward pools and the
 // timing wheel.
 //
+// The cluster (Config.Route; cluster.go, route.go, routewriter.go, busmsg.go): on a route store the
+// node claims each login's device there (the store assigns the connection's generation), releases it
+// at close, records group membership per device and which groups it holds members of, and keeps
+// at-least-once messages until PUSH_ACK — all through one writer goroutine, in batches, so an
+// engine's event loop never waits on the store. A push reaches targets on other instances over the
+// bus (registry or broadcast mode) and the answer counts their reports. Membership belongs to the
+// device: the server keeps it, and a device's next login on any instance within Config.Linger
+// rejoins its groups and receives its unacknowledged messages. Without a route store the node is
+// standalone: this instance only, pending messages in a local store.
+//
 // Lifecycle: New starts nothing. Start starts every goroutine the node owns (timing wheel, fan-out
-// workers, forward pools, notifier, expiry of unacknowledged pushes); Stop stops them and waits for
-// them. Drain and Stop may be called more than once, and Stop without Start.
+// workers, forward pools, notifier, expiry of unacknowledged pushes; on a route store the route
+// writer, the registration and the bus subscription); Stop stops them and waits for them, drains the
+// route writer's queue (bounded) and deregisters the instance. Drain and Stop may be called more than once, and Stop without Start.
 //
 // Lock order: a table shard (conn, then device, then user), a groups shard, a group, a client's
 // group list; no lock is held while writing to a connection or calling another component.
