@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -548,5 +550,80 @@ func TestClusterDrainRegisters(t *testing.T) {
 	list, _ = tc.store.Instances(ctx)
 	if len(list) != 1 || list[0].ID != "n1" {
 		t.Fatalf("instances after Stop %+v", list)
+	}
+}
+
+// TestClusterStoreDownAnswers: with the store down, no remote target is ever counted offline.
+func TestClusterStoreDownAnswers(t *testing.T) {
+	tc := newCluster(t, 2, route.ModeRegistry)
+	a := tc.nodes[0]
+	pa := a.connect(t, "da", "ua")
+	tc.settle(t)
+	tc.store.down.Store(true)
+	cases := []struct {
+		name string
+		req  PushRequest
+		want PushResult
+	}{
+		{"users", PushRequest{Users: []string{"ua", "ub"}}, PushResult{Targets: 2, Delivered: 1, Failed: 1}},
+		{"group", PushRequest{Group: "room"}, PushResult{Targets: 1, Failed: 1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.req.App, c.req.Biz, c.req.Payload = "app", bizEcho, []byte(c.name)
+			res, err := a.Push(&c.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSums(t, res)
+			res.ID, res.Remote = "", nil
+			if res != c.want {
+				t.Fatalf("%+v, want %+v", res, c.want)
+			}
+			if c.name == "users" {
+				expectPush(t, c.name, pa)
+			}
+		})
+	}
+	if v := counterValue(t, a.m.routeOps.WithLabelValues("users", "error")); v != 1 {
+		t.Fatalf("route_ops_total{users,error} %v", v)
+	}
+}
+
+// TestClusterAlone: one instance on a route store, in broadcast mode, counts the devices it does
+// not hold offline without sending anything.
+func TestClusterAlone(t *testing.T) {
+	tc := newCluster(t, 1, route.ModeBroadcast)
+	n := tc.nodes[0]
+	p := n.connect(t, "d", "u")
+	res, err := n.Push(&PushRequest{App: "app", Biz: bizEcho, Devices: []string{"d", "x"}, Payload: []byte("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Targets != 2 || res.Delivered != 1 || res.Offline != 1 || res.Remote != nil {
+		t.Fatalf("%+v", res)
+	}
+	expectPush(t, "a", p)
+	rec := httptest.NewRecorder()
+	n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, name := range []string{"pushwire_route_ops_total", "pushwire_route_queue", "pushwire_route_resyncs_total", "pushwire_route_stale_total"} {
+		if !strings.Contains(rec.Body.String(), name) {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
+}
+
+func TestClusterConfig(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Mode: "gossip"}, `mode "gossip"`},
+		{Config{InstanceTTL: time.Millisecond}, "instance ttl"},
+	} {
+		_, err := New(c.cfg, testKey, oneApp{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
 	}
 }
