@@ -123,6 +123,13 @@ func (s *Server) Refresh(ctx context.Context) error {
 	return nil
 }
 
+// registryFailing reports whether the last reading of the registry failed.
+func (s *Server) registryFailing() bool {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	return s.regState.failing
+}
+
 // registryEndpoints is the registry's dispatch: the endpoints of the live, non-draining instances
 // that serve a transport of platform, least loaded first (Conns at registration plus the clients
 // handed out since). The first instance is counted as handed out. reason says why the list is
