@@ -42,6 +42,7 @@ func runGateway(args []string) error {
 	drainWindow := fs.Duration("drain-window", 10*time.Second, "on SIGTERM, spread GOAWAYs over this long before closing")
 	retryMs := fs.Int("goaway-retry-ms", 1000, "retry_ms told to clients in GOAWAY (±50% jitter)")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long a shutdown may take after the drain window")
+	routeFlags := addGatewayRouteFlags(fs)
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -70,6 +71,23 @@ func runGateway(args []string) error {
 	if *hb > 0 {
 		heartbeat = *hb
 	}
+	rt, err := routeFlags.resolve(cfg.Route, *listen, *httpAddr)
+	if err != nil {
+		return err
+	}
+	store, err := rt.open(context.Background(), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Warn("closing the route store", "err", err)
+		}
+	}()
+	linger := *routeFlags.linger
+	if linger <= 0 {
+		linger = *ackTTL
+	}
 	node, err := gateway.New(gateway.Config{
 		Node:             *nodeID,
 		Engine:           *engine,
@@ -87,6 +105,13 @@ func runGateway(args []string) error {
 		AckTTL:           *ackTTL,
 		DrainWindow:      *drainWindow,
 		RetryMs:          *retryMs,
+		Route:            store,
+		Mode:             rt.cfg.Mode,
+		InstanceTTL:      rt.cfg.InstanceTTL,
+		Endpoints:        rt.endpoints,
+		HTTPURL:          rt.httpURL,
+		RemoteTimeout:    *routeFlags.remoteTimeout,
+		Linger:           linger,
 		Logger:           log,
 	}, tokenVerifier{verifier}, pushKeys{cfg})
 	if err != nil {
@@ -135,7 +160,8 @@ func runGateway(args []string) error {
 	}
 	c := node.Config()
 	log.Info("gateway serving", "engine", *engine, "listen", eng.Addr().String(), "http", api.Addr(), "node", c.Node,
-		"heartbeat", c.Heartbeat, "idle_timeout", c.IdleTimeout, "login_timeout", c.LoginTimeout, "version", version, "commit", commit)
+		"heartbeat", c.Heartbeat, "idle_timeout", c.IdleTimeout, "login_timeout", c.LoginTimeout,
+		"route", rt.cfg.Store, "mode", c.Mode, "advertise", rt.endpoints[0].Protocol+"://"+rt.endpoints[0].Addr, "version", version, "commit", commit)
 
 	ctx, stop := signalContext()
 	defer stop()
