@@ -58,6 +58,7 @@ type cluster struct {
 	w     *routeWriter
 
 	live      atomic.Pointer[[]route.Instance] // the registry's live instances, refreshed each registration
+	liveAt    atomic.Int64                     // when live was read (wall clock, unix nanoseconds)
 	reqSeq    atomic.Uint64
 	waitMu    sync.Mutex
 	waiters   map[uint64]*waiter
@@ -67,7 +68,6 @@ type cluster struct {
 
 // waiter collects the reports of one push's remote instances.
 type waiter struct {
-	expect  int
 	reports chan *busMsg
 }
 
@@ -105,13 +105,32 @@ func (n *Node) registerInstance(ctx context.Context) error {
 		n.needResync("register")
 		return err
 	}
+	return n.refreshLive(ctx)
+}
+
+// refreshLive reads the live instances from the registry.
+func (n *Node) refreshLive(ctx context.Context) error {
 	list, err := n.cl.store.Instances(ctx)
 	n.m.routeOp("instances", err)
 	if err != nil {
 		return err
 	}
 	n.cl.live.Store(&list)
+	n.cl.liveAt.Store(time.Now().UnixNano())
 	return nil
+}
+
+// liveRefreshMin is how often a push may re-read the registry when it meets an instance the
+// cached list does not know (one that registered since the last registration tick).
+const liveRefreshMin = time.Second
+
+// refreshLiveIfOld re-reads the live instances when the cached list is missing or older than
+// liveRefreshMin, and reports whether it did.
+func (n *Node) refreshLiveIfOld(ctx context.Context) bool {
+	if n.cl.live.Load() != nil && time.Since(time.Unix(0, n.cl.liveAt.Load())) < liveRefreshMin {
+		return false
+	}
+	return n.refreshLive(ctx) == nil
 }
 
 // registration registers the node every InstanceTTL/3 until Stop.
@@ -278,14 +297,13 @@ func (n *Node) appClients(app string) []*Client {
 	return targets
 }
 
-// newWaiter registers a request whose reports the caller waits for.
-func (n *Node) newWaiter() (uint64, *waiter) {
-	id := n.cl.reqSeq.Add(1)
-	w := &waiter{reports: make(chan *busMsg, 64)}
+// newWaiter registers request id, whose reports (at most max) the caller waits for.
+func (n *Node) newWaiter(id uint64, max int) *waiter {
+	w := &waiter{reports: make(chan *busMsg, max)}
 	n.cl.waitMu.Lock()
 	n.cl.waiters[id] = w
 	n.cl.waitMu.Unlock()
-	return id, w
+	return w
 }
 
 // await collects up to expect reports for request id within RemoteTimeout, and forgets it.
@@ -348,6 +366,12 @@ func (n *Node) holders(ctx context.Context, app, group string) ([]string, error)
 		return nil, err
 	}
 	live := n.liveOthers()
+	for _, id := range ids {
+		if id != n.cfg.Node && !slices.Contains(live, id) && n.refreshLiveIfOld(ctx) {
+			live = n.liveOthers() // a holder the cached list does not know: read the registry again
+			break
+		}
+	}
 	out := ids[:0]
 	for _, id := range ids {
 		if slices.Contains(live, id) {
@@ -355,4 +379,12 @@ func (n *Node) holders(ctx context.Context, app, group string) ([]string, error)
 		}
 	}
 	return out, nil
+}
+
+// refreshLiveIfMissing reads the live instances when they were never read (a push right after
+// Start, before the first registration answered).
+func (n *Node) refreshLiveIfMissing(ctx context.Context) {
+	if n.cl.live.Load() == nil {
+		_ = n.refreshLive(ctx)
+	}
 }

@@ -22,7 +22,8 @@
 // Lifecycle: New starts nothing. Start starts every goroutine the node owns (timing wheel, fan-out
 // workers, forward pools, notifier, expiry of unacknowledged pushes; on a route store the route
 // writer, the registration and the bus subscription); Stop stops them and waits for them, drains the
-// route writer's queue (bounded) and deregisters the instance. Drain and Stop may be called more than once, and Stop without Start.
+// route writer's queue (bounded) and deregisters the instance. Drain and Stop may be called more
+// than once, and Stop without Start.
 //
 // Lock order: a table shard (conn, then device, then user), a groups shard, a group, a client's
 // group list; no lock is held while writing to a connection or calling another component.

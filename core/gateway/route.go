@@ -45,7 +45,7 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		}
 		base.TTLMs = uint64(ttl / time.Millisecond)
 	}
-	reqID, w := n.newWaiter()
+	reqID := n.cl.reqSeq.Add(1)
 	base.Request = reqID
 	var (
 		msgs   []route.Message
@@ -123,6 +123,7 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 				add(h, m, -1)
 			}
 		case req.Broadcast:
+			n.refreshLiveIfMissing(ctx)
 			if others = n.liveOthers(); len(others) > 0 {
 				m := base
 				m.Target = targetAll
@@ -135,7 +136,8 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 			m.Conns = refs
 			add(inst, m, len(refs))
 		}
-	} else if others = n.liveOthers(); len(others) > 0 {
+	} else if n.refreshLiveIfMissing(ctx); len(n.liveOthers()) > 0 {
+		others = n.liveOthers()
 		m := base
 		switch {
 		case len(req.Devices) > 0:
@@ -161,7 +163,9 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 
 	expect := 0
 	counted := 0 // targets counted in Forwarded before the reports
+	var w *waiter
 	if len(msgs) > 0 {
+		w = n.newWaiter(reqID, len(msgs)+len(others))
 		kinds := make([]byte, len(msgs))
 		for i := range kinds {
 			kinds[i] = busPush
@@ -190,7 +194,9 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		n.m.pushes.WithLabelValues(outcomeOffline).Add(float64(offline))
 	}
 	if expect == 0 {
-		n.await(reqID, w, 0, nil)
+		if w != nil {
+			n.await(reqID, w, 0, nil)
+		}
 		return
 	}
 	rr := &RemoteResult{Instances: expect}
