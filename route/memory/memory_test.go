@@ -54,14 +54,14 @@ func TestSweep(t *testing.T) {
 	s := memory.New(memory.WithClock(c.Now), memory.WithLinger(time.Minute))
 	defer func() { _ = s.Close() }()
 	ctx := t.Context()
-	batch := func(prefix string) []route.Claim {
-		cl := make([]route.Claim, 1000)
+	batch := func(prefix string, n int) []route.Claim {
+		cl := make([]route.Claim, n)
 		for i := range cl {
 			cl[i] = route.Claim{App: "a", Device: prefix + strconv.Itoa(i), Entry: route.Entry{Instance: "A", Conn: uint64(i), Gen: 1}}
 		}
 		return cl
 	}
-	gone := batch("gone-")
+	gone := batch("gone-", 1000)
 	res, err := s.Claim(ctx, gone)
 	if err != nil {
 		t.Fatal(err)
@@ -77,14 +77,16 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("Devices %d within the linger, want 1000", got)
 	}
 	c.Advance(time.Minute)
-	live := batch("live-")
-	for range 150 { // every shard sees well over sweepEvery (1024) writes
+	// 10,000 devices over 64 shards: each shard holds ~156 of them, and 20 rounds give every
+	// shard well over sweepEvery (1024) writes.
+	live := batch("live-", 10000)
+	for range 20 {
 		if _, err := s.Claim(ctx, live); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := s.Devices(); got != 1000 {
-		t.Fatalf("Devices %d after the linger and the sweeps, want the 1000 live ones", got)
+	if got := s.Devices(); got != 10000 {
+		t.Fatalf("Devices %d after the linger and the sweeps, want the 10000 live ones", got)
 	}
 }
 
