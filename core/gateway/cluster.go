@@ -63,6 +63,12 @@ type cluster struct {
 	waitMu    sync.Mutex
 	waiters   map[uint64]*waiter
 	upBefore  atomic.Bool // the bus subscription was up once: a later up means a re-subscription
+
+	// Reports to other instances' pushes are sent by one goroutine, every report queued meanwhile
+	// in one Publish, so the bus subscription never waits on a round trip per push.
+	repMu     sync.Mutex
+	repQ      []route.Message
+	repSignal chan struct{}
 	subCancel context.CancelFunc
 }
 
@@ -282,7 +288,47 @@ func (n *Node) onRemotePush(m *busMsg) {
 	}
 	rep := &busMsg{Kind: busReport, Origin: n.cfg.Node, Request: m.Request,
 		Delivered: uint64(c.delivered.Load()), Offline: uint64(c.offline.Load()), Stale: uint64(stale), Failed: uint64(c.failed.Load())}
-	_, _ = n.publish([]route.Message{{To: m.ReportTo, Data: encodeBus(rep)}}, []byte{busReport})
+	n.cl.repMu.Lock()
+	n.cl.repQ = append(n.cl.repQ, route.Message{To: m.ReportTo, Data: encodeBus(rep)})
+	n.cl.repMu.Unlock()
+	select {
+	case n.cl.repSignal <- struct{}{}:
+	default:
+	}
+}
+
+// reporter sends the queued reports until Stop, up to writerBatch per Publish.
+func (n *Node) reporter() {
+	for {
+		select {
+		case <-n.stop:
+			n.sendReports()
+			return
+		case <-n.cl.repSignal:
+			n.sendReports()
+		}
+	}
+}
+
+func (n *Node) sendReports() {
+	for {
+		n.cl.repMu.Lock()
+		k := min(len(n.cl.repQ), writerBatch)
+		batch := slices.Clone(n.cl.repQ[:k])
+		n.cl.repQ = n.cl.repQ[k:]
+		if len(n.cl.repQ) == 0 {
+			n.cl.repQ = nil
+		}
+		n.cl.repMu.Unlock()
+		if k == 0 {
+			return
+		}
+		kinds := make([]byte, k)
+		for i := range kinds {
+			kinds[i] = busReport
+		}
+		_, _ = n.publish(batch, kinds)
+	}
 }
 
 // appClients returns every connection of app on this instance.
@@ -341,6 +387,7 @@ func (n *Node) startCluster() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cl.subCancel = cancel
 	n.bg.Go(n.cl.w.run)
+	n.bg.Go(n.reporter)
 	n.bg.Go(n.registration)
 	n.bg.Go(func() { n.subscribe(ctx) })
 }

@@ -328,7 +328,7 @@ func New(cfg Config, v Verifier, apps Apps) (*Node, error) {
 	}
 	n.acks = newAckStore(cfg.MaxPending)
 	if cfg.Route != nil {
-		n.cl = &cluster{store: cfg.Route, mode: cfg.Mode, waiters: make(map[uint64]*waiter)}
+		n.cl = &cluster{store: cfg.Route, mode: cfg.Mode, waiters: make(map[uint64]*waiter), repSignal: make(chan struct{}, 1)}
 		n.cl.w = newRouteWriter(n)
 		n.groups.held = n.held
 	}
