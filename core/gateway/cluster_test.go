@@ -21,7 +21,8 @@ import (
 // node back in step).
 type flaky struct {
 	*memory.Store
-	down atomic.Bool
+	down                    atomic.Bool
+	lookups, users, publish atomic.Int64 // calls
 }
 
 var errDown = errors.New("store down")
@@ -55,6 +56,7 @@ func (f *flaky) Refresh(ctx context.Context, c []route.Claim) ([]bool, error) {
 }
 
 func (f *flaky) Lookup(ctx context.Context, app string, d []string) ([]route.Entry, error) {
+	f.lookups.Add(1)
 	if err := f.err(); err != nil {
 		return nil, err
 	}
@@ -62,6 +64,7 @@ func (f *flaky) Lookup(ctx context.Context, app string, d []string) ([]route.Ent
 }
 
 func (f *flaky) Users(ctx context.Context, app string, u []string) ([][]route.Entry, error) {
+	f.users.Add(1)
 	if err := f.err(); err != nil {
 		return nil, err
 	}
@@ -118,6 +121,7 @@ func (f *flaky) Instances(ctx context.Context) ([]route.Instance, error) {
 }
 
 func (f *flaky) Publish(ctx context.Context, msgs []route.Message) ([]int, error) {
+	f.publish.Add(1)
 	if err := f.err(); err != nil {
 		return nil, err
 	}
@@ -624,6 +628,53 @@ func TestClusterConfig(t *testing.T) {
 		_, err := New(c.cfg, testKey, oneApp{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+// TestClusterRoundTrips: a push to many devices spread over 4 instances costs the origin one
+// look-up and one publish, whatever the number of devices; a user push one Users call.
+func TestClusterRoundTrips(t *testing.T) {
+	tc := newCluster(t, 4, route.ModeRegistry)
+	const perNode = 250
+	var devs, users []string
+	var pipes []*pipe
+	for i, n := range tc.nodes {
+		for j := range perNode {
+			d := fmt.Sprintf("d%d-%d", i, j)
+			pipes = append(pipes, n.connect(t, d, "u"+d))
+			devs = append(devs, d)
+			users = append(users, "u"+d)
+		}
+	}
+	tc.settle(t)
+	for _, c := range []struct {
+		name  string
+		req   PushRequest
+		calls *atomic.Int64
+	}{
+		{"devices", PushRequest{Devices: devs}, &tc.store.lookups},
+		{"users", PushRequest{Users: users}, &tc.store.users},
+	} {
+		before, pubs := c.calls.Load(), tc.store.publish.Load()
+		c.req.App, c.req.Biz, c.req.Payload = "app", bizEcho, []byte(c.name)
+		res, err := tc.nodes[0].Push(&c.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSums(t, res)
+		if res.Delivered != perNode || res.Forwarded != 3*perNode || res.Remote.Delivered != 3*perNode || res.Remote.Instances != 3 {
+			t.Fatalf("%s: %+v %+v", c.name, res, res.Remote)
+		}
+		if got := c.calls.Load() - before; got != 1 {
+			t.Fatalf("%s: %d look-ups", c.name, got)
+		}
+		// The origin's one publish and at most one report from each of the 3 others.
+		if got := tc.store.publish.Load() - pubs; got < 2 || got > 4 {
+			t.Fatalf("%s: %d publishes", c.name, got)
+		}
+		for _, p := range pipes {
+			expectPush(t, c.name, p)
 		}
 	}
 }
