@@ -57,12 +57,12 @@ type cluster struct {
 	mode  string
 	w     *routeWriter
 
-	live      atomic.Pointer[[]route.Instance] // the registry's live instances, refreshed each registration
-	liveAt    atomic.Int64                     // when live was read (wall clock, unix nanoseconds)
-	reqSeq    atomic.Uint64
-	waitMu    sync.Mutex
-	waiters   map[uint64]*waiter
-	upBefore  atomic.Bool // the bus subscription was up once: a later up means a re-subscription
+	live     atomic.Pointer[[]route.Instance] // the registry's live instances, refreshed each registration
+	liveAt   atomic.Int64                     // when live was read (wall clock, unix nanoseconds)
+	reqSeq   atomic.Uint64
+	waitMu   sync.Mutex
+	waiters  map[uint64]*waiter
+	upBefore atomic.Bool // the bus subscription was up once: a later up means a re-subscription
 
 	// Reports to other instances' pushes are sent by one goroutine, every report queued meanwhile
 	// in one Publish, so the bus subscription never waits on a round trip per push.
