@@ -273,7 +273,7 @@ type call struct {
 func isNoScript(err error) bool { return err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") }
 
 // run runs calls in one pipeline by EVALSHA. When the server lacks a script (a restarted or new
-// server) the scripts are loaded (SCRIPT LOAD, on every node of a cluster) and the calls that
+// server) every script is loaded (SCRIPT LOAD, on every node of a cluster) and the calls that
 // failed run again; a call still failing so runs by EVAL. A command's own error fails the batch;
 // goredis.Nil answers stay for the caller.
 func (s *Store) run(ctx context.Context, op string, calls []call) ([]*goredis.Cmd, error) {
@@ -305,13 +305,11 @@ func (s *Store) run(ctx context.Context, op string, calls []call) ([]*goredis.Cm
 			}
 		}
 		if len(retry) > 0 && attempt == 0 {
-			loaded := map[*goredis.Script]bool{}
-			for _, i := range retry {
-				if sc := calls[i].script; !loaded[sc] {
-					loaded[sc] = true
-					if err := sc.Load(ctx, s.c).Err(); err != nil {
-						return nil, s.fail(op+": script load", err)
-					}
+			// The server lost its scripts (or never had them): load them all, so that the
+			// other ops do not each meet NOSCRIPT once.
+			for _, sc := range allScripts {
+				if err := sc.Load(ctx, s.c).Err(); err != nil {
+					return nil, s.fail(op+": script load", err)
 				}
 			}
 		}

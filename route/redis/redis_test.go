@@ -126,6 +126,12 @@ func TestRoundTrips(t *testing.T) {
 		pend[i] = route.Pending{App: "a", Device: devs[i], ID: "m", Data: []byte("p"), Expires: time.Now().Add(time.Hour)}
 		acks[i] = route.Ack{App: "a", Device: devs[i], ID: "m"}
 	}
+	members := make([]route.Membership, 1000)
+	holdings := make([]route.Holding, 1000)
+	for i := range members {
+		members[i] = route.Membership{App: "a", Device: devs[i], Group: "g" + strconv.Itoa(i%10), In: true}
+		holdings[i] = route.Holding{App: "a", Group: "g" + strconv.Itoa(i), Instance: "I", Held: true}
+	}
 	steps := []step{
 		{"Claim 10000", func() error { _, err := s.Claim(ctx, claims); return err }, 1, n},
 		{"Lookup 10000", func() error { _, err := s.Lookup(ctx, "a", devs); return err }, 1, n},
@@ -136,6 +142,10 @@ func TestRoundTrips(t *testing.T) {
 		{"Publish 1000", func() error { _, err := s.Publish(ctx, msgs); return err }, 1, 1000},
 		{"AddPending 1000", func() error { return s.AddPending(ctx, pend) }, 1, 1000},
 		{"Ack 1000", func() error { return s.Ack(ctx, acks) }, 1, 1000},
+		{"SetMembership 1000", func() error { return s.SetMembership(ctx, members) }, 1, 1000},
+		{"SetHolding 1000", func() error { return s.SetHolding(ctx, holdings) }, 1, 1000},
+		{"Register", func() error { return s.Register(ctx, route.Instance{ID: "gw"}, time.Minute) }, 1, 4}, // MULTI, HSET, ZADD, EXEC
+		{"Instances", func() error { _, err := s.Instances(ctx); return err }, 1, 1},
 	}
 	for _, st := range steps {
 		cnt.reset()

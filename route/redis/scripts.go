@@ -166,3 +166,6 @@ local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
 if #live == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(live))
 `)
+
+// allScripts are loaded together when the server is found without one.
+var allScripts = []*goredis.Script{claimScript, releaseScript, refreshScript, userSetScript, userDelScript, memberScript, pendingScript, instancesScript}
