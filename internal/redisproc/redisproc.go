@@ -4,6 +4,9 @@
 //
 // The child runs in its own process group and is killed with SIGKILL when the process that
 // started it dies (Linux's parent-death signal), so a crashed test leaves no redis-server behind.
+// The server's pub/sub output buffer is raised to 512 MB (hard) so that a subscriber behind by a
+// burst is not disconnected; Options.Args may set it again.
+//
 // Restart stops the server and starts a new one on the same port: without persistence the data
 // is gone, as after a real restart.
 package redisproc
@@ -146,6 +149,9 @@ func (p *Proc) start(ctx context.Context) error {
 		"--dir", p.dir,
 		"--daemonize", "no",
 		"--logfile", "",
+		// A gateway's bus subscription may fall behind during a burst of pushes; Redis's
+		// default (32 MB hard, 8 MB for 60s) would disconnect it and lose the messages.
+		"--client-output-buffer-limit", "pubsub 512mb 256mb 60",
 	}
 	args = append(args, p.args...)
 	cmd := exec.Command(p.path, args...)
@@ -304,6 +310,9 @@ func (p *Proc) Stop() error {
 // Kill ends the server at once with SIGKILL (a crash), keeping its directory for Restart.
 func (p *Proc) Kill() { p.kill() }
 
+// The server's pub/sub output buffer is raised to 512 MB (hard) so that a subscriber behind by a
+// burst is not disconnected; Options.Args may set it again.
+//
 // Restart stops the server and starts a new one on the same port: the data is gone, as after a
 // real restart of a server without persistence. Clients reconnect to the same address.
 func (p *Proc) Restart(ctx context.Context) error {

@@ -172,3 +172,29 @@ func TestNotFound(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 }
+
+func TestPubSubBufferRaised(t *testing.T) {
+	requireRedis(t)
+	p, err := Start(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Stop() }()
+	c, err := net.DialTimeout("tcp", p.Addr(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("CONFIG GET client-output-buffer-limit\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(buf[:n]), "pubsub 536870912 268435456 60") {
+		t.Fatalf("client-output-buffer-limit: %q", buf[:n])
+	}
+}
