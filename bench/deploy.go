@@ -291,7 +291,14 @@ apps:
 	if cfg.Route == RouteRedis {
 		d.RedisAddr = cfg.RedisAddr
 		if d.RedisAddr == "" {
-			rp, err := redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(cfg.LogDir, "redis")})
+			dir, err := filepath.Abs(filepath.Join(cfg.LogDir, "redis"))
+			if err == nil {
+				err = os.MkdirAll(dir, 0o755)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("bench: route redis: the server's directory: %w", err)
+			}
+			rp, err := redisproc.Start(ctx, redisproc.Options{Dir: dir})
 			if err != nil {
 				return nil, fmt.Errorf("bench: route redis: starting redis-server: %w", err)
 			}

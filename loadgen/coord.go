@@ -33,6 +33,10 @@ type coord struct {
 	workers []*workerProc
 	m       *coordMetrics // nil unless Config.MetricsAddr is set
 
+	// redisIdleRate is the Redis commands per second of the idle phase: the cluster's background,
+	// subtracted from the push phases' counts (0: not measured).
+	redisIdleRate float64
+
 	errMu  sync.Mutex
 	errors map[string]int64
 }

@@ -91,17 +91,19 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 	if err != nil {
 		return err
 	}
-	if cmds, err := c.redisCommands(ctx); err == nil && pr.redisCmds >= 0 && cmds >= 0 {
-		p.RedisCommands = max(cmds-pr.redisCmds-1, 0) // -1: the INFO that read the start
-		if p.Pushes > 0 {
-			p.RedisCommandsPerPush = float64(p.RedisCommands) / float64(p.Pushes)
-		}
-	}
+	cmds, _ := c.redisCommands(ctx) // -1 on failure: begin logged it already when Redis was down
 	last := col.lastRecv
 	if last.Before(sendDone) {
 		last = sendDone
 	}
 	p.Duration = last.Sub(pr.t0).Seconds()
+	if pr.redisCmds >= 0 && cmds >= 0 {
+		p.RedisCommands = max(cmds-pr.redisCmds-1, 0) // -1: the INFO that read the start
+		p.RedisBackground = min(int64(c.redisIdleRate*time.Since(pr.t0).Seconds()), p.RedisCommands)
+		if p.Pushes > 0 {
+			p.RedisCommandsPerPush = float64(p.RedisCommands-p.RedisBackground) / float64(p.Pushes)
+		}
+	}
 	c.figures(p, base, pr.start, end)
 	p.Delivered = col.Delivered
 	p.Missing = p.Sent - p.Delivered - p.Offline - p.Failed
@@ -228,6 +230,10 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 	if err != nil {
 		return p, err
 	}
+	cmds0, err := c.redisCommands(ctx)
+	if err != nil {
+		c.log.Warn("idle: Redis commands not counted", "err", err)
+	}
 	c.log.Info("idle: holding", "seconds", c.cfg.Idle.Seconds())
 	t0 := time.Now()
 	select {
@@ -244,9 +250,15 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 		return p, err
 	}
 	p.Duration = time.Since(t0).Seconds()
+	if cmds, err := c.redisCommands(ctx); err == nil && cmds0 >= 0 && cmds >= 0 {
+		// what the cluster asks of Redis with no push: registrations, registry reads, heartbeats
+		p.RedisCommands = max(cmds-cmds0-1, 0)
+		p.RedisBackground = p.RedisCommands
+		c.redisIdleRate = float64(p.RedisCommands) / time.Since(t0).Seconds()
+	}
 	c.figures(&p, base, start, end)
 	p.Disconnects = st.Disconnects - st0.Disconnects
-	c.log.Info("idle: done", "sessions", p.Conns, "connected", st.Connected, "disconnects", p.Disconnects,
+	c.log.Info("idle: done", "sessions", p.Conns, "redis_cmds_per_s", int(c.redisIdleRate), "connected", st.Connected, "disconnects", p.Disconnects,
 		"rss_per_conn", int(p.Gateway.RSSPerConn), "heap_per_conn", int(p.Gateway.HeapPerConn), "goroutines", p.Gateway.Goroutines)
 	if p.Disconnects > 0 {
 		return p, fmt.Errorf("loadgen: idle phase: %d unexpected disconnects", p.Disconnects)

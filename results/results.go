@@ -152,7 +152,13 @@ type Phase struct {
 	// phase (INFO stats total_commands_processed, end minus start); with
 	// Pushes it gives RedisCommandsPerPush. 0 without Redis.
 	RedisCommands int64 `json:"redis_commands,omitempty"`
-	// RedisCommandsPerPush is RedisCommands / Pushes.
+	// RedisBackground is the part of RedisCommands estimated to be the
+	// cluster's background (registrations, registry reads, heartbeats):
+	// the idle phase's command rate times this phase's duration; 0 when
+	// the run had no idle phase.
+	RedisBackground int64 `json:"redis_background_commands,omitempty"`
+	// RedisCommandsPerPush is (RedisCommands - RedisBackground) / Pushes:
+	// what one push API call cost the route store.
 	RedisCommandsPerPush float64 `json:"redis_commands_per_push,omitempty"`
 	// PerInstance is each gateway instance's own figures, in the order of
 	// the deployment; Gateway is their total.

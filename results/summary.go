@@ -169,7 +169,11 @@ func (r *Result) clusterSummary(buf *bytes.Buffer, keys []string) {
 		parts = append(parts, "redis "+c.RedisVersion+" ("+humanBytes(c.RedisMemoryBytes)+")")
 	}
 	if c.Workers > 0 {
-		parts = append(parts, strconv.Itoa(c.Workers)+" loadgen workers")
+		noun := " loadgen workers"
+		if c.Workers == 1 {
+			noun = " loadgen worker"
+		}
+		parts = append(parts, strconv.Itoa(c.Workers)+noun)
 	}
 	fmt.Fprintln(buf, strings.Join(parts, ", "))
 	var rows []int
