@@ -145,9 +145,12 @@ func runGateway(args []string) error {
 		stopNode(context.Background())
 		return fmt.Errorf("gateway: --listen %s: %w", *listen, err)
 	}
+	// A start-up failure past this point stops the node too, which takes the instance out of the
+	// registry at once rather than when its TTL lapses.
 	api, err := listenHTTP("http", *httpAddr, node.Handler(), log)
 	if err != nil {
 		_ = eng.Shutdown(context.Background())
+		stopNode(context.Background())
 		return err
 	}
 	var adm *httpServer
@@ -155,6 +158,7 @@ func runGateway(args []string) error {
 		if adm, err = listenHTTP("admin", *admin, gatewayAdminHandler(node), log); err != nil {
 			_ = eng.Shutdown(context.Background())
 			_ = api.Shutdown(context.Background())
+			stopNode(context.Background())
 			return err
 		}
 	}
