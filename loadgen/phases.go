@@ -46,6 +46,7 @@ func (c *coord) begin(ctx context.Context, name string, msgs int, fanout bool) (
 		return nil, err
 	}
 	_ = c.takeErrors()
+	c.settleRedis(ctx, name)
 	pr := &phaseRun{redisCmds: -1}
 	var err error
 	if pr.start, err = c.snapshot(ctx, false); err != nil {
@@ -61,6 +62,40 @@ func (c *coord) begin(ctx context.Context, name string, msgs int, fanout bool) (
 	}
 	pr.t0 = time.Now()
 	return pr, nil
+}
+
+// settleRedis waits (at most 15s) until Redis is back to the cluster's background rate: the
+// gateways write memberships (JOINs, the membership API) in batches behind the calls that made
+// them, and those writes belong to the phase before, not to the pushes that follow.
+func (c *coord) settleRedis(ctx context.Context, phase string) {
+	if c.cfg.RedisAddr == "" {
+		return
+	}
+	limit := max(2*c.redisIdleRate, 50) // commands per second
+	deadline := time.Now().Add(15 * time.Second)
+	const window = 500 * time.Millisecond
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		a, err := c.redisCommands(ctx)
+		if err != nil {
+			return
+		}
+		t := time.NewTimer(window)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		b, err := c.redisCommands(ctx)
+		if err != nil {
+			return
+		}
+		rate := float64(b-a-1) / window.Seconds()
+		if rate <= limit {
+			return
+		}
+		c.log.Info(phase+": waiting for Redis to settle", "commands_per_s", int(rate), "background_per_s", int(c.redisIdleRate))
+	}
 }
 
 // finish waits for the deliveries still expected (at most Config.Drain), collects and merges the
