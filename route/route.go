@@ -123,6 +123,12 @@ type Directory interface {
 	AddPending(ctx context.Context, msgs []Pending) error
 	// Ack removes acknowledged messages (an unknown ID is not an error).
 	Ack(ctx context.Context, acks []Ack) error
+	// Epoch returns when the store's present data began: when the first caller found it empty
+	// and marked it. A store that lost its data (a Redis restarted without persistence, or
+	// flushed) starts a new epoch at the next call. While an epoch is younger than the instances'
+	// re-registration period, a device missing from the store may be one whose instance has not
+	// re-asserted it yet: callers count such a miss as unknown, not offline.
+	Epoch(ctx context.Context) (time.Time, error)
 }
 
 // Endpoint is one access point an instance serves: a transport and the address clients dial.

@@ -87,6 +87,7 @@ type Store struct {
 	subs  map[string][]*subscriber // by instance; "" holds the subscribers of every instance
 	all   []*subscriber
 
+	epoch     time.Time // when New made the store: its data never outlives it
 	dropped   atomic.Int64
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -110,6 +111,7 @@ func New(opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
+	s.epoch = s.now()
 	for i := range s.devs {
 		s.devs[i].m = make(map[key]*device)
 		s.users[i].m = make(map[key]map[string]route.Entry)
@@ -649,4 +651,12 @@ func (s *Store) Devices() int {
 		sh.mu.Unlock()
 	}
 	return n
+}
+
+// Epoch implements route.Directory: the store's data began when New made it.
+func (s *Store) Epoch(ctx context.Context) (time.Time, error) {
+	if err := s.check(ctx); err != nil {
+		return time.Time{}, err
+	}
+	return s.epoch, nil
 }

@@ -131,7 +131,7 @@ type Store struct {
 	linger time.Duration
 	now    func() time.Time
 
-	regHash, regExp, chanAll string
+	regHash, regExp, epoch, chanAll string
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -180,6 +180,7 @@ func newStore(c goredis.UniversalClient, prefix string) *Store {
 		now:     time.Now,
 		regHash: "{" + prefix + ":reg}:i",
 		regExp:  "{" + prefix + ":reg}:x",
+		epoch:   "{" + prefix + ":reg}:e",
 		chanAll: prefix + ":bus:all",
 		done:    make(chan struct{}),
 	}
@@ -915,4 +916,23 @@ func (s *Store) Close() error {
 		s.closeErr = s.c.Close()
 	})
 	return s.closeErr
+}
+
+// Epoch implements route.Directory: the first caller after the data was lost marks the key with
+// its clock (SET NX, milliseconds); every caller reads the mark. One round trip.
+func (s *Store) Epoch(ctx context.Context) (time.Time, error) {
+	if err := s.check(ctx); err != nil {
+		return time.Time{}, err
+	}
+	pipe := s.c.Pipeline()
+	pipe.SetNX(ctx, s.epoch, ms(s.now()), 0)
+	get := pipe.Get(ctx, s.epoch)
+	if err := s.execAll(ctx, "epoch", pipe); err != nil {
+		return time.Time{}, err
+	}
+	v, err := get.Int64()
+	if err != nil {
+		return time.Time{}, s.fail("epoch", fmt.Errorf("mark %q: %w", get.Val(), err))
+	}
+	return time.UnixMilli(v), nil
 }

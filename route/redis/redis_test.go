@@ -204,11 +204,19 @@ func TestRedisRestart(t *testing.T) {
 		}
 	}
 	expect(true)
+	before, err := s.Epoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := p.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
 	expect(false)
 	expect(true)
+	// The store lost its data: a new epoch, after the old one.
+	if after, err := s.Epoch(ctx); err != nil || !after.After(before) {
+		t.Fatalf("Epoch after restart: %v %v, want after %v", after, err, before)
+	}
 	// The data went with the restart; commands and scripts work again.
 	if e, err := s.Lookup(ctx, "a", []string{"d"}); err != nil || !e[0].IsZero() {
 		t.Fatalf("Lookup after restart: %+v %v", e, err)

@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) route.Store) {
 		{"BusDelivery", testBus},
 		{"BusOrder", testBusOrder},
 		{"Batch10000", testBatch10000},
+		{"Epoch", testEpoch},
 		{"Closed", testClosed},
 	}
 	for _, c := range cases {
@@ -934,5 +935,23 @@ func testClosed(t *testing.T, h *harness) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// testEpoch: the store's epoch is set by the first call and the same for every later one.
+func testEpoch(t *testing.T, h *harness) {
+	s := h.s
+	ctx := ctxOf(t)
+	first, err := s.Epoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.IsZero() {
+		t.Fatal("Epoch: the zero time")
+	}
+	claim1(t, s, "d", "", "A", 1, 0)
+	again, err := s.Epoch(ctx)
+	if err != nil || !again.Equal(first) {
+		t.Fatalf("Epoch again: %v %v, want %v", again, err, first)
 	}
 }
