@@ -418,6 +418,20 @@ func (d *Deployment) exited() *process {
 // Terminate sends SIGTERM to the named process ("gateway-0", "control", "backend") and waits up to
 // timeout for it to exit. It returns the process's exit error, or an error if it did not exit.
 func (d *Deployment) Terminate(name string, timeout time.Duration) error {
+	return d.signal(name, syscall.SIGTERM, timeout)
+}
+
+// Kill sends SIGKILL to the named process, as a crash would end it, and waits up to timeout for it
+// to be gone; the process then counts as exited (Check reports it). It returns an error only if
+// there is no such process or it did not die.
+func (d *Deployment) Kill(name string, timeout time.Duration) error {
+	if err := d.signal(name, syscall.SIGKILL, timeout); err != nil && !strings.Contains(err.Error(), "killed") {
+		return err
+	}
+	return nil
+}
+
+func (d *Deployment) signal(name string, sig syscall.Signal, timeout time.Duration) error {
 	d.mu.Lock()
 	var p *process
 	for _, q := range d.procs {
@@ -429,12 +443,12 @@ func (d *Deployment) Terminate(name string, timeout time.Duration) error {
 	if p == nil {
 		return fmt.Errorf("bench: no process %q", name)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 		return p.err
 	case <-time.After(timeout):
-		return fmt.Errorf("bench: %s did not exit within %v of SIGTERM", name, timeout)
+		return fmt.Errorf("bench: %s did not exit within %v of %v", name, timeout, sig)
 	}
 }
 
