@@ -63,6 +63,7 @@ type cluster struct {
 	waitMu   sync.Mutex
 	waiters  map[uint64]*waiter
 	upBefore atomic.Bool // the bus subscription was up once: a later up means a re-subscription
+	up       atomic.Bool // the bus subscription is up: this instance takes its own messages to all
 
 	// Reports to other instances' pushes are sent by one goroutine, every report queued meanwhile
 	// in one Publish, so the bus subscription never waits on a round trip per push.
@@ -165,6 +166,7 @@ func (n *Node) subscribe(ctx context.Context) {
 // onBusUp learns that the bus subscription is (re-)established or lost. A re-subscription means
 // the store may have lost what this instance wrote: the writer re-asserts it.
 func (n *Node) onBusUp(up bool) {
+	n.cl.up.Store(up)
 	if !up {
 		n.log.Warn("bus subscription lost")
 		return
@@ -405,27 +407,33 @@ func (n *Node) stopCluster(ctx context.Context) error {
 	return err
 }
 
-// holders returns the live instances other than this one that hold members of app's group.
-func (n *Node) holders(ctx context.Context, app, group string) ([]string, error) {
+// holders returns the instances other than this one that hold members of app's group: those the
+// registry lists as live, and those it does not know (unknown: one that registered since the list
+// was read, or one that is gone and left its holdings behind). A push goes to both; an unknown
+// holder nobody listens for is not a failure (its members, if any, reconnect elsewhere).
+func (n *Node) holders(ctx context.Context, app, group string) (live, unknown []string, err error) {
 	ids, err := n.cl.store.Holders(ctx, app, group)
 	n.m.routeOp("holders", err)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	live := n.liveOthers()
+	others := n.liveOthers()
 	for _, id := range ids {
-		if id != n.cfg.Node && !slices.Contains(live, id) && n.refreshLiveIfOld(ctx) {
-			live = n.liveOthers() // a holder the cached list does not know: read the registry again
+		if id != n.cfg.Node && !slices.Contains(others, id) && n.refreshLiveIfOld(ctx) {
+			others = n.liveOthers() // a holder the cached list does not know: read the registry again
 			break
 		}
 	}
-	out := ids[:0]
 	for _, id := range ids {
-		if slices.Contains(live, id) {
-			out = append(out, id)
+		switch {
+		case id == n.cfg.Node:
+		case slices.Contains(others, id):
+			live = append(live, id)
+		default:
+			unknown = append(unknown, id)
 		}
 	}
-	return out, nil
+	return live, unknown, nil
 }
 
 // refreshLiveIfMissing reads the live instances when they were never read (a push right after

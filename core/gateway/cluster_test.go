@@ -20,7 +20,7 @@ import (
 // it, every call failing while down (the bus subscription stays: the writer's pings bring the
 // node back in step).
 type flaky struct {
-	*memory.Store
+	route.Store
 	down                    atomic.Bool
 	lookups, users, publish atomic.Int64 // calls
 }
@@ -145,12 +145,26 @@ type testCluster struct {
 func newCluster(t *testing.T, k int, mode string) *testCluster {
 	t.Helper()
 	clock := newTestClock()
-	store := &flaky{Store: memory.New(memory.WithClock(clock.Now))}
+	return newClusterOn(t, k, mode, memory.New(memory.WithClock(clock.Now)), clock)
+}
+
+// nodeClock is the nodes' shared clock, or none (each its own) when c is nil.
+func nodeClock(c *testClock) Clock {
+	if c == nil {
+		return nil
+	}
+	return c
+}
+
+// newClusterOn is k nodes on st, closed at the end of the test.
+func newClusterOn(t *testing.T, k int, mode string, st route.Store, clock *testClock) *testCluster {
+	t.Helper()
+	store := &flaky{Store: st}
 	t.Cleanup(func() { _ = store.Close() })
 	tc := &testCluster{store: store, clock: clock}
 	for i := range k {
 		n := newNode(t, Config{Node: fmt.Sprintf("n%d", i), Route: store, Mode: mode, Businesses: echoBusinesses(),
-			RemoteTimeout: wait, Clock: clock})
+			RemoteTimeout: wait, Clock: nodeClock(clock)})
 		tc.nodes = append(tc.nodes, n)
 	}
 	tc.refresh(t)
@@ -241,8 +255,13 @@ func checkSums(t *testing.T, r PushResult) {
 // node, reaches every target on every node exactly once, in both modes, and the answer adds up.
 func TestClusterPush(t *testing.T) {
 	for _, mode := range []string{route.ModeRegistry, route.ModeBroadcast} {
-		t.Run(mode, func(t *testing.T) {
-			tc := newCluster(t, 3, mode)
+		t.Run(mode, func(t *testing.T) { clusterPush(t, newCluster(t, 3, mode)) })
+	}
+}
+
+func clusterPush(t *testing.T, tc *testCluster) {
+	{
+		{
 			var devs, users []string
 			var all, room, multi []*pipe
 			for i, n := range tc.nodes {
@@ -299,7 +318,7 @@ func TestClusterPush(t *testing.T) {
 					})
 				}
 			}
-		})
+		}
 	}
 }
 

@@ -13,8 +13,8 @@ import (
 // Registry mode: the devices not held here are looked up in ONE Directory.Lookup, a user push's
 // users in ONE Directory.Users; the entries on other instances become one bus message per holding
 // instance naming the connections and their generations (a connection whose generation differs is
-// reported stale by its instance). A group push goes to the group's holders that are live, one
-// message each; a push to every connection of the app is one message to every instance.
+// reported stale by its instance). A group push goes to the group's holders, one message each
+// (a holder the registry does not list and nobody listens for is skipped, not failed); a push to every connection of the app is one message to every instance.
 //
 // Broadcast mode: a push that is not wholly local is one message to every instance, naming the
 // devices, users, group or app; each delivers what it holds.
@@ -48,15 +48,17 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 	reqID := n.cl.reqSeq.Add(1)
 	base.Request = reqID
 	var (
-		msgs   []route.Message
-		sizes  []int // registry mode's connection messages: targets per message; -1: counted by report
-		toAll  []bool
-		others []string
+		msgs     []route.Message
+		sizes    []int // registry mode's connection messages: targets per message; -1: counted by report
+		toAll    []bool
+		optional []bool // an unknown group holder: not received is not a failure
+		others   []string
 	)
 	add := func(to string, m busMsg, size int) {
 		msgs = append(msgs, route.Message{To: to, Data: encodeBus(&m)})
 		sizes = append(sizes, size)
 		toAll = append(toAll, to == "")
+		optional = append(optional, false)
 	}
 	byInstance := func(entries []route.Entry, into map[string][]connRef) (offline int) {
 		for _, e := range entries {
@@ -111,16 +113,20 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 				}
 			}
 		case req.Group != "":
-			holders, err := n.holders(ctx, req.App, req.Group)
+			live, unknown, err := n.holders(ctx, req.App, req.Group)
 			if err != nil {
 				res.Failed++
 				res.Targets++
 				break
 			}
-			for _, h := range holders {
-				m := base
-				m.Target = targetGroup
+			m := base
+			m.Target = targetGroup
+			for _, h := range live {
 				add(h, m, -1)
+			}
+			for _, h := range unknown {
+				add(h, m, -1)
+				optional[len(optional)-1] = true
 			}
 		case req.Broadcast:
 			n.refreshLiveIfMissing(ctx)
@@ -174,13 +180,21 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		for i := range msgs {
 			handed := err == nil && recv[i] > 0 && (!toAll[i] || len(others) > 0)
 			switch {
+			case !handed && optional[i]:
 			case !handed && sizes[i] >= 0:
 				res.Failed += sizes[i]
 			case !handed:
 				res.Failed++
 				res.Targets++
 			case toAll[i]:
-				expect += len(others)
+				// Every subscriber but this instance reports: the receivers Publish counted (exact
+				// on one server, local to a node's subscribers in a Redis Cluster), or the live
+				// instances the registry listed, whichever is more.
+				self := 0
+				if n.cl.up.Load() {
+					self = 1
+				}
+				expect += max(recv[i]-self, len(others))
 				counted += max(sizes[i], 0)
 			default:
 				expect++
