@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ type Directory interface {
 	Holders(ctx context.Context, app, group string) ([]string, error)
 	AddPending(ctx context.Context, msgs []route.Pending) error
 	Ack(ctx context.Context, acks []route.Ack) error
+	Epoch(ctx context.Context) (time.Time, error)
 }
 
 // Registry is what the node asks of the instance registry (route.Registry).
@@ -64,6 +66,9 @@ type cluster struct {
 	waiters  map[uint64]*waiter
 	upBefore atomic.Bool // the bus subscription was up once: a later up means a re-subscription
 	up       atomic.Bool // the bus subscription is up: this instance takes its own messages to all
+	// epoch is when the store's present data began (unix nanoseconds; 0: not read yet), read at
+	// each registration: see settled.
+	epoch atomic.Int64
 
 	// Reports to other instances' pushes are sent by one goroutine, every report queued meanwhile
 	// in one Publish, so the bus subscription never waits on a round trip per push.
@@ -112,7 +117,24 @@ func (n *Node) registerInstance(ctx context.Context) error {
 		n.needResync("register")
 		return err
 	}
-	return n.refreshLive(ctx)
+	epoch, err := n.cl.store.Epoch(ctx)
+	n.m.routeOp("epoch", err)
+	if err == nil {
+		n.cl.epoch.Store(epoch.UnixNano())
+	}
+	return errors.Join(err, n.refreshLive(ctx))
+}
+
+// settled reports whether a device or user missing from the store is offline. It is not while
+// this instance is out of step with the store (its bus subscription is down, or it has yet to
+// re-assert what it holds), nor while the store's data is younger than an instance TTL: a store
+// that lost its data (Redis restarted without persistence) is refilled as each instance
+// re-subscribes and re-asserts, and until then a miss may be a device online elsewhere. Such a
+// miss is counted failed (pushwire_route_unknown_total), never offline.
+func (n *Node) settled() bool {
+	epoch := n.cl.epoch.Load()
+	return n.cl.up.Load() && !n.cl.w.resync.Load() && epoch != 0 &&
+		time.Since(time.Unix(0, epoch)) >= n.cfg.InstanceTTL // the epoch is marked on a wall clock
 }
 
 // refreshLive reads the live instances from the registry.

@@ -162,12 +162,18 @@ func newClusterOn(t *testing.T, k int, mode string, st route.Store, clock *testC
 	store := &flaky{Store: st}
 	t.Cleanup(func() { _ = store.Close() })
 	tc := &testCluster{store: store, clock: clock}
+	// A device missing from a store younger than the TTL is unknown, not offline (Node.settled):
+	// a short TTL lets a new store settle soon.
+	ttl := 200 * time.Millisecond
 	for i := range k {
 		n := newNode(t, Config{Node: fmt.Sprintf("n%d", i), Route: store, Mode: mode, Businesses: echoBusinesses(),
-			RemoteTimeout: wait, Clock: nodeClock(clock)})
+			RemoteTimeout: wait, Clock: nodeClock(clock), InstanceTTL: ttl})
 		tc.nodes = append(tc.nodes, n)
 	}
 	tc.refresh(t)
+	for _, n := range tc.nodes {
+		eventually(t, n.cfg.Node+" settled with the store", n.settled)
+	}
 	return tc
 }
 
@@ -422,6 +428,52 @@ func TestClusterStaleEntry(t *testing.T) {
 	pb.silent(t)
 	if v := counterValue(t, b.m.stale); v != 1 {
 		t.Fatalf("stale counted %v", v)
+	}
+}
+
+// TestClusterUnsettledStore: a device or user missing from a store that lost its data within an
+// instance TTL, or while the node is out of step with it, is counted failed (unknown), never
+// offline; once the store settled it is offline.
+func TestClusterUnsettledStore(t *testing.T) {
+	tc := newCluster(t, 2, route.ModeRegistry)
+	a := tc.nodes[0]
+	settledEpoch := a.cl.epoch.Load()
+	for _, c := range []struct {
+		name  string
+		setup func()
+	}{
+		{"young epoch", func() { a.cl.epoch.Store(time.Now().UnixNano()) }},
+		{"bus down", func() { a.cl.up.Store(false) }},
+		{"resync pending", func() { a.cl.w.resync.Store(true) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := counterValue(t, a.m.unknown)
+			c.setup()
+			for _, req := range []PushRequest{{Devices: []string{"nowhere"}}, {Users: []string{"nobody"}}} {
+				req.App, req.Biz, req.Payload = "app", bizEcho, []byte("x")
+				res, err := a.Push(&req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkSums(t, res)
+				if res.Failed != 1 || res.Offline != 0 {
+					t.Fatalf("%+v: want the missing target failed, not offline", res)
+				}
+			}
+			if v := counterValue(t, a.m.unknown) - before; v != 2 {
+				t.Fatalf("unknown counted %v, want 2", v)
+			}
+			a.cl.epoch.Store(settledEpoch)
+			a.cl.up.Store(true)
+			a.cl.w.resync.Store(false)
+			res, err := a.Push(&PushRequest{App: "app", Biz: bizEcho, Devices: []string{"nowhere"}, Payload: []byte("x")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Offline != 1 || res.Failed != 0 {
+				t.Fatalf("settled: %+v, want offline", res)
+			}
+		})
 	}
 }
 

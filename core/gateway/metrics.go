@@ -39,6 +39,7 @@ type metrics struct {
 	routeQueue     prometheus.Gauge
 	resyncs        prometheus.Counter
 	stale          prometheus.Counter
+	unknown        prometheus.Counter
 	remoteTimeouts prometheus.Counter
 }
 
@@ -132,8 +133,10 @@ func newMetrics(n *Node) *metrics {
 	m.routeQueue = prometheus.NewGauge(prometheus.GaugeOpts(f("route_queue", "Route store writes queued.")))
 	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts(f("route_resyncs_total", "Times the instance re-asserted its local state in the route store.")))
 	m.stale = prometheus.NewCounter(prometheus.CounterOpts(f("route_stale_total", "Route entries that named a connection its instance no longer has.")))
+	m.unknown = prometheus.NewCounter(prometheus.CounterOpts(f("route_unknown_total",
+		"Push targets missing from a route store that lost its data within an instance TTL, or while this instance was out of step with it: counted failed, not offline.")))
 	m.remoteTimeouts = prometheus.NewCounter(prometheus.CounterOpts(f("remote_timeouts_total", "Pushes whose remote instances did not all report within the remote timeout.")))
-	reg.MustRegister(m.routeOps, m.busMessages, m.busUnreceived, m.routeQueue, m.resyncs, m.stale, m.remoteTimeouts)
+	reg.MustRegister(m.routeOps, m.busMessages, m.busUnreceived, m.routeQueue, m.resyncs, m.stale, m.unknown, m.remoteTimeouts)
 	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.MetricsGC, collectors.MetricsScheduler, collectors.MetricsMemory,
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/cpu/classes/(gc/|total:)`)},

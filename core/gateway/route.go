@@ -60,9 +60,15 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		toAll = append(toAll, to == "")
 		optional = append(optional, false)
 	}
+	// A target missing from the store is offline only once the store has settled (see settled);
+	// before that it is unknown, and counted failed.
+	settled := n.cl.mode != route.ModeRegistry || n.settled()
+	unknown := 0
 	byInstance := func(entries []route.Entry, into map[string][]connRef) (offline int) {
 		for _, e := range entries {
 			switch {
+			case e.IsZero() && !settled:
+				unknown++
 			case e.IsZero():
 				offline++
 			case e.Instance == n.cfg.Node:
@@ -108,7 +114,11 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 				}
 				res.Targets += remote
 				if remote == 0 && localUsers[i] == 0 {
-					offline++
+					if settled {
+						offline++
+					} else {
+						unknown++
+					}
 					res.Targets++
 				}
 			}
@@ -204,6 +214,10 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 	}
 	res.Forwarded = counted
 	res.Offline += offline
+	res.Failed += unknown
+	if unknown > 0 {
+		n.m.unknown.Add(float64(unknown))
+	}
 	if offline > 0 {
 		n.m.pushes.WithLabelValues(outcomeOffline).Add(float64(offline))
 	}
