@@ -212,7 +212,6 @@ func TestIntegrationCluster(t *testing.T) {
 					if a.Remote == nil || a.Remote.Reported != a.Remote.Instances || a.Remote.Delivered != a.Forwarded {
 						t.Errorf("%s: remote report %+v with forwarded %d, want every instance reporting all forwarded delivered", what, a.Remote, a.Forwarded)
 					}
-					t.Logf("%s: %+v remote %+v", what, a, a.Remote)
 					all = append(all, sent{what, a, c.to})
 				}
 			}
@@ -388,6 +387,11 @@ func TestIntegrationClusterFaults(t *testing.T) {
 	t.Run("gateway killed", func(t *testing.T) {
 		// A raw device on gw1 gets an at-least-once push through gw0 and does not acknowledge it.
 		raw := loginRaw(t, d, d.GatewayAddrs[1], "raw-ack")
+		// The store settled since the restart (a miss is offline, not unknown) and gw1 wrote the login.
+		eventually(t, 10*time.Second, "the store settled", func() bool {
+			return clusterPush(t, d, d.GatewayHTTP[0], map[string]any{"biz": bench.BizEcho, "devices": []string{"nobody"}, "payload": "probe"}).Offline == 1
+		})
+		eventually(t, 5*time.Second, "gw1 wrote the login", func() bool { return metric(t, d.GatewayHTTP[1], "pushwire_route_queue") == 0 })
 		a := clusterPush(t, d, d.GatewayHTTP[0], map[string]any{"biz": bench.BizEcho, "devices": []string{"raw-ack"}, "payload": "keep me", "ack": true})
 		if a.Forwarded != 1 || a.remoteDelivered() != 1 {
 			t.Fatalf("ack push through gw0 to a device on gw1: %+v", a)

@@ -139,12 +139,13 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 				optional[len(optional)-1] = true
 			}
 		case req.Broadcast:
+			// Published even when the cached list names no other instance: one may have
+			// registered since, and Publish counts who listens.
 			n.refreshLiveIfMissing(ctx)
-			if others = n.liveOthers(); len(others) > 0 {
-				m := base
-				m.Target = targetAll
-				add("", m, -1)
-			}
+			others = n.liveOthers()
+			m := base
+			m.Target = targetAll
+			add("", m, -1)
 		}
 		for inst, refs := range conns {
 			m := base
@@ -152,7 +153,10 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 			m.Conns = refs
 			add(inst, m, len(refs))
 		}
-	} else if n.refreshLiveIfMissing(ctx); len(n.liveOthers()) > 0 {
+	} else {
+		// Broadcast mode: one message to every instance, sent even when the cached list names no
+		// other instance (one may have registered since: Publish counts who listens).
+		n.refreshLiveIfMissing(ctx)
 		others = n.liveOthers()
 		m := base
 		switch {
@@ -173,8 +177,6 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 			m.Target = targetAll
 			add("", m, -1)
 		}
-	} else if len(req.Devices) > 0 {
-		offline += len(misses) // no other instance is live
 	}
 
 	expect := 0
@@ -187,9 +189,17 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 			kinds[i] = busPush
 		}
 		recv, err := n.publish(msgs, kinds)
+		self := 0 // this instance's own subscription, counted among a message to all's receivers
+		if n.cl.up.Load() {
+			self = 1
+		}
 		for i := range msgs {
-			handed := err == nil && recv[i] > 0 && (!toAll[i] || len(others) > 0)
+			handed := err == nil && recv[i] > 0 && (!toAll[i] || recv[i]-self > 0 || len(others) > 0)
 			switch {
+			case toAll[i] && err == nil && recv[i]-self <= 0 && len(others) == 0:
+				// No other instance is live or listening: the devices are held nowhere; a group,
+				// a user or the whole app has no connection elsewhere.
+				offline += max(sizes[i], 0)
 			case !handed && optional[i]:
 			case !handed && sizes[i] >= 0:
 				res.Failed += sizes[i]
@@ -200,10 +210,6 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 				// Every subscriber but this instance reports: the receivers Publish counted (exact
 				// on one server, local to a node's subscribers in a Redis Cluster), or the live
 				// instances the registry listed, whichever is more.
-				self := 0
-				if n.cl.up.Load() {
-					self = 1
-				}
 				expect += max(recv[i]-self, len(others))
 				counted += max(sizes[i], 0)
 			default:
