@@ -358,6 +358,10 @@ func TestIntegrationClusterFaults(t *testing.T) {
 		var localDown, localDownDelivered, failed, offline int
 		for _, r := range res {
 			offline += r.ans.Offline
+			if r.ans.Offline > 0 {
+				t.Logf("offline: %s on gw%d, sent through gw%d, %v after Redis went down, %v after it returned: %+v",
+					r.m.device, nodeOf[slices.Index(ms, r.m)], r.gi, r.at.Sub(down), r.at.Sub(up), r.ans)
+			}
 			failed += r.ans.Failed
 			if r.local && r.at.After(down) && r.at.Before(up) {
 				localDown++

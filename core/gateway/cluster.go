@@ -67,8 +67,8 @@ type cluster struct {
 	upBefore atomic.Bool // the bus subscription was up once: a later up means a re-subscription
 	up       atomic.Bool // the bus subscription is up: this instance takes its own messages to all
 	// epoch is when the store's present data began (unix nanoseconds; 0: not read yet), read at
-	// each registration: see settled.
-	epoch atomic.Int64
+	// each registration; epochBase is the first one this node read. See settled.
+	epoch, epochBase atomic.Int64
 
 	// Reports to other instances' pushes are sent by one goroutine, every report queued meanwhile
 	// in one Publish, so the bus subscription never waits on a round trip per push.
@@ -80,7 +80,24 @@ type cluster struct {
 
 // waiter collects the reports of one push's remote instances.
 type waiter struct {
-	reports chan *busMsg
+	mu   sync.Mutex
+	sum  RemoteResult  // the reports so far; Reported counts them
+	more chan struct{} // signalled at each report (capacity 1: a signal is never lost, never blocks)
+}
+
+// add sums one report.
+func (w *waiter) add(m *busMsg) {
+	w.mu.Lock()
+	w.sum.Reported++
+	w.sum.Delivered += int(m.Delivered)
+	w.sum.Offline += int(m.Offline)
+	w.sum.Stale += int(m.Stale)
+	w.sum.Failed += int(m.Failed)
+	w.mu.Unlock()
+	select {
+	case w.more <- struct{}{}:
+	default:
+	}
 }
 
 // clustered reports whether the node runs on a route store.
@@ -120,6 +137,7 @@ func (n *Node) registerInstance(ctx context.Context) error {
 	epoch, err := n.cl.store.Epoch(ctx)
 	n.m.routeOp("epoch", err)
 	if err == nil {
+		n.cl.epochBase.CompareAndSwap(0, epoch.UnixNano())
 		n.cl.epoch.Store(epoch.UnixNano())
 	}
 	return errors.Join(err, n.refreshLive(ctx))
@@ -127,13 +145,17 @@ func (n *Node) registerInstance(ctx context.Context) error {
 
 // settled reports whether a device or user missing from the store is offline. It is not while
 // this instance is out of step with the store (its bus subscription is down, or it has yet to
-// re-assert what it holds), nor while the store's data is younger than an instance TTL: a store
-// that lost its data (Redis restarted without persistence) is refilled as each instance
-// re-subscribes and re-asserts, and until then a miss may be a device online elsewhere. Such a
-// miss is counted failed (pushwire_route_unknown_total), never offline.
+// re-assert what it holds), nor within an instance TTL of the store losing its data (its epoch
+// moved on from the one this node first read: Redis restarted without persistence, or flushed):
+// the store is refilled as each instance re-subscribes and re-asserts, and until then a miss may
+// be a device online elsewhere. Such a miss is counted failed (pushwire_route_unknown_total),
+// never offline. An instance that joins within a TTL of a loss cannot tell it from a new store.
 func (n *Node) settled() bool {
+	if !n.cl.up.Load() || n.cl.w.resync.Load() || n.cl.w.resyncing.Load() {
+		return false
+	}
 	epoch := n.cl.epoch.Load()
-	return n.cl.up.Load() && !n.cl.w.resync.Load() && epoch != 0 &&
+	return epoch == n.cl.epochBase.Load() ||
 		time.Since(time.Unix(0, epoch)) >= n.cfg.InstanceTTL // the epoch is marked on a wall clock
 }
 
@@ -188,15 +210,16 @@ func (n *Node) subscribe(ctx context.Context) {
 // onBusUp learns that the bus subscription is (re-)established or lost. A re-subscription means
 // the store may have lost what this instance wrote: the writer re-asserts it.
 func (n *Node) onBusUp(up bool) {
-	n.cl.up.Store(up)
 	if !up {
+		n.cl.up.Store(false)
 		n.log.Warn("bus subscription lost")
 		return
 	}
 	if n.cl.upBefore.Swap(true) {
 		n.log.Info("bus subscription re-established")
-		n.needResync("resubscribed")
+		n.needResync("resubscribed") // before up: the node is never settled in between
 	}
+	n.cl.up.Store(true)
 }
 
 // needResync marks that the store may miss what this instance holds.
@@ -245,10 +268,7 @@ func (n *Node) onBus(data []byte) {
 		w := n.cl.waiters[m.Request]
 		n.cl.waitMu.Unlock()
 		if w != nil {
-			select {
-			case w.reports <- m:
-			default: // more reports than expected: a stale list of live instances
-			}
+			w.add(m)
 		}
 	case busKick:
 		if c := n.table.ByConn(m.Conn.Conn); c != nil && c.app == m.App && c.device == m.Device && c.gen.Load() < m.Conn.Gen {
@@ -368,8 +388,8 @@ func (n *Node) appClients(app string) []*Client {
 }
 
 // newWaiter registers request id, whose reports (at most max) the caller waits for.
-func (n *Node) newWaiter(id uint64, max int) *waiter {
-	w := &waiter{reports: make(chan *busMsg, max)}
+func (n *Node) newWaiter(id uint64) *waiter {
+	w := &waiter{more: make(chan struct{}, 1)}
 	n.cl.waitMu.Lock()
 	n.cl.waiters[id] = w
 	n.cl.waitMu.Unlock()
@@ -388,18 +408,24 @@ func (n *Node) await(id uint64, w *waiter, expect int, rr *RemoteResult) {
 	}
 	timer := time.NewTimer(n.cfg.RemoteTimeout)
 	defer timer.Stop()
-	for rr.Reported < expect {
+	// Reports may have arrived before the wait began; any number is summed (an instance the
+	// expectation did not count still reports what it delivered).
+	collect := func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		*rr = w.sum
+		rr.Instances = max(expect, w.sum.Reported)
+		return w.sum.Reported >= expect
+	}
+	for !collect() {
 		select {
-		case m := <-w.reports:
-			rr.Reported++
-			rr.Delivered += int(m.Delivered)
-			rr.Offline += int(m.Offline)
-			rr.Stale += int(m.Stale)
-			rr.Failed += int(m.Failed)
+		case <-w.more:
 		case <-timer.C:
 			n.m.remoteTimeouts.Inc()
+			collect()
 			return
 		case <-n.stop:
+			collect()
 			return
 		}
 	}

@@ -162,12 +162,9 @@ func newClusterOn(t *testing.T, k int, mode string, st route.Store, clock *testC
 	store := &flaky{Store: st}
 	t.Cleanup(func() { _ = store.Close() })
 	tc := &testCluster{store: store, clock: clock}
-	// A device missing from a store younger than the TTL is unknown, not offline (Node.settled):
-	// a short TTL lets a new store settle soon.
-	ttl := 200 * time.Millisecond
 	for i := range k {
 		n := newNode(t, Config{Node: fmt.Sprintf("n%d", i), Route: store, Mode: mode, Businesses: echoBusinesses(),
-			RemoteTimeout: wait, Clock: nodeClock(clock), InstanceTTL: ttl})
+			RemoteTimeout: wait, Clock: nodeClock(clock)})
 		tc.nodes = append(tc.nodes, n)
 	}
 	tc.refresh(t)
@@ -442,7 +439,7 @@ func TestClusterUnsettledStore(t *testing.T) {
 		name  string
 		setup func()
 	}{
-		{"young epoch", func() { a.cl.epoch.Store(time.Now().UnixNano()) }},
+		{"the store lost its data", func() { a.cl.epoch.Store(time.Now().UnixNano()) }},
 		{"bus down", func() { a.cl.up.Store(false) }},
 		{"resync pending", func() { a.cl.w.resync.Store(true) }},
 	} {

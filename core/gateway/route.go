@@ -60,9 +60,12 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		toAll = append(toAll, to == "")
 		optional = append(optional, false)
 	}
-	// A target missing from the store is offline only once the store has settled (see settled);
-	// before that it is unknown, and counted failed.
-	settled := n.cl.mode != route.ModeRegistry || n.settled()
+	// A target missing from the store is offline only when the node was settled with the store
+	// (see settled) both before the look-up and after its answer: a look-up that waited out a
+	// store outage may have read a store that has just lost its data. Otherwise it is unknown,
+	// and counted failed.
+	settledBefore := n.cl.mode != route.ModeRegistry || n.settled()
+	settled := settledBefore
 	unknown := 0
 	byInstance := func(entries []route.Entry, into map[string][]connRef) (offline int) {
 		for _, e := range entries {
@@ -87,6 +90,7 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		case len(req.Devices) > 0 && len(misses) > 0:
 			entries, err := n.cl.store.Lookup(ctx, req.App, misses)
 			n.m.routeOp("lookup", err)
+			settled = settledBefore && n.settled()
 			if err != nil || len(entries) != len(misses) {
 				res.Failed += len(misses)
 				break
@@ -95,6 +99,7 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 		case len(req.Users) > 0:
 			lists, err := n.cl.store.Users(ctx, req.App, req.Users)
 			n.m.routeOp("users", err)
+			settled = settledBefore && n.settled()
 			if err != nil || len(lists) != len(req.Users) {
 				for _, k := range localUsers {
 					if k == 0 {
@@ -183,7 +188,7 @@ func (n *Node) pushRemote(req *PushRequest, msg *message, misses []string, local
 	counted := 0 // targets counted in Forwarded before the reports
 	var w *waiter
 	if len(msgs) > 0 {
-		w = n.newWaiter(reqID, len(msgs)+len(others))
+		w = n.newWaiter(reqID)
 		kinds := make([]byte, len(msgs))
 		for i := range kinds {
 			kinds[i] = busPush

@@ -69,7 +69,8 @@ type routeWriter struct {
 	mu     sync.Mutex
 	q      []routeOp
 	signal chan struct{}
-	resync atomic.Bool
+	resync    atomic.Bool // the store may miss what this instance holds: re-assert it
+	resyncing atomic.Bool // a re-assertion is running
 	unsent atomic.Int64 // queued or being written
 }
 
@@ -329,6 +330,8 @@ func (w *routeWriter) tryResync() {
 		n.m.routeOp("ping", err)
 		return
 	}
+	w.resyncing.Store(true) // before resync is cleared: the node is never settled in between
+	defer w.resyncing.Store(false)
 	if !w.resync.CompareAndSwap(true, false) {
 		return
 	}
