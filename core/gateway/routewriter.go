@@ -65,13 +65,13 @@ type routeOp struct {
 }
 
 type routeWriter struct {
-	n      *Node
-	mu     sync.Mutex
-	q      []routeOp
-	signal chan struct{}
-	resync    atomic.Bool // the store may miss what this instance holds: re-assert it
-	resyncing atomic.Bool // a re-assertion is running
-	unsent atomic.Int64 // queued or being written
+	n         *Node
+	mu        sync.Mutex
+	q         []routeOp
+	signal    chan struct{}
+	resync    atomic.Bool  // the store may miss what this instance holds: re-assert it
+	resyncing atomic.Bool  // a re-assertion is running
+	unsent    atomic.Int64 // queued or being written
 }
 
 // idle reports whether every queued write has been sent (or given up).
