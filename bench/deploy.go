@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -346,6 +347,13 @@ apps:
 			return nil, err
 		}
 	}
+	if cfg.Route == RouteRedis {
+		// Control hands out only the gateways it has read from the registry: the load starts
+		// once it lists every one.
+		if err := d.waitRegistered(ctx, cfg.Instances); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	d.log.Info("deployment up", "engine", cfg.Engine, "gateways", cfg.Instances, "control", d.ControlURL,
 		"route", cfg.Route, "mode", cfg.Mode, "redis", d.RedisAddr, "logs", cfg.LogDir)
@@ -378,6 +386,41 @@ func (d *Deployment) start(name string, args ...string) error {
 	d.procs = append(d.procs, p)
 	d.mu.Unlock()
 	return nil
+}
+
+// waitRegistered waits until control's /v1/instances lists n gateways.
+func (d *Deployment) waitRegistered(ctx context.Context, n int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	seen := -1
+	for {
+		var out struct {
+			Instances []json.RawMessage `json:"instances"`
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.ControlAdmin+"/v1/instances", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&out) == nil {
+				seen = len(out.Instances)
+			}
+			_ = resp.Body.Close()
+		}
+		if seen >= n {
+			return nil
+		}
+		if p := d.exited(); p != nil {
+			return fmt.Errorf("bench: %s exited: %v\n%s", p.name, p.err, tail(p.log, 15))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: control lists %d of %d gateways in the registry after 30s", seen, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Deployment) waitHealthy(ctx context.Context, base string) error {
