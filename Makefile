@@ -7,6 +7,7 @@ RATE     ?= 2000
 IDLE     ?= 10s
 PUSH_RATE ?= 2000
 PUSH_DURATION ?= 10s
+PUSH_SENDERS ?= 64
 INSTANCES ?= 1
 ROUTE    ?= memory
 MODE     ?= registry
@@ -70,7 +71,7 @@ smoke-bench: build ## a small bench (a few hundred connections) whose result fil
 
 bench: bench-redis build ## measured run: make bench ENGINE=gnet INSTANCES=6 CONNS=100000 ROUTE=redis MODE=registry (writes results/<id>.json); TUI=1 watches it live
 	$(BIN) bench --engine $(ENGINE) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
-	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) --workers $(WORKERS) \
+	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) --workers $(WORKERS) \
 	  --out results$(if $(filter 1 yes true,$(TUI)), --tui)
 
 bench-redis: ## with ROUTE=redis: install redis-server when missing (the bench starts its own on a free port)
@@ -82,7 +83,7 @@ bench-redis: ## with ROUTE=redis: install redis-server when missing (the bench s
 
 bench-all: bench-redis build ## every engine in one sitting, interleaved ROUNDS times: one side-by-side table with ratios against std
 	$(BIN) bench --engines std,gnet,netpoll,nbio --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
-	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
+	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
 	  --workers $(WORKERS) --out results --check
 
 tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests)

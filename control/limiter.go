@@ -2,6 +2,7 @@ package control
 
 import (
 	"hash/maphash"
+	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -29,17 +30,19 @@ const (
 // So a flood of distinct keys never grows memory past the cap and never limits anyone it should
 // not; at worst it loosens the limit of the keys it pushes out.
 type limiter struct {
-	interval  int64 // ns between events at the sustained rate
-	tolerance int64 // interval × burst: how far ahead of now a key's arrival time may run
+	base      time.Time // the limiter's times are nanoseconds since base
+	interval  int64     // ns between events at the sustained rate
+	tolerance int64     // interval × burst: how far ahead of now a key's arrival time may run
 	seed      maphash.Seed
 	perShard  int
 	shards    [limiterShards]limiterShard
 }
 
 type limiterShard struct {
-	mu  sync.Mutex
-	tat map[uint64]int64 // key hash → theoretical arrival time, unix ns
-	_   [40]byte         // keep shards' locks on separate cache lines
+	mu     sync.Mutex
+	tat    map[uint64]int64 // key hash → theoretical arrival time, ns since the limiter's base
+	latest int64            // the latest event time the shard counted
+	_      [32]byte         // keep shards' locks on separate cache lines
 }
 
 // newLimiter returns a limiter for l, or nil when l is off (a nil limiter allows everything).
@@ -49,6 +52,7 @@ func newLimiter(l RateLimit, maxKeys int) *limiter {
 	}
 	iv := int64(l.Rate.interval())
 	lim := &limiter{
+		base:      time.Now(),
 		interval:  iv,
 		tolerance: iv * int64(max(l.Burst, 1)),
 		seed:      maphash.MakeSeed(),
@@ -56,6 +60,7 @@ func newLimiter(l RateLimit, maxKeys int) *limiter {
 	}
 	for i := range lim.shards {
 		lim.shards[i].tat = make(map[uint64]int64)
+		lim.shards[i].latest = math.MinInt64
 	}
 	return lim
 }
@@ -69,11 +74,22 @@ func (l *limiter) allow(key string, now time.Time) (ok bool, retry time.Duration
 	}
 	h := maphash.String(l.seed, key)
 	sh := &l.shards[h%limiterShards]
-	t := now.UnixNano()
+	// Time since the limiter began, on the monotonic clock when now has one: a step of the wall
+	// clock (a VM's clock being corrected) must neither refuse nor let through a burst.
+	t := int64(now.Sub(l.base))
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	// A caller descheduled between reading the clock and taking the lock brings a time older than
+	// the events already counted: an event is never earlier than the latest one the shard saw.
+	// Otherwise a busy process would refuse its stalled callers as if they came a second early.
+	if t < sh.latest {
+		t = sh.latest
+	}
+	sh.latest = t
 	tat, known := sh.tat[h]
-	tat = max(tat, t)
+	if !known || tat < t {
+		tat = t
+	}
 	next := tat + l.interval
 	if next-t > l.tolerance {
 		return false, time.Duration(next - t - l.tolerance)

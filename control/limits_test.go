@@ -193,6 +193,22 @@ func TestConnectLimitForwardedFor(t *testing.T) {
 	}
 }
 
+// TestLimiterStaleCaller: a caller that read the clock and then waited (descheduled, a GC pause)
+// before the limiter counted it brings a time older than events already counted; it is counted
+// at the latest time, not refused as if it came early.
+func TestLimiterStaleCaller(t *testing.T) {
+	l := newLimiter(RateLimit{Rate: Rate{1000, time.Second}, Burst: 1000}, 1024)
+	t0 := now
+	for i := range 500 { // half the burst, 2 s after t0
+		if ok, _ := l.allow("k", t0.Add(2*time.Second+time.Duration(i)*time.Microsecond)); !ok {
+			t.Fatalf("event %d refused", i)
+		}
+	}
+	if ok, retry := l.allow("k", t0); !ok { // read the clock 2 s before the others
+		t.Fatalf("a caller with a stale time refused (retry %v)", retry)
+	}
+}
+
 func TestLimiterGCRA(t *testing.T) {
 	l := newLimiter(RateLimit{Rate: Rate{10, time.Second}, Burst: 3}, 1024)
 	t0 := now
@@ -240,16 +256,23 @@ func TestLimiterMemoryBound(t *testing.T) {
 		t.Fatalf("limiter holds %d keys, cap %d", n, capKeys)
 	}
 
-	// Once idle, flood entries are the first to go: a limited key is kept.
-	l = newLimiter(RateLimit{Rate: Rate{1, time.Second}, Burst: 1}, capKeys)
-	if ok, _ := l.allow("victim", t0.Add(time.Hour)); !ok {
-		t.Fatal("victim refused")
-	}
-	for i := range 10 * capKeys {
+	// Idle entries are the first to go, then the ones closest to idle: a key limited further
+	// ahead is kept.
+	l = newLimiter(RateLimit{Rate: Rate{1, time.Second}, Burst: 2}, capKeys)
+	for i := range capKeys - 1 {
 		l.allow(fmt.Sprintf("flood-%d", i), t0) // idle from t0+1s
 	}
-	if ok, _ := l.allow("victim", t0.Add(time.Hour)); ok {
-		t.Fatal("the flood of idle keys evicted a limited key")
+	t1 := t0.Add(2 * time.Second)
+	for range 2 {
+		if ok, _ := l.allow("victim", t1); !ok {
+			t.Fatal("victim refused within its burst")
+		}
+	}
+	for i := range capKeys {
+		l.allow(fmt.Sprintf("late-%d", i), t1) // limited until t1+1s: closer to idle than the victim
+	}
+	if ok, _ := l.allow("victim", t1); ok {
+		t.Fatal("the flood evicted the key limited furthest ahead")
 	}
 	if n := l.len(); n > capKeys {
 		t.Fatalf("limiter holds %d keys, cap %d", n, capKeys)

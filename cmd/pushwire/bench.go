@@ -42,6 +42,7 @@ func runBench(args []string) error {
 	groupSize := fs.Int("group-size", 1000, "group phase: members of each group")
 	groupRate := fs.Float64("group-rate", 10, "group phase: group pushes per second")
 	fanoutPushes := fs.Int("fanout-pushes", 5, "group-all and broadcast phases: messages, one a second")
+	pushSenders := fs.Int("push-senders", 64, "push phase: concurrent push API callers (each waits for the answer, remote reports included)")
 	lgMetrics := fs.String("loadgen-metrics", "", "serve the load generator's Prometheus /metrics on this address, e.g. 127.0.0.1:7190 (empty: off; with --tui: a free port)")
 	watch := fs.Bool("tui", false, "watch the run live in the dashboard (pushwire tui) in the foreground: the bench's log goes to\n--out/bench-<time>.log, and quitting the dashboard stops the run")
 	logger := logFlags(fs)
@@ -73,7 +74,8 @@ func runBench(args []string) error {
 		LoadgenArgs: []string{"--phases", *phases,
 			"--request-rate", strconv.FormatFloat(*reqRate, 'f', -1, 64), "--request-duration", pushDur.String(),
 			"--group-size", strconv.Itoa(*groupSize), "--group-rate", strconv.FormatFloat(*groupRate, 'f', -1, 64),
-			"--group-duration", pushDur.String(), "--fanout-pushes", strconv.Itoa(*fanoutPushes)},
+			"--group-duration", pushDur.String(), "--fanout-pushes", strconv.Itoa(*fanoutPushes),
+			"--push-senders", strconv.Itoa(*pushSenders)},
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
