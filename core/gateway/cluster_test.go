@@ -704,7 +704,7 @@ func TestClusterConfig(t *testing.T) {
 // look-up and one publish, whatever the number of devices; a user push one Users call.
 func TestClusterRoundTrips(t *testing.T) {
 	tc := newCluster(t, 4, route.ModeRegistry)
-	const perNode = 250
+	const perNode = 2500 // a push to 10,000 devices over 4 instances
 	var devs, users []string
 	var pipes []*pipe
 	for i, n := range tc.nodes {
