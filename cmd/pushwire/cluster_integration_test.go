@@ -456,6 +456,9 @@ func TestIntegrationClusterFaults(t *testing.T) {
 		if a.Failed != 1 || a.Offline != 0 || a.Delivered+a.Forwarded != 0 {
 			t.Errorf("push to a device last seen on the killed gateway: %+v, want failed 1", a)
 		}
+		t.Logf("gateway killed: %d SDK devices reconnected to the others, %d later pushes through gw0 and gw2 arrived, "+
+			"the unacknowledged push was delivered after the raw device logged in on gw2, a push to a device last seen on gw1 was counted failed",
+			len(onKilled), 2*len(onKilled))
 		if !strings.Contains(d.Check().Error(), "gateway-1") {
 			t.Errorf("the deployment does not report the killed gateway: %v", d.Check())
 		}
