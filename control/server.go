@@ -244,16 +244,9 @@ func (s *Server) registerMetrics() error {
 		Name: "pushwire_control_connects_total",
 		Help: `Connect requests by result: "ok" or the error code.`,
 	}, []string{"result"})
-	if err := s.registerer.Register(cv); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return fmt.Errorf("control: register metrics: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return fmt.Errorf("control: register metrics: %w", err)
-		}
-		cv = existing // another Server on the same registry: share the counter
+	cv, err := registerCounterVec(s.registerer, cv)
+	if err != nil {
+		return err
 	}
 	for _, r := range []string{resultOK, CodeMalformed, CodeBodyTooLarge, CodeInvalidField, CodeUnknownApp,
 		CodeBadSign, CodeStaleTS, CodeAppDisabled, CodeMethodNotAllowed, CodeRateLimited, CodeNoEndpoints} {
@@ -267,21 +260,30 @@ func (s *Server) registerMetrics() error {
 		Name: "pushwire_control_registry_reads_total",
 		Help: `Reads of the instance registry by result: "ok" or "error".`,
 	}, []string{"result"})
-	if err := s.registerer.Register(rv); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return fmt.Errorf("control: register metrics: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return fmt.Errorf("control: register metrics: %w", err)
-		}
-		rv = existing
+	rv, err = registerCounterVec(s.registerer, rv)
+	if err != nil {
+		return err
 	}
 	rv.WithLabelValues("ok")
 	rv.WithLabelValues("error")
 	s.regReads = rv
 	return nil
+}
+
+// registerCounterVec registers cv, or returns the counter already registered under its name (another
+// Server on the same registry shares it).
+func registerCounterVec(reg prometheus.Registerer, cv *prometheus.CounterVec) (*prometheus.CounterVec, error) {
+	err := reg.Register(cv)
+	if err == nil {
+		return cv, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+			return existing, nil
+		}
+	}
+	return nil, fmt.Errorf("control: register metrics: %w", err)
 }
 
 func (s *Server) countRead(ok bool) {
