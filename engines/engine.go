@@ -11,6 +11,7 @@ package engines
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -102,6 +103,10 @@ type Config struct {
 	// RefuseMessage is written to a connection refused by MaxConns; it may be empty. The engine
 	// owns it after New and never modifies it.
 	RefuseMessage []byte
+	// TLS is the server TLS configuration of an engine that carries its own transport security
+	// (one registered with RegisterTransport for TransportQUIC needs it). Stream engines ignore
+	// it: TLS over a stream engine is a layer above the seam (engines/tlslayer).
+	TLS *tls.Config
 	// Options are engine-specific settings, "key=value", declared by each engine when it
 	// registers (see Register and Describe). New rejects a key the engine does not declare and a
 	// value it cannot take, and gives the engine's factory every declared key, the defaults
@@ -162,8 +167,54 @@ var (
 )
 
 type entry struct {
-	f    Factory
-	opts []Option
+	f         Factory
+	opts      []Option
+	transport string // "": a stream engine (TCP), which carries StreamTransports
+}
+
+// Transport names, as in the wire protocol and the control layer's endpoints.
+const (
+	TransportTCP  = "tcp"  // frames back to back on a TCP stream
+	TransportTLS  = "tls"  // TLS 1.3 over TCP, ALPN pushwire/1
+	TransportWS   = "ws"   // WebSocket on HTTP/1.1 path /ws, one frame per binary message
+	TransportWSS  = "wss"  // ws over TLS
+	TransportQUIC = "quic" // one bidirectional QUIC stream, ALPN pushwire/1
+)
+
+// StreamTransports are the transports a stream engine carries: plain TCP, and the layers that
+// run over any stream engine (TLS, WebSocket, WebSocket over TLS).
+var StreamTransports = []string{TransportTCP, TransportTLS, TransportWS, TransportWSS}
+
+// RegisterTransport registers an engine that carries one transport of its own (QUIC, over UDP)
+// instead of a TCP stream: Transports reports only that transport for it.
+func RegisterTransport(name, transport string, f Factory, opts ...Option) {
+	Register(name, f, opts...)
+	regMu.Lock()
+	defer regMu.Unlock()
+	e := registry[name]
+	e.transport = transport
+	registry[name] = e
+}
+
+// Transports lists what the engine registered as name carries: StreamTransports for a stream
+// engine, its one transport for an engine registered with RegisterTransport.
+func Transports(name string) ([]string, error) {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	e, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("engines: unknown engine %q", name)
+	}
+	if e.transport != "" {
+		return []string{e.transport}, nil
+	}
+	return slices.Clone(StreamTransports), nil
+}
+
+// Carries reports whether the engine registered as name carries transport.
+func Carries(name, transport string) bool {
+	ts, err := Transports(name)
+	return err == nil && slices.Contains(ts, transport)
 }
 
 // Register makes an engine available by name, with the options it takes. It panics on a

@@ -28,6 +28,7 @@ import (
 type Client struct {
 	node *Node
 	conn engines.Conn
+	cid  uint64 // the node's ID of the connection: unique across every listener and transport of the node
 
 	// Identity, set at login before the client enters the table and never changed after: readers
 	// on other goroutines find the client through the table, whose lock orders the writes first.
@@ -57,12 +58,14 @@ const (
 )
 
 func newClient(n *Node, conn engines.Conn, now int64) *Client {
-	c := &Client{node: n, conn: conn}
+	c := &Client{node: n, conn: conn, cid: n.connIDs.Add(1)}
 	c.lastSeen.Store(now)
 	return c
 }
 
-func (c *Client) id() uint64 { return c.conn.ID() }
+// id is the connection's ID in the node. Not the engine's: a node may serve several listeners
+// (one per transport), each an engine numbering its own connections.
+func (c *Client) id() uint64 { return c.cid }
 
 // state is the current state.
 func (c *Client) state() session.State { return session.State(c.word.Load() & stateMask) }

@@ -255,9 +255,10 @@ type Node struct {
 	biz      map[uint16]Business // with defaults applied; read-only
 	m        *metrics
 	started  time.Time
-	hb       string // heartbeat seconds, for LOGIN_ACK
-	rateIvl  int64  // nanoseconds between limited frames; 0: no limit
-	rateTol  int64  // burst tolerance, nanoseconds
+	hb       string        // heartbeat seconds, for LOGIN_ACK
+	rateIvl  int64         // nanoseconds between limited frames; 0: no limit
+	rateTol  int64         // burst tolerance, nanoseconds
+	connIDs  atomic.Uint64 // the last connection ID handed out (Client.id)
 
 	life      sync.Mutex // orders Start against Stop
 	running   bool       // Start ran and Stop did not
