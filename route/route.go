@@ -144,6 +144,11 @@ type Instance struct {
 	Endpoints []Endpoint `json:"endpoints"`
 	// HTTP is the instance's push API base URL (http://host:port).
 	HTTP string `json:"http"`
+	// Region and Group place the instance for the control layer's dispatch policy: a client may
+	// be sent to its own region first, and a gray release may name an instance group. Empty:
+	// none given.
+	Region string `json:"region,omitempty"`
+	Group  string `json:"group,omitempty"`
 	// Conns is the live connections at the last registration: the control layer's load figure.
 	Conns    int64 `json:"conns"`
 	Draining bool  `json:"draining"`

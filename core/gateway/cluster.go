@@ -121,7 +121,7 @@ func (n *Node) liveOthers() []string {
 // instance is this node as the registry lists it.
 func (n *Node) instance() route.Instance {
 	return route.Instance{ID: n.cfg.Node, Engine: n.cfg.Engine, Endpoints: n.cfg.Endpoints, HTTP: n.cfg.HTTPURL,
-		Conns: n.conns.Load(), Draining: n.draining.Load()}
+		Region: n.cfg.Region, Group: n.cfg.Group, Conns: n.conns.Load(), Draining: n.draining.Load()}
 }
 
 // registerInstance registers the node and refreshes the cached list of live instances.

@@ -142,6 +142,9 @@ type Config struct {
 	Endpoints []route.Endpoint
 	// HTTPURL is this instance's push API base URL, advertised in the registry.
 	HTTPURL string
+	// Region and Group are advertised in the registry for the control layer's dispatch policy
+	// (route.Instance). Optional.
+	Region, Group string
 	// RemoteTimeout is how long a push waits for the remote instances' reports. Default 2s.
 	RemoteTimeout time.Duration
 	// Linger is how long a device's groups and unacknowledged messages are kept in the route
