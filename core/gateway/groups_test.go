@@ -13,7 +13,7 @@ import (
 // bare is a client outside any node, for the index tests: what the indexes need is its identity,
 // its state and its bookkeeping fields.
 func bare(id uint64, app, device, user string) *Client {
-	c := &Client{conn: &pipe{id: id}, app: app, device: device, user: user}
+	c := &Client{conn: &pipe{id: id}, cid: id, app: app, device: device, user: user}
 	_, _ = c.transition(session.EventLogin, 0)
 	_, _ = c.transition(session.EventTokenOK, 0)
 	return c
