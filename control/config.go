@@ -78,6 +78,9 @@ func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig 
 //	  redis: {addrs: [127.0.0.1:6379]}
 //	limits:                      # connects per device and per client address (LimitsConfig)
 //	  connect_per_source: {rate: 200/s, burst: 2000}
+//	dispatch:                    # which transports clients get (DispatchConfig)
+//	  rules: [{platform: [web], transports: [wss, ws]}, {transports: [tcp, tls, quic]}]
+//	cors_origins: ["https://app.example"]  # pages that may call /v1/connect
 //
 // Zero-valued settings take the documented defaults when Validate runs (LoadConfig, ParseConfig
 // and NewServer call it). Do not modify a Config after Validate: its lookup index is built there.
@@ -105,6 +108,13 @@ type Config struct {
 	Route RouteConfig `yaml:"route"`
 	// Limits bound how fast clients may connect (POST /v1/connect).
 	Limits LimitsConfig `yaml:"limits"`
+	// Dispatch is the policy that picks the transports of each client, and the gray releases.
+	// Without rules, DefaultDispatch.
+	Dispatch DispatchConfig `yaml:"dispatch"`
+	// CORSOrigins are the origins of the web pages that may call POST /v1/connect from a
+	// browser: "*" for any page, or http(s)://host[:port] as browsers send it. Empty: none (no
+	// CORS header is sent, and OPTIONS is answered 405).
+	CORSOrigins []string `yaml:"cors_origins"`
 
 	index *configIndex // built by Validate; nil before
 }
@@ -148,6 +158,10 @@ type Endpoint struct {
 	// layer polls its /v1/stats, leaves the endpoint out of connect answers while the gateway is
 	// draining or does not answer, and puts the least loaded gateway first. Never sent to clients.
 	Health string `yaml:"health" json:"-"`
+	// Region and Group place the gateway for the dispatch policy like a registered instance's
+	// (clients of its region first; gray releases by group). Optional; never sent to clients.
+	Region string `yaml:"region" json:"-"`
+	Group  string `yaml:"group" json:"-"`
 }
 
 type configIndex struct {
@@ -166,6 +180,21 @@ type fileConfig struct {
 	EngineOptions map[string]string           `yaml:"engine_options"`
 	Route         fileRoute                   `yaml:"route"`
 	Limits        fileLimits                  `yaml:"limits"`
+	Dispatch      fileDispatch                `yaml:"dispatch"`
+	CORSOrigins   []string                    `yaml:"cors_origins"`
+}
+
+// fileDispatch mirrors DispatchConfig, with each gray release's percent a pointer so that a
+// missing one is reported rather than taken as 0.
+type fileDispatch struct {
+	Rules []DispatchRule `yaml:"rules"`
+	Gray  []fileGray     `yaml:"gray"`
+}
+
+type fileGray struct {
+	Transport string `yaml:"transport"`
+	Group     string `yaml:"group"`
+	Percent   *int   `yaml:"percent"`
 }
 
 type fileRoute struct {
@@ -210,6 +239,9 @@ var yamlParents = map[string]string{
 	"control.fileLimits":     "limits.",
 	"control.fileDeviceRate": "limits.connect_per_device.",
 	"control.fileSourceRate": "limits.connect_per_source.",
+	"control.fileDispatch":   "dispatch.",
+	"control.DispatchRule":   "dispatch.rules[].",
+	"control.fileGray":       "dispatch.gray[].",
 }
 
 var (
@@ -292,8 +324,19 @@ func ParseConfig(data []byte) (*Config, error) {
 			ConnectPerSource:  RateLimit{Burst: f.Limits.ConnectPerSource.Burst},
 			TrustForwardedFor: f.Limits.TrustForwardedFor,
 		},
+		Dispatch:    DispatchConfig{Rules: f.Dispatch.Rules},
+		CORSOrigins: f.CORSOrigins,
 	}
 	var errs []error
+	for i, g := range f.Dispatch.Gray {
+		gr := GrayRelease{Transport: g.Transport, Group: g.Group}
+		if g.Percent == nil {
+			errs = append(errs, &ConfigError{fmt.Sprintf("dispatch.gray[%d].percent", i), "missing: want 0..100"})
+		} else {
+			gr.Percent = *g.Percent
+		}
+		c.Dispatch.Gray = append(c.Dispatch.Gray, gr)
+	}
 	for _, r := range []struct {
 		setting string
 		text    string
@@ -438,6 +481,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, validateEndpoints("endpoints", c.Endpoints)...)
 	errs = append(errs, c.Route.check()...)
 	errs = append(errs, c.Limits.check()...)
+	errs = append(errs, c.Dispatch.check()...)
+	errs = append(errs, checkOrigins("cors_origins", c.CORSOrigins)...)
 
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -469,7 +514,7 @@ func validateEndpoints(name string, eps []Endpoint) []error {
 				errs = append(errs, &ConfigError{at + ".health", fmt.Sprintf("%q: want the gateway's http(s)://host:port", e.Health)})
 			}
 		}
-		e.Health = ""
+		e.Health, e.Region, e.Group = "", "", ""
 		if j, dup := seen[e]; dup {
 			errs = append(errs, &ConfigError{at, fmt.Sprintf("same as %s[%d]", name, j)})
 		} else {
@@ -581,6 +626,8 @@ func (c *Config) clone() *Config {
 	d.Businesses = maps.Clone(c.Businesses)
 	d.EngineOptions = maps.Clone(c.EngineOptions)
 	d.Route.Redis.Addrs = slices.Clone(c.Route.Redis.Addrs)
+	d.Dispatch = c.Dispatch.clone()
+	d.CORSOrigins = slices.Clone(c.CORSOrigins)
 	d.index = nil
 	return &d
 }

@@ -1,10 +1,8 @@
 package control
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -130,25 +128,19 @@ func (s *Server) registryFailing() bool {
 	return s.regState.failing
 }
 
-// registryEndpoints is the registry's dispatch: the endpoints of the live, non-draining instances
-// that serve a transport of platform, least loaded first (Conns at registration plus the clients
-// handed out since). The first instance is counted as handed out. reason says why the list is
-// what it is (for logs, and the 503 message when it is empty).
-func (s *Server) registryEndpoints(now time.Time, platform string) (eps []Endpoint, reason string) {
+// registryUnits is the registry's part of dispatch: the live, non-draining instances with the
+// endpoints they advertise, and their load (Conns at registration plus the clients handed out
+// since). source describes them for the reason; failed, when not empty, says why there is no
+// list to use (the registry not read yet, or unreadable for longer than the instance TTL).
+func (s *Server) registryUnits(now time.Time) (units []unit, source, failed string) {
 	v := s.view.Load()
 	switch {
 	case v == nil:
-		return nil, "the instance registry has not been read yet"
+		return nil, "", "the instance registry has not been read yet"
 	case now.Sub(v.readAt) > s.cfg.Route.InstanceTTL:
-		return nil, fmt.Sprintf("the instance registry has not been readable for %v (longer than the instance TTL %v)",
+		return nil, "", fmt.Sprintf("the instance registry has not been readable for %v (longer than the instance TTL %v)",
 			now.Sub(v.readAt).Truncate(time.Second), s.cfg.Route.InstanceTTL)
 	}
-	type cand struct {
-		i    int
-		load int64
-		eps  []Endpoint
-	}
-	var cands []cand
 	live, draining := 0, 0
 	for i, in := range v.instances {
 		if !in.Expires.After(now) {
@@ -161,27 +153,14 @@ func (s *Server) registryEndpoints(now time.Time, platform string) (eps []Endpoi
 		}
 		own := make([]Endpoint, 0, len(in.Endpoints))
 		for _, e := range in.Endpoints {
-			switch e.Protocol {
-			case ProtoTCP, ProtoTLS, ProtoWS, ProtoWSS, ProtoQUIC:
-				if e.Addr != "" {
-					own = append(own, Endpoint{Protocol: e.Protocol, Addr: e.Addr})
-				}
+			if validTransport(e.Protocol) && e.Addr != "" {
+				own = append(own, Endpoint{Protocol: e.Protocol, Addr: e.Addr})
 			}
 		}
-		if own = endpointsFor(own, platform); len(own) == 0 {
-			continue
-		}
-		cands = append(cands, cand{i, max(in.Conns, 0) + v.handed[i].Load(), own})
+		units = append(units, unit{load: max(in.Conns, 0) + v.handed[i].Load(), region: in.Region, group: in.Group,
+			eps: own, handed: v.handed[i]})
 	}
-	if len(cands) == 0 {
-		return nil, fmt.Sprintf("no live instance serves platform %q (%d live, %d draining)", platform, live, draining)
-	}
-	slices.SortStableFunc(cands, func(a, b cand) int { return cmp.Compare(a.load, b.load) })
-	v.handed[cands[0].i].Add(1)
-	for _, c := range cands {
-		eps = append(eps, c.eps...)
-	}
-	return eps, fmt.Sprintf("registry: %d of %d live instances, least loaded first", len(cands), live)
+	return units, fmt.Sprintf("registry: %d live instances, %d draining", live, draining), ""
 }
 
 // registryInstances is the cached registry as GET /v1/instances lists it.

@@ -76,7 +76,7 @@ func TestRegistryDispatchRedis(t *testing.T) {
 
 	eventually("503") // nobody registered yet
 	register(t, st, 10*time.Second, tcpInstance("gw-a", 100, "tcp://a:7000"), tcpInstance("gw-b", 5, "tcp://b:7000", "ws://b:8080"))
-	eventually("tcp://b:7000 ws://b:8080 tcp://a:7000")
+	eventually("tcp://b:7000 tcp://a:7000 ws://b:8080")
 	if err := st.Deregister(ctx, "gw-b"); err != nil {
 		t.Fatal(err)
 	}

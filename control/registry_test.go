@@ -88,9 +88,10 @@ func TestRegistryDispatch(t *testing.T) {
 	)
 	mustRefresh(t, s)
 
-	// Least loaded first, draining left out; each instance's endpoints in the order it gave them.
+	// The policy's transport order (native: tcp, tls, quic, ws, wss), and within a transport
+	// least loaded first; draining left out.
 	got := addrsOf(connectOK(t, url, req("demo", "dev-1", "", "native", now.Unix())).Endpoints)
-	if want := "tcp://b:7000 tcp://d:7000 quic://d:7443 tcp://a:7000 ws://a:8080"; got != want {
+	if want := "tcp://b:7000 tcp://d:7000 tcp://a:7000 quic://d:7443 ws://a:8080"; got != want {
 		t.Fatalf("native endpoints\n got %s\nwant %s", got, want)
 	}
 	// The clients sent to gw-b count on its load: 10 + 20 handed ties with gw-d's 30 (the lower
@@ -178,7 +179,7 @@ func TestRegistryDispatchNone(t *testing.T) {
 	mustRefresh(t, s)
 	a := do(t, "POST", url+"/v1/connect", signed(demoSecret, req("demo", "dev-1", "", "web", now.Unix())))
 	checkAnswer(t, a, 503, CodeNoEndpoints)
-	if !strings.Contains(string(a.body), `no live instance serves platform \"web\" (2 live, 1 draining)`) {
+	if !strings.Contains(string(a.body), `no live endpoint serves ws, wss; registry: 2 live instances, 1 draining`) {
 		t.Fatalf("503 body %s", a.body)
 	}
 	connectOK(t, url, req("demo", "dev-1", "", "native", now.Unix()))

@@ -12,7 +12,6 @@
 package control
 
 import (
-	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -23,7 +22,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,7 +51,7 @@ const (
 
 // Platforms with their own endpoint policy (ConnectRequest.Platform).
 const (
-	PlatformWeb = "web" // browsers: WebSocket only
+	PlatformWeb = "web" // browsers: WebSocket only (see also PlatformMiniApp)
 )
 
 // Error codes of the connect API (ErrorResponse.Error), each with its HTTP status.
@@ -79,11 +77,14 @@ type ConnectRequest struct {
 	App      string `json:"app"`      // required: a configured app ID
 	Device   string `json:"device"`   // required: at most MaxIDLen bytes, no control characters
 	User     string `json:"user"`     // optional: at most MaxIDLen bytes, no control characters
-	Platform string `json:"platform"` // native, web, miniapp…; "web" gets WebSocket endpoints only
-	Network  string `json:"network"`  // wifi, 4g, 5g…
-	SDK      string `json:"sdk"`      // client SDK version
-	TS       int64  `json:"ts"`       // unix seconds, within MaxClockSkew of the server's clock
-	Sign     string `json:"sign"`     // Sign(app secret, app, device, user, ts)
+	Platform string `json:"platform"` // native, web, miniapp…; matched by the dispatch policy
+	Network  string `json:"network"`  // wifi, 4g, 5g…; matched by the dispatch policy
+	// Region is optional (an extension): the client's region, matched by the dispatch policy;
+	// gateways of that region come first.
+	Region string `json:"region,omitempty"`
+	SDK    string `json:"sdk"`  // client SDK version
+	TS     int64  `json:"ts"`   // unix seconds, within MaxClockSkew of the server's clock
+	Sign   string `json:"sign"` // Sign(app secret, app, device, user, ts)
 }
 
 // ConnectResponse is the 200 answer of POST /v1/connect.
@@ -92,6 +93,7 @@ type ConnectResponse struct {
 	ExpiresAt  int64      `json:"expires_at"`     // unix seconds
 	HeartbeatS int        `json:"heartbeat_s"`    // PING interval, seconds
 	Endpoints  []Endpoint `json:"endpoints"`      // to try in order
+	Reason     string     `json:"reason"`         // why these endpoints: the rule, gray releases, region (for humans)
 	Node       string     `json:"node,omitempty"` // reserved: a preferred instance
 }
 
@@ -161,6 +163,12 @@ type Server struct {
 	regReads     *prometheus.CounterVec // nil without WithMetrics
 	handler      http.Handler
 
+	// The dispatch policy, and CORS (nil: off).
+	policy      *policy
+	cors        *corsPolicy
+	corsOrigins []string
+	corsSet     bool
+
 	// Connect limits; nil when off.
 	limDevice, limSource *limiter
 	limiterKeys          int
@@ -202,6 +210,15 @@ func NewServer(cfg *Config, opts ...Option) (*Server, error) {
 	} else {
 		s.endpoints = s.cfg.Endpoints
 	}
+	if s.corsSet {
+		if errs := checkOrigins("WithCORSOrigins", s.corsOrigins); len(errs) > 0 {
+			return nil, fmt.Errorf("control: %w", errors.Join(errs...))
+		}
+	} else {
+		s.corsOrigins = s.cfg.CORSOrigins
+	}
+	s.cors = newCORS(s.corsOrigins)
+	s.policy = newPolicy(s.cfg.Dispatch)
 	s.down = make([]atomic.Bool, len(s.endpoints))
 	s.load = make([]atomic.Int64, len(s.endpoints))
 	s.handed = make([]atomic.Int64, len(s.endpoints))
@@ -322,6 +339,13 @@ func rateLimited(what string, retry time.Duration) *connectError {
 }
 
 func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
+	if s.cors != nil {
+		if r.Method == http.MethodOptions {
+			s.cors.preflight(w, r)
+			return
+		}
+		s.cors.header(w, r)
+	}
 	resp, req, cerr := s.connect(w, r)
 	if cerr != nil {
 		s.count(cerr.code)
@@ -337,7 +361,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	s.count(resultOK)
 	s.log.Debug("control: connect", "app", req.App, "device", req.Device, "user", req.User,
-		"platform", req.Platform, "network", req.Network, "sdk", req.SDK, "endpoints", len(resp.Endpoints))
+		"platform", req.Platform, "network", req.Network, "region", req.Region, "sdk", req.SDK,
+		"endpoints", len(resp.Endpoints), "reason", resp.Reason)
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -382,7 +407,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) (*ConnectRespon
 	if ok, retry := s.limDevice.allow(req.App+"\x00"+req.Device, now); !ok {
 		return nil, &req, rateLimited("for this device", retry)
 	}
-	eps, reason := s.dispatch(now, req.Platform)
+	eps, reason := s.dispatch(now, &req)
 	if len(eps) == 0 {
 		return nil, &req, reject(http.StatusServiceUnavailable, CodeNoEndpoints, "%s", reason)
 	}
@@ -400,6 +425,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) (*ConnectRespon
 		ExpiresAt:  claims.ExpiresAt.Unix(),
 		HeartbeatS: s.heartbeatS,
 		Endpoints:  eps,
+		Reason:     reason,
 	}, &req, nil
 }
 
@@ -450,6 +476,7 @@ func checkRequest(req *ConnectRequest) *connectError {
 		{"user", req.User, MaxIDLen},
 		{"platform", req.Platform, MaxInfoLen},
 		{"network", req.Network, MaxInfoLen},
+		{"region", req.Region, MaxInfoLen},
 		{"sdk", req.SDK, MaxInfoLen},
 	} {
 		if len(f.value) > f.max {
@@ -486,62 +513,48 @@ func checkSign(secret string, req *ConnectRequest) bool {
 	return hmac.Equal(got, want)
 }
 
-// dispatch is the access-point policy: the endpoints a client of platform gets, in order, and why
-// (the reason is logged, and is the message of a 503 when there is none). With a registry, its
-// live instances least loaded first (registryEndpoints); else the configured endpoints
-// (liveEndpoints). Either way browsers (platform "web") get WebSocket only. Gray release and
-// network policy are for later; they belong here.
-func (s *Server) dispatch(now time.Time, platform string) ([]Endpoint, string) {
+// dispatch is the access-point policy: the endpoints a client gets, in order, and why (the
+// reason goes into the answer and the log, and is the message of a 503 when there is none). The
+// dispatch policy (DispatchConfig) picks the transports; the endpoints come from the live
+// instances of the registry (registryUnits) or the configured endpoints whose gateway serves
+// (liveUnits), ordered by verdict.arrange.
+func (s *Server) dispatch(now time.Time, req *ConnectRequest) ([]Endpoint, string) {
+	v := s.policy.decide(req.App, req.Device, req.Platform, req.Network, req.Region)
+	var units []unit
+	var source string
 	if s.reg != nil {
-		return s.registryEndpoints(now, platform)
+		var err string
+		units, source, err = s.registryUnits(now)
+		if err != "" {
+			return nil, err
+		}
+	} else {
+		units = s.liveUnits()
+		source = fmt.Sprintf("configured endpoints: %d of %d serving", len(units), len(s.endpoints))
 	}
-	eps := endpointsFor(s.liveEndpoints(), platform)
-	if len(eps) == 0 {
-		return nil, fmt.Sprintf("no serving gateway endpoint for platform %q", platform)
-	}
-	return eps, "configured endpoints"
+	eps := v.arrange(units)
+	v.reason = append(v.reason, source)
+	return eps, v.String()
 }
 
-// liveEndpoints is the endpoints whose gateway is serving (or not watched): the watched ones first,
-// least loaded first (sessions at the last probe, none before the first, plus the clients sent
-// there since), then the unwatched ones in configured order. The first one is counted as handed
-// out.
-func (s *Server) liveEndpoints() []Endpoint {
-	type cand struct {
-		i    int
-		load int64
-	}
-	live := make([]cand, 0, len(s.endpoints))
+// liveUnits is the configured endpoints whose gateway is serving (or not watched), in configured
+// order, each with its load: for a watched one the sessions at the last probe (none before the
+// first) plus the clients sent there since; -1 for an unwatched one (after the watched ones).
+func (s *Server) liveUnits() []unit {
+	live := make([]unit, 0, len(s.endpoints))
 	for i, e := range s.endpoints {
 		if s.down[i].Load() {
 			continue
 		}
-		l := int64(-1) // not watched: after the watched ones
+		l := int64(-1)
 		if e.Health != "" {
 			// Not probed yet counts as empty: the clients sent there still spread the load.
 			l = max(s.load[i].Load(), 0) + s.handed[i].Load()
 		}
-		live = append(live, cand{i, l})
+		live = append(live, unit{load: l, region: e.Region, group: e.Group,
+			eps: []Endpoint{{Protocol: e.Protocol, Addr: e.Addr}}, handed: &s.handed[i]})
 	}
-	slices.SortStableFunc(live, func(a, b cand) int {
-		switch {
-		case a.load < 0 && b.load < 0:
-			return 0
-		case a.load < 0:
-			return 1
-		case b.load < 0:
-			return -1
-		}
-		return cmp.Compare(a.load, b.load)
-	})
-	out := make([]Endpoint, len(live))
-	for k, c := range live {
-		out[k] = s.endpoints[c.i]
-	}
-	if len(live) > 0 {
-		s.handed[live[0].i].Add(1)
-	}
-	return out
+	return live
 }
 
 // Watch polls GET /v1/stats of every endpoint that has a Health URL every interval until ctx
@@ -606,22 +619,6 @@ func probe(ctx context.Context, hc *http.Client, url string) (status int, sessio
 		return http.StatusServiceUnavailable, 0
 	}
 	return http.StatusOK, st.Sessions
-}
-
-// endpointsFor is the dispatch policy: which endpoints a client gets, in order. For now every
-// endpoint in configured order, except that browsers (platform "web") can only use WebSocket.
-// Gray release and ordering by live load belong here.
-func endpointsFor(all []Endpoint, platform string) []Endpoint {
-	if !strings.EqualFold(platform, PlatformWeb) {
-		return all
-	}
-	var web []Endpoint
-	for _, e := range all {
-		if e.Protocol == ProtoWS || e.Protocol == ProtoWSS {
-			web = append(web, e)
-		}
-	}
-	return web
 }
 
 func (s *Server) count(result string) {

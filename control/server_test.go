@@ -279,12 +279,12 @@ func TestConnectToken(t *testing.T) {
 	if err := json.Unmarshal(a.body, &raw); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"token", "expires_at", "heartbeat_s", "endpoints"} {
+	for _, k := range []string{"token", "expires_at", "heartbeat_s", "endpoints", "reason"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("answer lacks %q: %s", k, a.body)
 		}
 	}
-	if len(raw) != 4 {
+	if len(raw) != 5 {
 		t.Errorf("answer has extra fields: %s", a.body)
 	}
 	if cc := a.header.Get("Cache-Control"); cc != "no-store" {
@@ -294,7 +294,8 @@ func TestConnectToken(t *testing.T) {
 
 func TestConnectEndpointPolicy(t *testing.T) {
 	ts := newTestServer(t, testConfig(t))
-	all := []Endpoint{{Protocol: ProtoTCP, Addr: "gw1:7000"}, {Protocol: ProtoWS, Addr: "gw1:8080"}, {Protocol: ProtoQUIC, Addr: "gw1:7443"}, {Protocol: ProtoWSS, Addr: "gw1:443"}}
+	// The default policy: tcp, tls, quic, ws, wss; browsers and mini-apps ws, wss.
+	all := []Endpoint{{Protocol: ProtoTCP, Addr: "gw1:7000"}, {Protocol: ProtoQUIC, Addr: "gw1:7443"}, {Protocol: ProtoWS, Addr: "gw1:8080"}, {Protocol: ProtoWSS, Addr: "gw1:443"}}
 	web := []Endpoint{{Protocol: ProtoWS, Addr: "gw1:8080"}, {Protocol: ProtoWSS, Addr: "gw1:443"}}
 	for _, tt := range []struct {
 		platform string
@@ -303,7 +304,8 @@ func TestConnectEndpointPolicy(t *testing.T) {
 		{"web", web},
 		{"Web", web},
 		{"native", all},
-		{"miniapp", all},
+		{"miniapp", web},
+		{"MiniApp", web},
 		{"", all},
 	} {
 		t.Run(tt.platform, func(t *testing.T) {
@@ -320,12 +322,12 @@ func TestWithEndpoints(t *testing.T) {
 	override := []Endpoint{{Protocol: ProtoWSS, Addr: "edge:443"}, {Protocol: ProtoTCP, Addr: "edge:7000"}}
 	ts := newTestServer(t, cfg, WithEndpoints(override))
 	got := connectOK(t, ts.URL, req("demo", "dev-1", "", "native", now.Unix())).Endpoints
-	if fmt.Sprint(got) != fmt.Sprint(override) {
-		t.Errorf("endpoints %v, want %v", got, override)
+	if addrsOf(got) != "tcp://edge:7000 wss://edge:443" {
+		t.Errorf("endpoints %v, want %v in the policy's order", got, override)
 	}
 	override[0].Addr = "mutated:1" // the server holds its own copy
 	got = connectOK(t, ts.URL, req("demo", "dev-1", "", "native", now.Unix())).Endpoints
-	if got[0].Addr != "edge:443" {
+	if got[1].Addr != "edge:443" {
 		t.Errorf("server shares the caller's slice: %v", got)
 	}
 
@@ -715,7 +717,8 @@ func TestDispatchBeforeFirstProbe(t *testing.T) {
 	}
 	first := map[string]int{}
 	for range 100 {
-		first[s.liveEndpoints()[0].Addr]++
+		eps, _ := s.dispatch(now, &ConnectRequest{App: "demo", Device: "d", Platform: "native"})
+		first[eps[0].Addr]++
 	}
 	if first["gw0:7000"] != 50 || first["gw1:7000"] != 50 {
 		t.Fatalf("first endpoints %v, want 50 each", first)

@@ -27,6 +27,7 @@ func runControl(args []string) error {
 	endpoints := fs.String("endpoint", "", "static access points given to clients, replacing the config file's (not with --route redis): comma-separated protocol://host:port (e.g. tcp://127.0.0.1:7000)")
 	health := fs.String("endpoint-health", "", "each --endpoint's gateway HTTP base URL, comma-separated in the same order (e.g. http://127.0.0.1:7080): control polls each one's /v1/stats, leaves draining or silent gateways out of connect answers and lists the least loaded first")
 	watch := fs.Duration("watch-interval", time.Second, "how often the gateways' /v1/stats are polled")
+	corsOrigins := fs.String("cors-origins", "", "origins of the web pages that may call /v1/connect from a browser, comma-separated (\"*\" for any, or http(s)://host[:port]); replaces the config file's cors_origins")
 	admin := fs.String("admin", "", "address of /debug/pprof, /metrics and /v1/instances (the watched or registered gateways, for pushwire tui --control) (empty: off)")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "how long a shutdown may take")
 	logger := logFlags(fs)
@@ -81,6 +82,13 @@ func runControl(args []string) error {
 			return err
 		}
 		opts = append(opts, control.WithEndpoints(eps))
+	}
+	if *corsOrigins != "" {
+		origins := splitList(*corsOrigins)
+		if err := control.CheckCORSOrigins("--cors-origins", origins); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		opts = append(opts, control.WithCORSOrigins(origins))
 	}
 	srv, err := control.NewServer(cfg, opts...)
 	if err != nil {
