@@ -2,6 +2,8 @@ package conformance
 
 import (
 	"bytes"
+	"context"
+	"net"
 	"errors"
 	"io"
 	"sync"
@@ -16,6 +18,12 @@ import (
 // Config.RefuseMessage and then EOF, and the handler never sees it; the five keep echoing; the
 // engine counts the refusal (engines.Counter); once one of the five closes, a new connection is
 // accepted and served.
+//
+// The engine refuses before any layer runs, so the refusal must be what the transport's client
+// understands (refuseFor): the GOAWAY frame's bytes on tcp; on ws an HTTP 503 answer, which a
+// WebSocket client takes as a refused upgrade; on tls and wss nothing (raw bytes are not a TLS
+// record: the client sees its handshake end). On every stream transport a raw TCP peer reads
+// exactly those bytes and then EOF, and the transport's own client fails to connect.
 func TestMaxConns(t *testing.T) {
 	const maxConns = 5
 	var meta frame.Meta
@@ -24,6 +32,7 @@ func TestMaxConns(t *testing.T) {
 	refuse := frame.Append(nil, &frame.Frame{Header: frame.Header{Type: frame.TypeGoaway, Code: frame.CodeOverloaded}, Meta: meta})
 	forEachEngine(t, func(t *testing.T, tg target) {
 		h := newHandler(frame.Limits{}, true)
+		refuse := refuseFor(tg.transport, refuse)
 		s := tg.start(t, engines.Config{MaxConns: maxConns, RefuseMessage: bytes.Clone(refuse)}, h)
 		counter, ok := s.Engine.(engines.Counter)
 		if !ok {
@@ -42,15 +51,7 @@ func TestMaxConns(t *testing.T) {
 		}
 
 		for i := range 2 { // refused twice: it is not a one-off
-			over := dial(t, s)
-			_ = over.SetReadDeadline(time.Now().Add(5 * time.Second))
-			got, err := io.ReadAll(over)
-			if err != nil {
-				t.Fatalf("refused connection %d: read %d bytes, then %v; want the refuse message and EOF", i, len(got), err)
-			}
-			if !bytes.Equal(got, refuse) {
-				t.Fatalf("refused connection %d got % x, want the refuse message % x", i, got, refuse)
-			}
+			refused(t, s, i, refuse)
 		}
 		waitFor(t, 5*time.Second, "2 refusals counted", func() bool { return counter.Refused() >= 2 })
 		if n := h.opens.Load(); n != maxConns {
@@ -63,7 +64,7 @@ func TestMaxConns(t *testing.T) {
 		// A slot frees when one closes.
 		var first engines.Conn
 		for _, sc := range h.conns() {
-			if sc.RemoteAddr() == clients[0].LocalAddr().String() {
+			if sc.RemoteAddr() == clients[0].local {
 				first = sc
 			}
 		}
@@ -147,7 +148,7 @@ func TestSharedTail(t *testing.T) {
 		wg.Go(func() {
 			for k := range frames {
 				for i, c := range clients {
-					fw, ok := byRemote[c.LocalAddr().String()].(engines.FrameWriter)
+					fw, ok := byRemote[c.local].(engines.FrameWriter)
 					if !ok {
 						t.Errorf("%s: no FrameWriter for client %d", tg.name, i)
 						return
@@ -195,4 +196,39 @@ func TestSharedTail(t *testing.T) {
 			t.Errorf("WriteFrame on an open connection: %v", err)
 		}
 	})
+}
+
+// refused dials one connection over the cap of s and checks it is refused with refuse: a raw
+// TCP peer reads exactly refuse and then EOF; where the transport has a handshake, its client
+// fails to connect.
+func refused(t *testing.T, s *server, i int, refuse []byte) {
+	t.Helper()
+	if s.tg.transport == engines.TransportQUIC {
+		refusedQUIC(t, s, i, refuse)
+		return
+	}
+	over, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("refused connection %d: dial: %v", i, err)
+	}
+	defer func() { _ = over.Close() }()
+	_ = over.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(over)
+	if err != nil {
+		t.Fatalf("refused connection %d: read %d bytes, then %v; want the refuse message and EOF", i, len(got), err)
+	}
+	if !bytes.Equal(got, refuse) {
+		t.Fatalf("refused connection %d got % x, want the refuse message % x", i, got, refuse)
+	}
+	if s.tg.transport == engines.TransportTCP {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dialTransport(ctx, s.tg.transport, s.addr)
+	if err == nil {
+		_ = c.Close()
+		t.Fatalf("refused connection %d: the %s client connected over the cap", i, s.tg.transport)
+	}
+	t.Logf("refused %s connection %d: the client says: %v", s.tg.transport, i, err)
 }

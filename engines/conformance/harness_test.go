@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,8 @@ import (
 	_ "github.com/pushwire/pushwire/engines/all"
 )
 
-// TestMain fails the run if any goroutine outlives the tests (case 9).
+// TestMain fails the run if any goroutine outlives the tests (case 9), and removes the test
+// certificates.
 //
 // Ignored, because they belong to a library and live as long as the process by design, not to
 // one engine instance that Shutdown must stop:
@@ -30,68 +32,129 @@ import (
 //
 // Keep this list minimal: anything an engine starts per instance must be gone after Shutdown.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/cloudwego/netpoll.(*defaultPoll).Wait"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
-	)
+	code := m.Run()
+	removeCerts()
+	if code == 0 {
+		if err := goleak.Find(
+			goleak.IgnoreAnyFunction("github.com/cloudwego/netpoll.(*defaultPoll).Wait"),
+			goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+			goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+		); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
-// target is one engine under test: a registered engine and extra options.
+// target is one cell of the matrix: a registered engine with extra options, and a transport
+// composed over it as the gateway composes it (see stacks).
 type target struct {
-	name   string            // subtest name
-	engine string            // registered name
-	opts   map[string]string // merged into Config.Options
+	name      string            // subtest path: <label>/<transport>
+	label     string            // the engine's subtest name: its registered name, or std,writer=conn
+	engine    string            // registered name
+	transport string            // engines.Transport*
+	opts      map[string]string // merged into Config.Options
 }
 
-// targets lists every registered engine, plus std with its per-connection writer.
+// targets lists every registered engine with every transport it carries, plus std with its
+// per-connection writer on tcp.
 func targets() []target {
 	var ts []target
+	add := func(label, engine string, opts map[string]string, transports []string) {
+		for _, tr := range transports {
+			ts = append(ts, target{name: label + "/" + tr, label: label, engine: engine, transport: tr, opts: opts})
+		}
+	}
 	for _, name := range engines.Names() {
-		ts = append(ts, target{name: name, engine: name})
+		trs, err := engines.Transports(name)
+		if err != nil {
+			panic(err) // a name Names just listed
+		}
+		add(name, name, nil, trs)
 		if name == "std" {
-			ts = append(ts, target{name: "std,writer=conn", engine: "std", opts: map[string]string{"writer": "conn"}})
+			add("std,writer=conn", "std", map[string]string{"writer": "conn"}, []string{engines.TransportTCP})
 		}
 	}
 	return ts
 }
 
-// forEachEngine runs test as the subtest TestX/<engine> for every target.
+// forEachEngine runs test as the subtest TestX/<engine>/<transport> for every target. A target
+// whose transport has no stack in this build is skipped, saying so.
 func forEachEngine(t *testing.T, test func(t *testing.T, tg target)) {
+	forEachTarget(t, func(tg target) bool { return true }, test)
+}
+
+// forEachTarget is forEachEngine over the targets keep accepts.
+func forEachTarget(t *testing.T, keep func(tg target) bool, test func(t *testing.T, tg target)) {
 	ts := targets()
 	if len(ts) == 0 {
 		t.Fatal("no engine registered: does the test import engines/all?")
 	}
-	for _, tg := range ts {
-		t.Run(tg.name, func(t *testing.T) { test(t, tg) })
+	for i := 0; i < len(ts); {
+		label := ts[i].label
+		j := i
+		for j < len(ts) && ts[j].label == label {
+			j++
+		}
+		cells := ts[i:j]
+		i = j
+		t.Run(label, func(t *testing.T) {
+			for _, tg := range cells {
+				t.Run(tg.transport, func(t *testing.T) {
+					if !keep(tg) {
+						t.Skipf("%s: not run on this transport (see the test's comment)", tg.name)
+					}
+					if _, ok := stacks[tg.transport]; !ok {
+						t.Skipf("%s: no %s stack in this build", tg.name, tg.transport)
+					}
+					test(t, tg)
+				})
+			}
+		})
 	}
 }
 
-// server is a started engine and its handler.
+// server is a started engine (the outermost layer's handler given to it) and the suite's handler.
 type server struct {
 	engines.Engine
+	tg   target
 	h    *handler
 	addr string
 	shut atomic.Bool
 }
 
-// start builds and starts tg's engine with cfg and h. Cleanup shuts it down (unless the test
-// did) and checks the handler saw every OnClose exactly once.
-func (tg target) start(t *testing.T, cfg engines.Config, h *handler) *server {
-	t.Helper()
+// build composes tg's transport over h and builds tg's engine with cfg. cfg.MaxFrame, if set, is
+// the largest frame h takes; the engine gets the outermost layer's EngineMaxFrame.
+func (tg target) build(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 	if len(tg.opts) > 0 {
 		opts := maps.Clone(tg.opts)
 		maps.Copy(opts, cfg.Options)
 		cfg.Options = opts
 	}
-	e, err := engines.New(tg.engine, cfg, h)
+	stack, ok := stacks[tg.transport]
+	if !ok {
+		return nil, fmt.Errorf("%s: no %s stack in this build", tg.name, tg.transport)
+	}
+	outer, err := stack(h, &cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: compose %s: %w", tg.name, tg.transport, err)
+	}
+	return engines.New(tg.engine, cfg, outer)
+}
+
+// start builds and starts tg's engine with cfg and h. Cleanup shuts it down (unless the test
+// did) and checks the handler saw every OnClose exactly once.
+func (tg target) start(t testing.TB, cfg engines.Config, h *handler) *server {
+	t.Helper()
+	e, err := tg.build(cfg, h)
 	if err != nil {
 		t.Fatalf("new %s: %v", tg.name, err)
 	}
 	if err := e.Start(); err != nil {
 		t.Fatalf("start %s: %v", tg.name, err)
 	}
-	s := &server{Engine: e, h: h, addr: e.Addr().String()}
+	s := &server{Engine: e, tg: tg, h: h, addr: e.Addr().String()}
 	t.Cleanup(func() {
 		if !s.shut.Load() {
 			if err := s.shutdown(10 * time.Second); err != nil {
@@ -223,14 +286,14 @@ func (h *handler) conns() []engines.Conn {
 }
 
 // waitOpens waits until n connections have been opened and returns the n-th.
-func (h *handler) waitOpens(t *testing.T, n int) engines.Conn {
+func (h *handler) waitOpens(t testing.TB, n int) engines.Conn {
 	t.Helper()
 	waitFor(t, 10*time.Second, fmt.Sprintf("%d OnOpen", n), func() bool { return h.opens.Load() >= int64(n) })
 	return h.conns()[n-1]
 }
 
 // waitClosed waits for c's OnClose and returns its reason.
-func (h *handler) waitClosed(t *testing.T, c engines.Conn, d time.Duration) error {
+func (h *handler) waitClosed(t testing.TB, c engines.Conn, d time.Duration) error {
 	t.Helper()
 	waitFor(t, d, fmt.Sprintf("OnClose of conn %d", c.ID()), func() bool {
 		h.mu.Lock()
@@ -251,7 +314,7 @@ func (h *handler) closeCountOf(c engines.Conn) int {
 
 // check reports violations, and any connection whose OnClose did not run exactly once. It is
 // meant for after Shutdown, when every connection must have been closed.
-func (h *handler) check(t *testing.T) {
+func (h *handler) check(t testing.TB) {
 	t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -276,7 +339,7 @@ func (h *handler) check(t *testing.T) {
 }
 
 // waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -287,14 +350,17 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// client is the far end of one connection.
+// client is the far end of one connection: a byte stream of protocol frames over the target's
+// transport (internal/transport's client for every transport but tcp).
 type client struct {
-	*net.TCPConn
+	net.Conn
 	r *frame.Reader
+	// local is the client's address as the server's Conn.RemoteAddr shows it.
+	local string
 }
 
 // dialAll dials n clients to s and waits until h has seen every one open.
-func dialAll(t *testing.T, s *server, h *handler, n int) []*client {
+func dialAll(t testing.TB, s *server, h *handler, n int) []*client {
 	t.Helper()
 	clients := make([]*client, n)
 	for i := range clients {
@@ -304,15 +370,21 @@ func dialAll(t *testing.T, s *server, h *handler, n int) []*client {
 	return clients
 }
 
-// dial connects to s; cleanup closes the connection.
-func dial(t *testing.T, s *server) *client {
+// dial connects to s over its transport; cleanup closes the connection.
+func dial(t testing.TB, s *server) *client {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", s.addr, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := dialTransport(ctx, s.tg.transport, s.addr)
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		t.Fatalf("dial %s: %v", s.tg.transport, err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &client{TCPConn: c.(*net.TCPConn), r: frame.NewReader(c, frame.Limits{MaxBody: frame.MaxBodyLimit})}
+	return newClient(c)
+}
+
+func newClient(c net.Conn) *client {
+	return &client{Conn: c, r: frame.NewReader(c, frame.Limits{MaxBody: frame.MaxBodyLimit}), local: c.LocalAddr().String()}
 }
 
 // next reads one whole frame within d and returns a copy of its bytes on the wire.
@@ -328,7 +400,7 @@ func (c *client) next(d time.Duration) (frame.Frame, []byte, error) {
 }
 
 // mustNext is next that fails the test on an error.
-func (c *client) mustNext(t *testing.T, d time.Duration) (frame.Frame, []byte) {
+func (c *client) mustNext(t testing.TB, d time.Duration) (frame.Frame, []byte) {
 	t.Helper()
 	f, raw, err := c.next(d)
 	if err != nil {
@@ -339,7 +411,7 @@ func (c *client) mustNext(t *testing.T, d time.Duration) (frame.Frame, []byte) {
 
 // expectEnd reads until the connection ends, within d, and returns the bytes read before it and
 // the error that ended it (io.EOF for an orderly close).
-func (c *client) expectEnd(t *testing.T, d time.Duration) (int, error) {
+func (c *client) expectEnd(t testing.TB, d time.Duration) (int, error) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 64<<10)

@@ -1,8 +1,8 @@
 package conformance
 
 import (
-	"io"
-	"net"
+	"flag"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -11,68 +11,120 @@ import (
 	"github.com/pushwire/pushwire/engines"
 )
 
-// BenchmarkIdleHeap opens 2,000 connections per engine, has each echo one frame (so every
-// engine has read and written once), and reports the heap in use per connection after a GC, the
-// clients' own objects included (the same in every row: compare rows, not absolutes). Run it
-// without -race, which inflates every figure:
+// benchConns is how many connections each benchmark cell holds (the clients in a helper
+// process, so the heap measured is the server's alone).
+var benchConns = flag.Int("conformance.conns", 2000, "connections per cell in BenchmarkIdleHeap and BenchmarkFanOut")
+
+// forEachBench runs bench as BenchmarkX/<engine>/<transport> for every target with a stack in
+// this build.
+func forEachBench(b *testing.B, bench func(b *testing.B, tg target)) {
+	ts := targets()
+	for i := 0; i < len(ts); {
+		label := ts[i].label
+		j := i
+		for j < len(ts) && ts[j].label == label {
+			j++
+		}
+		cells := ts[i:j]
+		i = j
+		b.Run(label, func(b *testing.B) {
+			for _, tg := range cells {
+				b.Run(tg.transport, func(b *testing.B) {
+					if _, ok := stacks[tg.transport]; !ok {
+						b.Skipf("%s: no %s stack in this build", tg.name, tg.transport)
+					}
+					bench(b, tg)
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkIdleHeap opens -conformance.conns connections (default 2,000) per engine × transport
+// from a helper process, has each echo one frame (so every engine and layer has read and written
+// once), and reports the server process's heap in use per connection after a GC: the engine's,
+// the layers' and the suite handler's objects (the handler's are the same in every cell: compare
+// cells, not absolutes). Kernel memory is not in it. Run it without -race, which inflates every
+// figure:
 //
 //	go test -run=none -bench=IdleHeap -benchtime=1x ./engines/conformance/
 func BenchmarkIdleHeap(b *testing.B) {
-	const n = 2000
-	for _, tg := range targets() {
-		b.Run(tg.name, func(b *testing.B) {
-			h := newHandler(frame.Limits{}, true)
-			e, err := engines.New(tg.engine, engines.Config{Options: tg.opts}, h)
-			if err != nil {
-				b.Fatal(err)
+	n := *benchConns
+	forEachBench(b, func(b *testing.B, tg target) {
+		h := newHandler(frame.Limits{}, true)
+		s := tg.start(b, engines.Config{}, h)
+		var perConn float64
+		for b.Loop() {
+			c0 := h.closes.Load()
+			runtime.GC()
+			m0 := heapInuse()
+			p := startClients(b, s, n, 5*time.Minute)
+			p.send("echo")
+			if got := p.expect("echoed"); got != n {
+				p.stop()
+				b.Fatalf("%d of %d connections echoed", got, n)
 			}
-			if err := e.Start(); err != nil {
-				b.Fatal(err)
+			time.Sleep(100 * time.Millisecond) // let the engine's transient read and write buffers go
+			runtime.GC()
+			perConn = float64(int64(heapInuse())-int64(m0)) / float64(n)
+			p.send("close")
+			p.expect("closed")
+			waitFor(b, time.Minute, fmt.Sprintf("%d OnClose", n), func() bool { return h.closes.Load() >= c0+int64(n) })
+			if err := p.wait(); err != nil {
+				b.Fatalf("helper: %v\n%s", err, p.output())
 			}
-			s := &server{Engine: e, h: h, addr: e.Addr().String()}
-			defer func() { _ = s.shutdown(10 * time.Second) }()
-			f := mkFrame(1, 1, 0, 16)
-			var perConn float64
-			for b.Loop() {
-				o0, c0 := h.opens.Load(), h.closes.Load()
-				runtime.GC()
-				m0 := heapInuse()
-				clients := make([]net.Conn, n)
-				for i := range clients {
-					c, err := net.Dial("tcp", s.addr)
-					if err != nil {
-						b.Fatal(err)
-					}
-					clients[i] = c
-				}
-				for h.opens.Load() < o0+n {
-					time.Sleep(time.Millisecond)
-				}
-				buf := make([]byte, len(f))
-				for _, c := range clients {
-					if _, err := c.Write(f); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for _, c := range clients {
-					_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-					if _, err := io.ReadFull(c, buf); err != nil {
-						b.Fatal(err)
-					}
-				}
-				time.Sleep(100 * time.Millisecond)
-				runtime.GC()
-				perConn = float64(int64(heapInuse())-int64(m0)) / n
-				for _, c := range clients {
-					_ = c.Close()
-				}
-				for h.closes.Load() < c0+n {
-					time.Sleep(time.Millisecond)
+		}
+		b.ReportMetric(perConn, "heap-B/conn")
+	})
+}
+
+// BenchmarkFanOut pushes one frame to -conformance.conns idle connections (default 2,000) per
+// engine × transport, as the core fans out a group or broadcast message: from one goroutine, through
+// engines.FrameWriter, the header and the tail (meta and body) shared by every connection, so a
+// layer's per-connection work (a WebSocket header, a TLS record) is what differs. One op is one
+// fan-out, timed until the last client (in a helper process, 16 reading goroutines) has read
+// the frame; deliveries/s is connections × ops / time. Allocations are the server process's.
+//
+//	go test -run=none -bench=FanOut -benchtime=20x ./engines/conformance/
+func BenchmarkFanOut(b *testing.B) {
+	n := *benchConns
+	forEachBench(b, func(b *testing.B, tg target) {
+		h := newHandler(frame.Limits{}, false)
+		s := tg.start(b, engines.Config{}, h)
+		p := startClients(b, s, n, 10*time.Minute)
+		defer p.stop()
+		scs := h.conns()
+		fws := make([]engines.FrameWriter, len(scs))
+		for i, sc := range scs {
+			fw, ok := sc.(engines.FrameWriter)
+			if !ok {
+				b.Fatalf("%s: Conn does not implement engines.FrameWriter", tg.name)
+			}
+			fws[i] = fw
+		}
+		seq := uint32(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			seq++
+			f := pushFrame(seq)
+			head, tail := f[:frame.HeaderLen], f[frame.HeaderLen:]
+			for i, fw := range fws {
+				if err := fw.WriteFrame(head, tail); err != nil {
+					b.Fatalf("fan-out %d to conn %d: %v", seq, scs[i].ID(), err)
 				}
 			}
-			b.ReportMetric(perConn, "heap-B/conn")
-		})
-	}
+			p.send(fmt.Sprintf("read %d", seq))
+			if got := p.expect("received"); got != n {
+				b.Fatalf("fan-out %d: %d of %d clients read it whole", seq, got, n)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		p.send("close")
+		p.expect("closed")
+		if err := p.wait(); err != nil {
+			b.Fatalf("helper: %v\n%s", err, p.output())
+		}
+	})
 }
 
 func heapInuse() uint64 {

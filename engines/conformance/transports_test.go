@@ -1,0 +1,107 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/pushwire/pushwire/engines"
+)
+
+// stack composes one transport's server side over h exactly as the gateway does, and adjusts
+// cfg for the engine under it: cfg.MaxFrame comes in as the largest frame h takes (0: the
+// layers' default) and leaves as the outermost layer's EngineMaxFrame; cfg.TLS is set for an
+// engine that carries its own transport security.
+type stack func(h engines.Handler, cfg *engines.Config) (engines.Handler, error)
+
+// stacks holds the transports this build composes, by name.
+var stacks = map[string]stack{
+	engines.TransportTCP: func(h engines.Handler, _ *engines.Config) (engines.Handler, error) { return h, nil },
+}
+
+// dialTransport connects to addr over proto as a client of that transport does.
+func dialTransport(ctx context.Context, proto, addr string) (net.Conn, error) {
+	if proto != engines.TransportTCP {
+		return nil, fmt.Errorf("conformance: no %s client in this build", proto)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// The certificate and key files, in the environment of a helper process (see certFiles).
+const (
+	certEnv = "PUSHWIRE_CONFORMANCE_CERT"
+	keyEnv  = "PUSHWIRE_CONFORMANCE_KEY"
+)
+
+// certs is the self-signed certificate of the test process, made on first use.
+var certs struct {
+	once sync.Once
+	dir  string
+	cert string // PEM certificate, also the clients' root
+	key  string
+	err  error
+}
+
+// certFiles returns the test certificate and key files: those named by certEnv and keyEnv (a
+// helper process uses its parent's), or a self-signed pair for localhost and 127.0.0.1 made
+// in a temporary directory on first use (TestMain removes it).
+func certFiles() (certFile, keyFile string, err error) {
+	certs.once.Do(func() {
+		if c, k := os.Getenv(certEnv), os.Getenv(keyEnv); c != "" && k != "" {
+			certs.cert, certs.key = c, k
+			return
+		}
+		certs.dir, certs.err = os.MkdirTemp("", "pushwire-conformance-")
+		if certs.err == nil {
+			certs.cert, certs.key, certs.err = selfSigned(certs.dir, "localhost", "127.0.0.1")
+		}
+	})
+	return certs.cert, certs.key, certs.err
+}
+
+// removeCerts removes the certificate directory, if one was made.
+func removeCerts() {
+	if certs.dir != "" {
+		_ = os.RemoveAll(certs.dir)
+	}
+}
+
+// refuseFor is the RefuseMessage the gateway gives an engine serving transport, where frame is
+// the GOAWAY frame it gives a plain stream (tcp, and quic's stream).
+func refuseFor(transport string, frame []byte) []byte {
+	switch transport {
+	case engines.TransportTLS, engines.TransportWSS:
+		return nil
+	case engines.TransportWS:
+		return wsRefusal()
+	}
+	return frame
+}
+
+// rawConn is where a test writes bytes below the protocol frames: the client's stream itself on
+// tcp, tls and quic; on ws and wss the connection under the client's WebSocket codec, where
+// the test writes WebSocket frames of its own making.
+type rawConn struct {
+	net.Conn
+	// message: the transport carries messages (ws, wss), and wrap makes them.
+	message bool
+	// wrap returns what to write on Conn to send frame: frame itself on a stream transport; on
+	// ws and wss a binary message in parts masked WebSocket frames (a binary frame and parts-1
+	// continuations).
+	wrap func(frame []byte, parts int) []byte
+}
+
+// dialRaw connects to s and returns the client, reading frames as usual, and the raw side of
+// its connection; cleanup closes both.
+func dialRaw(t testing.TB, s *server) (*client, *rawConn) {
+	t.Helper()
+	if s.tg.transport == engines.TransportWS || s.tg.transport == engines.TransportWSS {
+		return dialRawWS(t, s)
+	}
+	c := dial(t, s)
+	return c, &rawConn{Conn: c.Conn, wrap: func(f []byte, _ int) []byte { return f }}
+}
