@@ -3,9 +3,9 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"net"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
