@@ -1,0 +1,23 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/pushwire/pushwire/internal/wsproto"
+)
+
+// upgrade performs the WebSocket client handshake on nc; on failure it closes nc.
+func upgrade(ctx context.Context, nc net.Conn, addr string, o Options) (net.Conn, error) {
+	path := o.Path
+	if path == "" {
+		path = DefaultPath
+	}
+	wc, err := wsproto.Client(ctx, nc, wsproto.ClientOptions{Host: addr, Path: path, Origin: o.Origin})
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("transport: websocket upgrade at %s%s: %w", addr, path, err)
+	}
+	return wc, nil
+}
