@@ -23,6 +23,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,7 @@ import (
 	"time"
 
 	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/internal/transport"
 )
 
 // Errors returned by a Client. Connection failures are also reported as *Error (sent by the
@@ -78,8 +80,25 @@ type Config struct {
 
 	// HTTPClient makes the control call. Default: one shared keep-alive client with a 10s timeout.
 	HTTPClient *http.Client
-	// Dial opens the transport connection. Default: net.Dialer{Timeout: 10s}.DialContext.
+	// Dial opens the TCP connection under the tcp, tls, ws and wss transports (QUIC's UDP
+	// socket is LocalAddr's). Default: net.Dialer{Timeout: 10s}.DialContext.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Transports are the protocols this client will use ("tcp", "tls", "ws", "wss", "quic").
+	// They filter control's endpoints and do not reorder them: the endpoints are tried in
+	// control's order, skipping those whose protocol is not listed. Default: all five
+	// (transport.Protocols). An unknown or repeated name is an error naming the field.
+	Transports []string
+	// TLS holds the roots and server name that verify the gateway under tls, wss and quic. It is
+	// cloned per connection; ALPN and the TLS 1.3 minimum are set by the SDK. nil: the system
+	// roots and the endpoint's host as the server name.
+	TLS *tls.Config
+	// WSPath is the request path of the WebSocket upgrade (ws, wss). Default "/ws".
+	WSPath string
+	// Origin is the Origin header of the WebSocket upgrade, optional.
+	Origin string
+	// LocalAddr is the source IP of QUIC's UDP socket, optional (TCP's comes from Dial).
+	LocalAddr string
 
 	// OnPush is called for each push on the connection's reader goroutine, in order. It must not
 	// block long (nothing else is read meanwhile) and must not wait for a Request's answer. The
@@ -95,7 +114,8 @@ type Config struct {
 	// Reconnect backoff for Run: exponential from BackoffMin to BackoffMax with full jitter, reset
 	// after a connection that stayed up over a minute. Defaults 200ms and 30s.
 	BackoffMin, BackoffMax time.Duration
-	// Timeout bounds the login exchange (dial is bounded by Dial) and each write. Default 10s.
+	// Timeout bounds each endpoint's dial with its handshakes (TLS, WebSocket upgrade, QUIC),
+	// the login exchange and each write. Default 10s.
 	Timeout time.Duration
 	// MaxBody is the largest frame body accepted from the gateway and sent in a request.
 	// Default frame.DefaultMaxBody; at most frame.MaxBodyLimit.
@@ -134,6 +154,13 @@ func (cfg *Config) setDefaults() {
 	if cfg.Dial == nil {
 		cfg.Dial = defaultDialer.DialContext
 	}
+	if len(cfg.Transports) == 0 {
+		cfg.Transports = transport.Protocols
+	}
+	cfg.Transports = append([]string(nil), cfg.Transports...) // the caller may reuse its slice
+	if cfg.WSPath == "" {
+		cfg.WSPath = transport.DefaultPath
+	}
 	if cfg.BackoffMin == 0 {
 		cfg.BackoffMin = DefaultBackoffMin
 	}
@@ -163,6 +190,15 @@ func (cfg *Config) validate() error {
 	u, err := url.Parse(cfg.ControlURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("client: Config.ControlURL %q is not an http(s) URL", cfg.ControlURL)
+	}
+	if err := transport.Check("client: Config.Transports", cfg.Transports); err != nil {
+		return err
+	}
+	if cfg.WSPath[0] != '/' {
+		return fmt.Errorf("client: Config.WSPath %q does not start with /", cfg.WSPath)
+	}
+	if cfg.LocalAddr != "" && net.ParseIP(cfg.LocalAddr) == nil {
+		return fmt.Errorf("client: Config.LocalAddr %q is not an IP address", cfg.LocalAddr)
 	}
 	switch {
 	case cfg.Heartbeat < 0:
@@ -262,9 +298,10 @@ type Stats struct {
 	Pings      uint64 // PINGs sent
 	Pongs      uint64 // PONGs received
 	// Errors counts failed attempts and lost connections by reason: a gateway code name
-	// ("AUTH_FAILED", "IDLE_TIMEOUT"…), "goaway", "control_<status>", "control", "dial", "login",
-	// "read", "write", "eof", "protocol", "heartbeat_timeout", "no_endpoint", "other". Closes asked
-	// for locally (Close, Run's context) are not counted.
+	// ("AUTH_FAILED", "IDLE_TIMEOUT"…), "goaway", "control_<status>", "control", "dial" (the
+	// connect and its handshakes: TLS, WebSocket upgrade, QUIC), "login", "read", "write", "eof",
+	// "protocol", "heartbeat_timeout", "no_endpoint", "other". Closes asked for locally (Close,
+	// Run's context) are not counted.
 	Errors map[string]uint64
 }
 
@@ -307,9 +344,10 @@ func New(cfg Config) (*Client, error) {
 }
 
 // Connect makes one attempt: control → dial → LOGIN → LOGIN_ACK, trying the endpoints control
-// returned in order (skipping protocols other than "tcp"). On success the connection's reader and
-// heartbeat run until the connection ends; Connect does not reconnect (Run does). ctx bounds the
-// attempt only: the connection outlives it. A GOAWAY is left to Run; without Run the connection
+// returned in control's order, skipping those whose protocol is not in Config.Transports, until
+// one logs in (a refused token, AUTH_FAILED, stops at once). On success the connection's reader
+// and heartbeat run until the connection ends; Connect does not reconnect (Run does). ctx bounds
+// the attempt only: the connection outlives it. A GOAWAY is left to Run; without Run the connection
 // lasts until the gateway closes it.
 //
 // It returns ErrClosed after Close, ErrConnected while a connection is live or another Connect
@@ -374,8 +412,10 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	return cn, nil
 }
 
-// dialAny asks control for a token and endpoints and logs in to the first endpoint that works.
-// It counts every failure it sees in Stats.Errors (except cancellations).
+// dialAny asks control for a token and endpoints and logs in to the first endpoint that works,
+// in control's order, among those whose protocol is in Config.Transports. A failed endpoint
+// (dial, handshake, login refused) is followed by the next one. It counts every failure it sees
+// in Stats.Errors (except cancellations).
 func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 	info, err := fetchToken(ctx, &c.cfg)
 	if err != nil {
@@ -384,7 +424,7 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 	}
 	var errs []error
 	for _, ep := range info.Endpoints {
-		if ep.Protocol != "tcp" {
+		if !c.uses(ep.Protocol) {
 			continue
 		}
 		cn, err := c.dialLogin(ctx, info, ep)
@@ -410,7 +450,7 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 		for i, ep := range info.Endpoints {
 			protos[i] = ep.Protocol
 		}
-		err := fmt.Errorf("%w (control offered %q)", ErrNoEndpoint, protos)
+		err := fmt.Errorf("%w (control offered %q; Config.Transports is %q)", ErrNoEndpoint, protos, c.cfg.Transports)
 		c.countFailure(ctx, err)
 		return nil, err
 	}
@@ -420,13 +460,33 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 	return nil, errors.Join(errs...)
 }
 
-// dialLogin dials ep and logs in.
+// uses reports whether proto is one of Config.Transports.
+func (c *Client) uses(proto string) bool {
+	for _, p := range c.cfg.Transports {
+		if p == proto {
+			return true
+		}
+	}
+	return false
+}
+
+// dialLogin dials ep over its protocol (handshakes included, bounded by ctx and Timeout) and
+// logs in.
 func (c *Client) dialLogin(ctx context.Context, info *ConnectInfo, ep Endpoint) (*conn, error) {
-	nc, err := c.cfg.Dial(ctx, "tcp", ep.Addr)
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	nc, err := transport.Dial(dctx, ep.Protocol, ep.Addr, transport.Options{
+		TLS:       c.cfg.TLS,
+		Dial:      c.cfg.Dial,
+		LocalAddr: c.cfg.LocalAddr,
+		Path:      c.cfg.WSPath,
+		Origin:    c.cfg.Origin,
+	})
+	cancel()
 	if err != nil {
 		return nil, &opError{"dial", err}
 	}
 	cn := newConn(c, nc)
+	cn.proto = ep.Protocol
 	if err := cn.login(ctx, info); err != nil {
 		_ = nc.Close()
 		return nil, err
@@ -691,6 +751,14 @@ func (c *Client) ConnID() string {
 func (c *Client) Node() string {
 	if cn := c.current(); cn != nil {
 		return cn.node
+	}
+	return ""
+}
+
+// Transport is the protocol of the live connection ("tcp", "ws"…), "" when not connected.
+func (c *Client) Transport() string {
+	if cn := c.current(); cn != nil {
+		return cn.proto
 	}
 	return ""
 }

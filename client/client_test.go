@@ -124,6 +124,7 @@ func (fc *fakeControl) serve(w http.ResponseWriter, r *http.Request) {
 // fakeGateway accepts connections and runs handle for each on its own goroutine.
 type fakeGateway struct {
 	ln     net.Listener
+	proto  string
 	handle func(*gwConn)
 	wg     sync.WaitGroup
 
@@ -145,7 +146,13 @@ func newGateway(t *testing.T, handle func(*gwConn)) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := &fakeGateway{ln: ln, handle: handle}
+	return newGatewayOn(t, "tcp", ln, handle)
+}
+
+// newGatewayOn is a fake gateway speaking proto on ln (a TLS or QUIC listener for those).
+func newGatewayOn(t *testing.T, proto string, ln net.Listener, handle func(*gwConn)) *fakeGateway {
+	t.Helper()
+	gw := &fakeGateway{ln: ln, proto: proto, handle: handle}
 	gw.wg.Add(1)
 	go gw.accept()
 	t.Cleanup(gw.close)
@@ -153,7 +160,7 @@ func newGateway(t *testing.T, handle func(*gwConn)) *fakeGateway {
 }
 
 func (gw *fakeGateway) endpoint() Endpoint {
-	return Endpoint{Protocol: "tcp", Addr: gw.ln.Addr().String()}
+	return Endpoint{Protocol: gw.proto, Addr: gw.ln.Addr().String()}
 }
 
 func (gw *fakeGateway) accept() {
@@ -371,6 +378,10 @@ func TestNewValidation(t *testing.T) {
 		{"bad URL", func(c *Config) { c.ControlURL = "127.0.0.1:7100" }, "ControlURL"},
 		{"backoff inverted", func(c *Config) { c.BackoffMin, c.BackoffMax = time.Second, time.Millisecond }, "BackoffMax"},
 		{"body too large", func(c *Config) { c.MaxBody = frame.MaxBodyLimit + 1 }, "MaxBody"},
+		{"unknown transport", func(c *Config) { c.Transports = []string{"tcp", "http"} }, "Config.Transports"},
+		{"repeated transport", func(c *Config) { c.Transports = []string{"ws", "ws"} }, "Config.Transports"},
+		{"relative ws path", func(c *Config) { c.WSPath = "ws" }, "Config.WSPath"},
+		{"local address not an IP", func(c *Config) { c.LocalAddr = "localhost" }, "Config.LocalAddr"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,7 +394,8 @@ func TestNewValidation(t *testing.T) {
 			case tc.want == "":
 				if c.cfg.Platform != "native" || c.cfg.Network != "wifi" || c.cfg.SDK != "pushwire-go/1" ||
 					c.cfg.BackoffMin != 200*time.Millisecond || c.cfg.BackoffMax != 30*time.Second ||
-					c.cfg.MaxBody != frame.DefaultMaxBody || c.cfg.HTTPClient == nil || c.cfg.Dial == nil {
+					c.cfg.MaxBody != frame.DefaultMaxBody || c.cfg.HTTPClient == nil || c.cfg.Dial == nil ||
+					!reflect.DeepEqual(c.cfg.Transports, []string{"tcp", "tls", "ws", "wss", "quic"}) || c.cfg.WSPath != "/ws" {
 					t.Errorf("defaults not applied: %+v", c.cfg)
 				}
 			case err == nil || !strings.Contains(err.Error(), tc.want):
@@ -552,7 +564,7 @@ func TestEndpointFallback(t *testing.T) {
 	if err := dead.Close(); err != nil { // connection refused from now on
 		t.Fatal(err)
 	}
-	ctl := newControl(t, Endpoint{"quic", "127.0.0.1:1"}, Endpoint{"tcp", deadAddr}, gw.endpoint())
+	ctl := newControl(t, Endpoint{"sctp", "127.0.0.1:1"}, Endpoint{"tcp", deadAddr}, gw.endpoint())
 	c := newTestClient(t, ctl, nil)
 	if err := c.Connect(context.Background()); err != nil {
 		t.Fatalf("Connect: %v", err)
@@ -562,7 +574,7 @@ func TestEndpointFallback(t *testing.T) {
 	}
 
 	t.Run("no supported protocol", func(t *testing.T) {
-		ctl := newControl(t, Endpoint{"wss", "127.0.0.1:1"})
+		ctl := newControl(t, Endpoint{"sctp", "127.0.0.1:1"})
 		c := newTestClient(t, ctl, nil)
 		if err := c.Connect(context.Background()); !errors.Is(err, ErrNoEndpoint) {
 			t.Errorf("Connect: %v, want ErrNoEndpoint", err)

@@ -37,6 +37,8 @@ type conn struct {
 	nc net.Conn
 	rd *frame.Reader
 
+	proto string // the transport, set before login
+
 	// Set by login, read-only afterwards.
 	id, node string
 	hb       time.Duration
@@ -416,6 +418,8 @@ func reasonKey(err error) string {
 		return se.Code.String()
 	case errors.As(err, &ce):
 		return "control_" + strconv.Itoa(ce.Status)
+	case errors.As(err, &oe) && oe.op == "dial":
+		return "dial" // handshakes included: an EOF there is a failed dial, not a lost connection
 	case errors.Is(err, ErrHeartbeatTimeout):
 		return "heartbeat_timeout"
 	case errors.Is(err, ErrNoEndpoint):

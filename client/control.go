@@ -23,6 +23,7 @@ type ConnectInfo struct {
 	ExpiresAt time.Time     // when the token stops being accepted
 	Heartbeat time.Duration // heartbeat_s; the gateway's LOGIN_ACK hb takes precedence
 	Endpoints []Endpoint    // in the order to try
+	Reason    string        // why control chose these endpoints (its dispatch policy), if it says
 }
 
 // Endpoint is one gateway access point.
@@ -69,6 +70,7 @@ type connectAnswer struct {
 	ExpiresAt  int64      `json:"expires_at"`
 	HeartbeatS int        `json:"heartbeat_s"`
 	Endpoints  []Endpoint `json:"endpoints"`
+	Reason     string     `json:"reason"`
 	Error      string     `json:"error"`
 	Message    string     `json:"message"`
 }
@@ -150,6 +152,7 @@ func fetchToken(ctx context.Context, cfg *Config) (*ConnectInfo, error) {
 		Token:     a.Token,
 		Heartbeat: time.Duration(a.HeartbeatS) * time.Second,
 		Endpoints: a.Endpoints,
+		Reason:    a.Reason,
 	}
 	if a.ExpiresAt > 0 {
 		info.ExpiresAt = time.Unix(a.ExpiresAt, 0)
