@@ -21,6 +21,7 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS     := ./...
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := bin/golangci-lint
+THIRDPARTY := test/thirdparty
 
 .PHONY: help build deps vet fmt-check lint lint-tool tidy-check test unit race integration smoke-bench bench bench-redis bench-all fuzz gobench clean tools tui-e2e
 
@@ -52,7 +53,11 @@ lint: lint-tool tidy-check ## golangci-lint with .golangci.yml (pinned version, 
 tidy-check: ## fail when go mod tidy would change go.mod or go.sum (prints the diff, changes nothing)
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result"; exit 1; }
 
-test: tools build vet fmt-check lint race smoke-bench ## everything CI runs: tools (tmux), build, vet, gofmt, lint, tidy, tests with -race, a small bench checked
+test: tools build vet fmt-check lint race smoke-bench ## everything CI runs: tools (tmux, redis-server, chromium, node), build, vet, gofmt, lint, tidy, tests with -race, a small bench checked
+
+# Under make test a missing chromium, node or npm package fails the third-party client tests
+# (cmd/pushwire/thirdparty_integration_test.go) instead of skipping them.
+test: export PUSHWIRE_THIRDPARTY := 1
 
 unit: deps ## tests without the race detector
 	$(GO) test -shuffle=on -count=1 $(PKGS)
@@ -86,9 +91,15 @@ bench-all: bench-redis build ## every engine in one sitting, interleaved ROUNDS 
 	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
 	  --workers $(WORKERS) --out results --check
 
-tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests)
+tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests; chromium, nodejs, npm and the npm packages of test/thirdparty, for the third-party client tests)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	command -v node >/dev/null || (apt-get update && apt-get install -y nodejs)
+	command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
+	@# npm ci installs exactly package-lock.json; it runs again only when the lock file changed.
+	cmp -s $(THIRDPARTY)/package-lock.json $(THIRDPARTY)/node_modules/.pushwire-lock \
+	  || (cd $(THIRDPARTY) && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.pushwire-lock)
 	@# The package may start a system service on 6379; the tests run their own servers on free ports.
 	-@if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then systemctl stop redis-server; systemctl disable redis-server; fi
 
