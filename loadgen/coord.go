@@ -170,6 +170,7 @@ func (c *coord) startWorker(ctx context.Context, w *workerProc) error {
 		ControlURL: c.cfg.ControlURL, App: c.cfg.App, Secret: c.cfg.Secret,
 		DevicePrefix: c.cfg.DevicePrefix, Sources: workerSources(c.cfg.Sources, w.idx, c.cfg.Workers),
 		PushBiz: c.cfg.PushBiz, LogLevel: c.cfg.LogLevel,
+		Transport: c.cfg.Transport, CAPEM: c.cfg.caPEM, WSOrigin: c.cfg.WSOrigin, WSPath: c.cfg.WSPath,
 	}
 	line, err := json.Marshal(spec)
 	if err != nil {

@@ -15,6 +15,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/pushwire/pushwire/client"
+	"github.com/pushwire/pushwire/internal/transport"
 	"github.com/pushwire/pushwire/results"
 )
 
@@ -58,12 +60,25 @@ type Config struct {
 	Sources        []string      // local IPs to dial from, shared among the workers; default none (kernel's choice)
 	DevicePrefix   string        // device IDs are prefix + index; default "lg-<unix time>-"
 	Engine         string        // labels for the result
-	Transport      string        // default "tcp"
+	Transport      string        // the clients' protocol (see Transport below); default "tcp"
 	Commit         string        // for the result's environment
 	ResultConfig   map[string]any
 	Logger         *slog.Logger
 	ProgressPeriod time.Duration // how often progress is logged; default 2s
 	MetricsAddr    string        // serve Prometheus /metrics here (see metrics.go); default "" (off)
+
+	// Transport (above) is the protocol every client uses: tcp, tls, ws, wss or quic. Each
+	// client's Transports is [Transport], so control's endpoints of other protocols are passed
+	// over. Clients of ws and wss say platform "web" (browsers), the others "native". With
+	// Sources, QUIC's UDP sockets are bound to them in turn, as the TCP dialer's are.
+
+	// CAFile is a PEM file of the roots that verify the gateways under tls, wss and quic.
+	// Default "": the system roots.
+	CAFile string
+	// WSOrigin is the Origin header of the clients' WebSocket upgrades (ws, wss); default none.
+	WSOrigin string
+	// WSPath is the request path of the WebSocket upgrade; default "/ws".
+	WSPath string
 
 	// Workers is the number of worker processes; default ceil(Conns / MaxConnsPerWorker).
 	Workers int
@@ -96,6 +111,26 @@ type Config struct {
 	GroupDuration   time.Duration // default 10s
 	GroupBiz        uint16        // a biz that lets clients join; default 1
 	FanoutPushes    int           // messages of the group-all and broadcast phases, one a second; default 5
+
+	caPEM []byte // CAFile's contents, read by setDefaults and handed to the workers
+}
+
+// certPool is the pool of the certificates in pem; none is an error.
+func certPool(pem []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return pool, nil
+}
+
+// platformOf is the platform a client of proto says it is: WebSocket clients stand for
+// browsers and mini-apps.
+func platformOf(proto string) string {
+	if proto == transport.WS || proto == transport.WSS {
+		return "web"
+	}
+	return "native"
 }
 
 func (c *Config) setDefaults() error {
@@ -204,7 +239,26 @@ func (c *Config) setDefaults() error {
 		c.DevicePrefix = "lg-" + strconv.FormatInt(time.Now().Unix(), 36) + "-"
 	}
 	if c.Transport == "" {
-		c.Transport = "tcp"
+		c.Transport = transport.TCP
+	}
+	if !transport.Known(c.Transport) {
+		return fmt.Errorf("loadgen: transport %q: want one of %s", c.Transport, strings.Join(transport.Protocols, ", "))
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return fmt.Errorf("loadgen: CA file: %w", err)
+		}
+		if _, err := certPool(pem); err != nil {
+			return fmt.Errorf("loadgen: CA file %s: %w", c.CAFile, err)
+		}
+		c.caPEM = pem
+	}
+	if c.WSPath == "" {
+		c.WSPath = transport.DefaultPath
+	}
+	if c.WSPath[0] != '/' {
+		return fmt.Errorf("loadgen: WebSocket path %q does not start with /", c.WSPath)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -238,6 +292,7 @@ func (c *Config) resultConfig() map[string]any {
 		"workers":          c.Workers,
 		"route":            c.Route,
 		"mode":             c.Mode,
+		"transport":        c.Transport,
 	}
 	for k, v := range c.ResultConfig {
 		m[k] = v

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/pushwire/pushwire/client"
 	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/internal/transport"
 )
 
 // A worker is one process of the load generator: it holds a slice of the devices, [Lo, Hi) of
@@ -55,6 +58,10 @@ type WorkerSpec struct {
 	Sources      []string `json:"sources,omitempty"`
 	PushBiz      uint16   `json:"push_biz"`
 	LogLevel     string   `json:"log_level,omitempty"`
+	Transport    string   `json:"transport,omitempty"` // default tcp
+	CAPEM        []byte   `json:"ca_pem,omitempty"`    // roots for tls, wss and quic; default the system's
+	WSOrigin     string   `json:"ws_origin,omitempty"`
+	WSPath       string   `json:"ws_path,omitempty"` // default /ws
 }
 
 func (s *WorkerSpec) validate() error {
@@ -70,6 +77,17 @@ func (s *WorkerSpec) validate() error {
 		if net.ParseIP(src) == nil {
 			return fmt.Errorf("loadgen worker: source address %q is not an IP", src)
 		}
+	}
+	if s.Transport != "" && !transport.Known(s.Transport) {
+		return fmt.Errorf("loadgen worker: transport %q: want one of %s", s.Transport, strings.Join(transport.Protocols, ", "))
+	}
+	if len(s.CAPEM) > 0 {
+		if _, err := certPool(s.CAPEM); err != nil {
+			return fmt.Errorf("loadgen worker: ca_pem: %w", err)
+		}
+	}
+	if s.WSPath != "" && s.WSPath[0] != '/' {
+		return fmt.Errorf("loadgen worker: ws_path %q does not start with /", s.WSPath)
 	}
 	return nil
 }
@@ -147,6 +165,9 @@ type worker struct {
 	lastRecv  atomic.Int64
 
 	m *metrics
+
+	proto string      // the clients' transport
+	tls   *tls.Config // the clients' roots, nil for the system's
 }
 
 func newWorker(spec WorkerSpec, log *slog.Logger) *worker {
@@ -159,6 +180,14 @@ func newWorker(spec WorkerSpec, log *slog.Logger) *worker {
 		hist:   newHist(),
 	}
 	w.m = newMetrics(spec.Hi-spec.Lo, w.connected.Load)
+	w.proto = spec.Transport
+	if w.proto == "" {
+		w.proto = transport.TCP
+	}
+	if len(spec.CAPEM) > 0 {
+		pool, _ := certPool(spec.CAPEM) // validate checked it
+		w.tls = &tls.Config{RootCAs: pool}
+	}
 	return w
 }
 
@@ -342,14 +371,24 @@ func (w *worker) dialer(i int) func(ctx context.Context, network, addr string) (
 
 func (w *worker) newClient(i int) (*client.Client, error) {
 	dev := w.spec.Lo + i
+	var local string // QUIC's source address, in turn as the TCP dialer's
+	if src := w.spec.Sources; len(src) > 0 && w.proto == transport.QUIC {
+		local = src[i%len(src)]
+	}
 	return client.New(client.Config{
 		ControlURL: w.spec.ControlURL,
 		App:        w.spec.App,
 		Secret:     w.spec.Secret,
 		Device:     w.spec.DevicePrefix + strconv.Itoa(dev),
 		User:       "u" + strconv.Itoa(dev),
+		Platform:   platformOf(w.proto),
 		HTTPClient: w.http,
 		Dial:       w.dialer(i),
+		Transports: []string{w.proto},
+		TLS:        w.tls,
+		WSPath:     w.spec.WSPath,
+		Origin:     w.spec.WSOrigin,
+		LocalAddr:  local,
 		OnPush:     func(p client.Push) { w.onPush(i, p) },
 		OnState: func(st client.State, err error) {
 			w.m.onState(st, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushwire/pushwire/internal/transport"
 	"github.com/pushwire/pushwire/loadgen"
 	"github.com/pushwire/pushwire/results"
 )
@@ -50,6 +52,10 @@ func runLoadgen(args []string) error {
 	route := fs.String("route", "memory", "the gateways' route store, recorded in the result: memory or redis")
 	mode := fs.String("mode", "registry", "the gateways' delivery mode, recorded in the result: registry or broadcast")
 	redisAddr := fs.String("redis", "", "the route store's Redis (host:port): INFO is read for the commands per push, memory and version (empty: none)")
+	transportName := fs.String("transport", "tcp", "the clients' transport: "+strings.Join(transport.Protocols, ", ")+" (ws and wss clients say platform web, the others native)")
+	caFile := fs.String("ca", "", "PEM file of the roots that verify the gateways' certificates under tls, wss and quic (empty: the system roots)")
+	wsOrigin := fs.String("ws-origin", "", "Origin header of the clients' WebSocket upgrades (ws, wss; empty: none)")
+	wsPath := fs.String("ws-path", "/ws", "request path of the clients' WebSocket upgrades (ws, wss)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics (target, connected, errors, reconnects, push latency) on this address, e.g. 127.0.0.1:7190 (empty: off)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -60,6 +66,9 @@ func runLoadgen(args []string) error {
 		return err
 	}
 	if err := checkRoute("loadgen", *route, *mode); err != nil {
+		return err
+	}
+	if err := checkTransportFlags("loadgen", *transportName, *caFile, *wsPath); err != nil {
 		return err
 	}
 	if *workers < 0 {
@@ -105,6 +114,10 @@ func runLoadgen(args []string) error {
 		Route:           *route,
 		Mode:            *mode,
 		RedisAddr:       *redisAddr,
+		Transport:       *transportName,
+		CAFile:          *caFile,
+		WSOrigin:        *wsOrigin,
+		WSPath:          *wsPath,
 	})
 	if res == nil {
 		return runErr
@@ -133,6 +146,26 @@ func runLoadgen(args []string) error {
 	log.Info("result written", "path", path)
 	if runErr != nil {
 		return fmt.Errorf("loadgen: %w", runErr)
+	}
+	return nil
+}
+
+// checkTransportFlags validates --transport, --ca and --ws-path for cmd.
+func checkTransportFlags(cmd, proto, caFile, wsPath string) error {
+	if !transport.Known(proto) {
+		return fmt.Errorf("%s: --transport %q: want one of %s", cmd, proto, strings.Join(transport.Protocols, ", "))
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return fmt.Errorf("%s: --ca: %w", cmd, err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s: --ca %s: no PEM certificate in it", cmd, caFile)
+		}
+	}
+	if !strings.HasPrefix(wsPath, "/") {
+		return fmt.Errorf("%s: --ws-path %q: must start with /", cmd, wsPath)
 	}
 	return nil
 }
