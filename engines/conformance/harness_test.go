@@ -178,6 +178,7 @@ func (s *server) shutdown(d time.Duration) error {
 type connState struct {
 	inCall atomic.Bool // inside OnData or OnClose
 	closed atomic.Bool // OnClose happened
+	hello  atomic.Bool // the client's hello arrived
 }
 
 // handler is the suite's engines.Handler. It decodes whole pushwire frames, keeps partial ones,
@@ -186,7 +187,8 @@ type handler struct {
 	lim  frame.Limits
 	echo bool
 
-	frames atomic.Int64 // whole frames decoded
+	frames atomic.Int64 // whole frames decoded, hellos aside
+	ready  atomic.Int64 // connections whose hello arrived
 	opens  atomic.Int64
 	closes atomic.Int64
 
@@ -241,18 +243,26 @@ func (h *handler) enter(c engines.Conn, what string) *connState {
 }
 
 // OnData decodes every whole frame in in and returns the bytes they take; a partial frame
-// stays with the engine. A protocol error closes the connection.
+// stays with the engine. A protocol error closes the connection. The client's hello (biz
+// helloBiz) marks the connection ready and is neither counted nor echoed.
 func (h *handler) OnData(c engines.Conn, in []byte) (int, error) {
 	st := h.enter(c, "OnData")
 	defer st.inCall.Store(false)
 	off := 0
 	for off < len(in) {
-		_, n, err := frame.Decode(in[off:], h.lim)
+		f, n, err := frame.Decode(in[off:], h.lim)
 		if errors.Is(err, frame.ErrShort) {
 			break
 		}
 		if err != nil {
 			return off, fmt.Errorf("conformance: conn %d: decode: %w", c.ID(), err)
+		}
+		if f.Biz == helloBiz {
+			if st.hello.CompareAndSwap(false, true) {
+				h.ready.Add(1)
+			}
+			off += n
+			continue
 		}
 		h.frames.Add(1)
 		if h.echo {
@@ -285,10 +295,11 @@ func (h *handler) conns() []engines.Conn {
 	return append([]engines.Conn(nil), h.order...)
 }
 
-// waitOpens waits until n connections have been opened and returns the n-th.
+// waitOpens waits until n connections have been opened and have said hello, and returns the
+// n-th opened.
 func (h *handler) waitOpens(t testing.TB, n int) engines.Conn {
 	t.Helper()
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d OnOpen", n), func() bool { return h.opens.Load() >= int64(n) })
+	waitFor(t, 20*time.Second, fmt.Sprintf("%d OnOpen and hello", n), func() bool { return h.opens.Load() >= int64(n) && h.ready.Load() >= int64(n) })
 	return h.conns()[n-1]
 }
 
@@ -370,7 +381,17 @@ func dialAll(t testing.TB, s *server, h *handler, n int) []*client {
 	return clients
 }
 
-// dial connects to s over its transport; cleanup closes the connection.
+// helloBiz marks the frame every client of the suite sends first, as a pushwire client sends
+// its login first: a layer may hold a connection's writes until its handshake has completed
+// (tls, wss: the server's side ends with the client's Finished), and a QUIC stream reaches the
+// server only with its first bytes. The handler counts a connection ready on its hello, and the
+// tests wait for that (waitOpens) before they write to it.
+const helloBiz = 0xFFFF
+
+// hello is the frame every client sends first.
+var hello = mkFrame(helloBiz, 0, 0, 0)
+
+// dial connects to s over its transport and sends the hello; cleanup closes the connection.
 func dial(t testing.TB, s *server) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -380,6 +401,9 @@ func dial(t testing.TB, s *server) *client {
 		t.Fatalf("dial %s: %v", s.tg.transport, err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Write(hello); err != nil {
+		t.Fatalf("hello over %s: %v", s.tg.transport, err)
+	}
 	return newClient(c)
 }
 

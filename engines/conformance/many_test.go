@@ -25,8 +25,8 @@ import (
 // connections and helperEnvProto to the transport (the certificate files in the environment
 // too: see certFiles). Parent and child talk in lines: the child writes "<helperPrefix><word>
 // <number>" on stdout, the parent answers on stdin. While dialling, the child says "dialed k"
-// after each batch and waits for "go" (the parent checks the engine opened them); once all are
-// dialled it takes commands:
+// after each batch and waits for "go" (the parent checks the engine opened them and their hellos
+// arrived: every connection sends the hello first); once all are dialled it takes commands:
 //
 //	echo        every connection writes echoFrame and reads it back; says "echoed <ok>"
 //	read <seq>  every connection reads one frame, pushFrame(seq); says "received <ok>"
@@ -157,10 +157,12 @@ func startClients(tb testing.TB, s *server, n int, limit time.Duration) *clientP
 		}
 	})
 	// Dial in batches: the next batch only once the engine has accepted the last one.
-	base := s.h.opens.Load()
+	base, ready := s.h.opens.Load(), s.h.ready.Load()
 	for dialed := 0; dialed < n; {
 		dialed = p.expect("dialed")
-		waitFor(tb, 30*time.Second, fmt.Sprintf("%d connections opened", dialed), func() bool { return s.h.opens.Load() >= base+int64(dialed) })
+		waitFor(tb, 60*time.Second, fmt.Sprintf("%d connections opened and ready", dialed), func() bool {
+			return s.h.opens.Load() >= base+int64(dialed) && s.h.ready.Load() >= ready+int64(dialed)
+		})
 		if dialed < n {
 			p.send("go")
 		}
@@ -272,11 +274,16 @@ func TestHelperClients(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					c, err := dialTransport(ctx, proto, addr)
 					cancel()
+					if err == nil {
+						_, err = c.Write(hello)
+					}
+					if c != nil {
+						conns[i] = c
+					}
 					if err != nil {
 						firstErr.CompareAndSwap(nil, &err)
 						return
 					}
-					conns[i] = c
 				}
 			})
 		}

@@ -10,13 +10,6 @@ import (
 
 var errNoTLS = errors.New("conformance: no TLS layer in this build")
 
-func wsRefusal() []byte { return nil }
-
 func refusedQUIC(t *testing.T, _ *server, _ int, _ []byte) { t.Fatal("no quic stack in this build") }
-
-func dialRawWS(t testing.TB, _ *server) (*client, *rawConn) {
-	t.Fatal("no ws stack in this build")
-	return nil, nil
-}
 
 func selfSigned(string, ...string) (string, string, error) { return "", "", errNoTLS }

@@ -2,6 +2,8 @@ package conformance
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -61,6 +63,23 @@ func certFiles() (certFile, keyFile string, err error) {
 		}
 	})
 	return certs.cert, certs.key, certs.err
+}
+
+// clientTLS is a client configuration that trusts the test certificate, for localhost.
+func clientTLS() (*tls.Config, error) {
+	certFile, _, err := certFiles()
+	if err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("conformance: no certificate in %s", certFile)
+	}
+	return &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13}, nil
 }
 
 // removeCerts removes the certificate directory, if one was made.
