@@ -44,6 +44,8 @@ type DeployConfig struct {
 	Heartbeat time.Duration
 	// GatewayArgs are extra flags for every gateway (e.g. "--login-timeout=1s").
 	GatewayArgs []string
+	// ControlArgs are extra flags for the control layer (e.g. "--cors-origins", origin).
+	ControlArgs []string
 	// Backend starts the demo business server (pushwire backend) and configures Businesses for it.
 	Backend bool
 	// Businesses configures the gateways' businesses. A BackendURL or NotifyURL that starts with
@@ -335,6 +337,7 @@ apps:
 	} else {
 		ctlArgs = append(ctlArgs, "--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ","))
 	}
+	ctlArgs = append(ctlArgs, cfg.ControlArgs...)
 	if err := d.start("control", ctlArgs...); err != nil {
 		return nil, err
 	}
