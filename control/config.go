@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -192,9 +193,9 @@ type fileDispatch struct {
 }
 
 type fileGray struct {
-	Transport string `yaml:"transport"`
-	Group     string `yaml:"group"`
-	Percent   *int   `yaml:"percent"`
+	Transport string   `yaml:"transport"`
+	Group     string   `yaml:"group"`
+	Percent   *float64 `yaml:"percent"`
 }
 
 type fileRoute struct {
@@ -330,10 +331,13 @@ func ParseConfig(data []byte) (*Config, error) {
 	var errs []error
 	for i, g := range f.Dispatch.Gray {
 		gr := GrayRelease{Transport: g.Transport, Group: g.Group}
-		if g.Percent == nil {
-			errs = append(errs, &ConfigError{fmt.Sprintf("dispatch.gray[%d].percent", i), "missing: want 0..100"})
-		} else {
-			gr.Percent = *g.Percent
+		switch at := fmt.Sprintf("dispatch.gray[%d].percent", i); {
+		case g.Percent == nil:
+			errs = append(errs, &ConfigError{at, "missing: want 0..100"})
+		case *g.Percent != math.Trunc(*g.Percent) || math.Abs(*g.Percent) > 1e6:
+			errs = append(errs, &ConfigError{at, fmt.Sprintf("%v: want a whole number 0..100", *g.Percent)})
+		default:
+			gr.Percent = int(*g.Percent)
 		}
 		c.Dispatch.Gray = append(c.Dispatch.Gray, gr)
 	}
