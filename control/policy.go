@@ -266,7 +266,7 @@ func (p *policy) decide(app, device, platform, network, region string) verdict {
 		head = "no rule matches, " + head
 	}
 	v.reason = append(v.reason, head)
-	out := map[string]bool{}
+	var out []string // gray-released transports the device is out of
 	for _, g := range p.gray {
 		if g.Transport != "" && !slices.Contains(r.transports, g.Transport) {
 			continue // not offered to this client anyway
@@ -282,13 +282,13 @@ func (p *policy) decide(app, device, platform, network, region string) verdict {
 			name = "group " + g.Group
 			v.groups = append(v.groups, groupVerdict{g.Group, in})
 		} else if !in {
-			out[g.Transport] = true
+			out = append(out, g.Transport)
 		}
 		v.reason = append(v.reason, "gray "+name+" "+strconv.Itoa(g.Percent)+"%: "+word+" (bucket "+strconv.Itoa(b)+")")
 	}
 	v.transports = make([]string, 0, len(r.transports))
 	for _, t := range r.transports {
-		if !out[t] {
+		if !slices.Contains(out, t) {
 			v.transports = append(v.transports, t)
 		}
 	}
@@ -327,28 +327,32 @@ type unit struct {
 // first (ties and unknown loads in the units' order). It counts the first endpoint's unit as
 // handed out, and appends what it saw to the reason.
 func (v *verdict) arrange(units []unit) []Endpoint {
+	// item is one endpoint to hand out, by its place in units; no pointer, so sorting moves
+	// plain words.
 	type item struct {
-		ep                 Endpoint
-		u                  *unit
-		region, group, tpt int
+		load               int64
+		unit, ep           int32
+		region, group, tpt int8
 	}
-	var items []item
+	items := make([]item, 0, 2*len(units))
 	inRegion := 0
+	var served uint32 // bit t: v.transports[t] is served
 	for k := range units {
 		u := &units[k]
-		rt := 1
+		var rt int8 = 1
 		if v.region != "" && strings.EqualFold(u.region, v.region) {
 			rt = 0
 		}
-		gt := v.groupTier(u.group)
-		served := false
-		for _, e := range u.eps {
+		gt := int8(v.groupTier(u.group))
+		any := false
+		for j, e := range u.eps {
 			if t := slices.Index(v.transports, e.Protocol); t >= 0 {
-				items = append(items, item{e, u, rt, gt, t})
-				served = true
+				items = append(items, item{u.load, int32(k), int32(j), rt, gt, int8(t)})
+				served |= 1 << t
+				any = true
 			}
 		}
-		if served && rt == 0 {
+		if any && rt == 0 {
 			inRegion++
 		}
 	}
@@ -362,7 +366,7 @@ func (v *verdict) arrange(units []unit) []Endpoint {
 		if c := cmp.Compare(a.tpt, b.tpt); c != 0 {
 			return c
 		}
-		switch la, lb := a.u.load, b.u.load; {
+		switch la, lb := a.load, b.load; {
 		case la < 0 && lb < 0:
 			return 0
 		case la < 0:
@@ -382,17 +386,16 @@ func (v *verdict) arrange(units []unit) []Endpoint {
 		return nil
 	}
 	eps := make([]Endpoint, len(items))
-	var served []string
 	for i, it := range items {
-		eps[i] = it.ep
-		if !slices.Contains(served, it.ep.Protocol) {
-			served = append(served, it.ep.Protocol)
+		eps[i] = units[it.unit].eps[it.ep]
+	}
+	var names []string
+	for t, name := range v.transports {
+		if served&(1<<t) != 0 {
+			names = append(names, name)
 		}
 	}
-	slices.SortFunc(served, func(a, b string) int {
-		return cmp.Compare(slices.Index(v.transports, a), slices.Index(v.transports, b))
-	})
-	v.reason = append(v.reason, "served: "+strings.Join(served, ", "))
+	v.reason = append(v.reason, "served: "+strings.Join(names, ", "))
 	if v.region != "" {
 		if inRegion > 0 {
 			v.reason = append(v.reason, "region "+v.region+" first")
@@ -400,7 +403,7 @@ func (v *verdict) arrange(units []unit) []Endpoint {
 			v.reason = append(v.reason, "region "+v.region+": none there")
 		}
 	}
-	if h := items[0].u.handed; h != nil {
+	if h := units[items[0].unit].handed; h != nil {
 		h.Add(1)
 	}
 	return eps

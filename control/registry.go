@@ -36,6 +36,8 @@ type regView struct {
 	// (its Updated): added to its Conns, that is its live load. Shared with the next view while
 	// the instance has not registered again.
 	handed []*atomic.Int64
+	// eps[i] is instances[i]'s endpoints of a known transport, as handed out.
+	eps    [][]Endpoint
 	readAt time.Time // when the registry answered
 }
 
@@ -109,8 +111,13 @@ func (s *Server) Refresh(ctx context.Context) error {
 			old[in.ID] = i
 		}
 	}
-	v := &regView{instances: list, handed: make([]*atomic.Int64, len(list)), readAt: now}
+	v := &regView{instances: list, handed: make([]*atomic.Int64, len(list)), eps: make([][]Endpoint, len(list)), readAt: now}
 	for i, in := range list {
+		for _, e := range in.Endpoints {
+			if validTransport(e.Protocol) && e.Addr != "" {
+				v.eps[i] = append(v.eps[i], Endpoint{Protocol: e.Protocol, Addr: e.Addr})
+			}
+		}
 		if j, ok := old[in.ID]; ok && prev.instances[j].Updated.Equal(in.Updated) {
 			v.handed[i] = prev.handed[j] // not registered again since: keep counting
 		} else {
@@ -142,6 +149,7 @@ func (s *Server) registryUnits(now time.Time) (units []unit, source, failed stri
 			now.Sub(v.readAt).Truncate(time.Second), s.cfg.Route.InstanceTTL)
 	}
 	live, draining := 0, 0
+	units = make([]unit, 0, len(v.instances))
 	for i, in := range v.instances {
 		if !in.Expires.After(now) {
 			continue // lapsed since the list was read: the gateway may be dead
@@ -151,14 +159,8 @@ func (s *Server) registryUnits(now time.Time) (units []unit, source, failed stri
 			draining++
 			continue
 		}
-		own := make([]Endpoint, 0, len(in.Endpoints))
-		for _, e := range in.Endpoints {
-			if validTransport(e.Protocol) && e.Addr != "" {
-				own = append(own, Endpoint{Protocol: e.Protocol, Addr: e.Addr})
-			}
-		}
 		units = append(units, unit{load: max(in.Conns, 0) + v.handed[i].Load(), region: in.Region, group: in.Group,
-			eps: own, handed: v.handed[i]})
+			eps: v.eps[i], handed: v.handed[i]})
 	}
 	return units, fmt.Sprintf("registry: %d live instances, %d draining", live, draining), ""
 }

@@ -4,8 +4,11 @@
 // own (package token), the heartbeat interval, and the endpoints to try, in order.
 //
 // The endpoints come from the configured list (static, optionally watched through each gateway's
-// /v1/stats) or, in a cluster, from the instance registry (WithRegistry). Connects are limited per
-// source address and per device (LimitsConfig) and answered 429 past the limits.
+// /v1/stats) or, in a cluster, from the instance registry (WithRegistry); the dispatch policy
+// (DispatchConfig: rules by platform, network and region, gray releases) picks the transports and
+// their order, and the answer's reason says why. Connects are limited per source address and per
+// device (LimitsConfig) and answered 429 past the limits. Browsers may call from the pages
+// cors_origins allows (CORS).
 //
 // The same Config serves the gateways: Config.Verifier checks LOGIN tokens and
 // Config.AppByPushKey authenticates the push API.
