@@ -17,7 +17,8 @@
 // stream arrives: a client that connects and never opens a stream is an open connection to the
 // core, so its login timeout closes it (Conn.Close before the stream closes the QUIC connection).
 // OnData gets the stream's bytes through the engine kit's Reader (partial frames kept under
-// Config.MaxFrame). Past Config.MaxConns a new connection never reaches the handler: when
+// Config.MaxFrame); the reader waits for data with a one-byte Peek before it takes a read buffer
+// from the kit's pool, so an idle connection holds no read buffer. Past Config.MaxConns a new connection never reaches the handler: when
 // Config.RefuseMessage is empty it is closed at once with the application error CodeRefused;
 // otherwise the engine waits briefly (at most 2 s, by a goroutine that ends with it; no more than
 // 64 at once, beyond that the close is immediate) for the client's stream, writes the message on
@@ -189,7 +190,6 @@ func New(cfg engines.Config, h engines.Handler) (engines.Engine, error) {
 	}
 	e := &engine{Base: kit.NewBase(Name, cfg, h), tls: tc, qconf: qc, udpBuf: kit.Int(cfg, OptUDPBuffer),
 		stop: make(chan struct{}), live: make(map[uint64]*conn)}
-	e.Rd.Keep = true // the reader reads into it
 	e.group = kit.NewGroup(kit.Workers(cfg), 0)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
@@ -500,16 +500,22 @@ func (c *conn) serve() {
 }
 
 // readLoop offers the stream's bytes to the handler until the stream or the connection ends, or
-// Close; it returns the OnClose reason.
+// Close; it returns the OnClose reason. It waits for data with a one-byte Peek and only then takes
+// a read buffer (pooled by the kit's Reader), so an idle connection holds none.
 func (c *conn) readLoop(st *quic.Stream) error {
 	rd := c.e.Rd
 	var in kit.Input
 	defer rd.Release(&in)
+	var one [1]byte
 	for {
-		n, err := st.Read(rd.Space(&in))
-		if n > 0 {
-			if rerr := rd.Commit(c, &in, n, nil); rerr != nil {
-				return rerr
+		_, err := st.Peek(one[:])
+		if err == nil {
+			var n int
+			n, err = st.Read(rd.Space(&in))
+			if n > 0 {
+				if rerr := rd.Commit(c, &in, n, nil); rerr != nil {
+					return rerr
+				}
 			}
 		}
 		if err != nil {
