@@ -68,11 +68,22 @@ func TestEngineDocOptions(t *testing.T) {
 	t.Errorf("%s: the options table differs from the engines' declarations; run go test ./engines/all/ -update-doc. Want:\n%s", docPath, want)
 }
 
-// TestEveryEngineRegistered: the four engines are linked in, each with its options declared.
+// TestEveryEngineRegistered: the four stream engines and the QUIC engine are linked in, each
+// with its options declared; quic carries QUIC only, the others every stream transport.
 func TestEveryEngineRegistered(t *testing.T) {
 	names := engines.Names()
-	if strings.Join(names, ",") != "gnet,nbio,netpoll,std" {
+	if strings.Join(names, ",") != "gnet,nbio,netpoll,quic,std" {
 		t.Fatalf("registered %v", names)
+	}
+	for _, n := range names {
+		ts, err := engines.Transports(n)
+		want := strings.Join(engines.StreamTransports, ",")
+		if n == "quic" {
+			want = engines.TransportQUIC
+		}
+		if err != nil || strings.Join(ts, ",") != want {
+			t.Errorf("%s: transports %v, %v; want %s", n, ts, err, want)
+		}
 	}
 	for _, n := range names {
 		if opts, err := engines.Describe(n); err != nil || len(opts) == 0 {
