@@ -462,7 +462,7 @@ func (w *wire) feedHandshake(in []byte) (rest []byte, done bool, err error) {
 	}
 	w.src = in
 	h.cond.Broadcast()
-	for !h.done && !(h.need && len(w.src) == 0) {
+	for !h.done && (!h.need || len(w.src) > 0) { // until it ends, or has used in and wants more
 		h.cond.Wait()
 	}
 	rest, w.src = w.src, nil

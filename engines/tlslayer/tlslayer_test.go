@@ -132,9 +132,32 @@ func TestPushToIdle(t *testing.T) {
 		addr := serve(t, name, p, r, nil)
 
 		clients := make([]*tls.Conn, conns)
+		var dg sync.WaitGroup
+		for d := range 4 { // dialers
+			dg.Add(1)
+			go func() {
+				defer dg.Done()
+				for i := d; i < conns; i += 4 {
+					c, err := dialTLSErr(addr, p.client(), nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					clients[i] = c
+				}
+			}()
+		}
+		dg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		t.Cleanup(func() {
+			for _, c := range clients {
+				_ = c.Close()
+			}
+		})
 		server := make([]engines.Conn, 0, conns)
-		for i := range clients {
-			clients[i] = dialTLS(t, addr, p.client())
+		for range conns {
 			server = append(server, r.waitOpen(t))
 		}
 		// The write side opens when the handshake is done: wait for it on every connection.
