@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 
@@ -82,7 +83,8 @@ type quicConn struct {
 func (c *quicConn) LocalAddr() net.Addr  { return c.qc.LocalAddr() }
 func (c *quicConn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
 
-// Read returns io.EOF when the server ends the stream, and net.ErrClosed after Close.
+// Read returns io.EOF when the server ends the stream or closes the connection with code 0 (no
+// error), and net.ErrClosed after Close.
 func (c *quicConn) Read(p []byte) (int, error) {
 	n, err := c.Stream.Read(p)
 	return n, c.mapErr(err)
@@ -93,14 +95,17 @@ func (c *quicConn) Write(p []byte) (int, error) {
 	return n, c.mapErr(err)
 }
 
-// mapErr reports a read or write cut short by our own Close as net.ErrClosed, as a TCP
-// connection does.
+// mapErr reports a read or write cut short by our own Close as net.ErrClosed, and the server's
+// close without an error (code 0) as io.EOF, as a TCP connection would.
 func (c *quicConn) mapErr(err error) error {
 	if err == nil {
 		return nil
 	}
 	var ae *quic.ApplicationError
-	if errors.As(err, &ae) && !ae.Remote && ae.ErrorCode == 0 {
+	if errors.As(err, &ae) && ae.ErrorCode == 0 {
+		if ae.Remote {
+			return io.EOF
+		}
 		return net.ErrClosed
 	}
 	return err

@@ -241,6 +241,12 @@ func TestDialTLSHandshakeBoundedByContext(t *testing.T) {
 // The returned channel receives each accepted connection's remote address.
 func quicServer(t *testing.T, alpn string, serve func(*quic.Stream)) (string, <-chan net.Addr) {
 	t.Helper()
+	return quicServerCode(t, alpn, 0, serve)
+}
+
+// quicServerCode is quicServer closing each connection with code once serve returns.
+func quicServerCode(t *testing.T, alpn string, code quic.ApplicationErrorCode, serve func(*quic.Stream)) (string, <-chan net.Addr) {
+	t.Helper()
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +275,7 @@ func quicServer(t *testing.T, alpn string, serve func(*quic.Stream)) (string, <-
 			default:
 			}
 			wg.Go(func() {
-				defer func() { _ = qc.CloseWithError(0, "") }()
+				defer func() { _ = qc.CloseWithError(code, "") }()
 				st, err := qc.AcceptStream(context.Background())
 				if err != nil {
 					return
@@ -383,5 +389,48 @@ func TestCheck(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "Config.Transports") {
 			t.Fatalf("Check(%q): %v, want an error naming the field", bad, err)
 		}
+	}
+}
+
+// A server closing the QUIC connection without an error (code 0) ends the client's stream with
+// io.EOF, after the data it sent; another code is an error.
+func TestDialQUICServerClose(t *testing.T) {
+	for _, code := range []quic.ApplicationErrorCode{0, 7} {
+		addr, _ := quicServerCode(t, ALPN, code, func(st *quic.Stream) {
+			// The client's "hi" announces the stream; its "ok" says "bye" arrived before the close.
+			if _, err := io.ReadFull(st, make([]byte, 2)); err != nil {
+				return
+			}
+			if _, err := st.Write([]byte("bye")); err != nil {
+				return
+			}
+			_, _ = io.ReadFull(st, make([]byte, 2))
+		})
+		c, err := Dial(ctxT(t), QUIC, addr, clientOpts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 3)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "bye" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+		if _, err := c.Write([]byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Read(make([]byte, 1))
+		if code == 0 && err != io.EOF {
+			t.Errorf("code 0: Read %v, want io.EOF", err)
+		}
+		var ae *quic.ApplicationError
+		if code != 0 && (!errors.As(err, &ae) || ae.ErrorCode != code) {
+			t.Errorf("code %d: Read %v, want the application error", code, err)
+		}
+		_ = c.Close()
 	}
 }
