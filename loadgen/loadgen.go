@@ -300,11 +300,13 @@ func (c *Config) resultConfig() map[string]any {
 	return m
 }
 
-// errReason classifies a client error for the per-reason counts.
+// errReason classifies a client error for the per-reason counts: control_<status>,
+// gateway_<code>, timeout, refused, handshake_<transport>, reset, other.
 func errReason(err error) string {
 	var ce *client.ControlError
 	var se *client.Error
 	var ne net.Error
+	var he *transport.HandshakeError
 	switch {
 	case errors.As(err, &ce):
 		return "control_" + strconv.Itoa(ce.Status)
@@ -314,6 +316,8 @@ func errReason(err error) string {
 		return "timeout"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
+	case errors.As(err, &he): // TLS, WebSocket upgrade or QUIC handshake refused
+		return "handshake_" + he.Proto
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
 		return "reset"
 	}

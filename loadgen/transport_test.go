@@ -1,17 +1,22 @@
 package loadgen
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pushwire/pushwire/internal/transport"
 )
 
 // writeCA writes a self-signed certificate as PEM in a test directory and returns its path.
@@ -123,5 +128,16 @@ func TestWorkerSpecTransport(t *testing.T) {
 	}
 	if w := newWorker(WorkerSpec{Lo: 0, Hi: 1}, discard()); w.proto != "tcp" || w.tls != nil {
 		t.Errorf("default worker transport %q, TLS %v", w.proto, w.tls)
+	}
+}
+
+func TestErrReasonHandshake(t *testing.T) {
+	err := fmt.Errorf("client: dial: %w", &transport.HandshakeError{Proto: "wss", Addr: "127.0.0.1:1/ws", Step: "websocket upgrade", Err: io.EOF})
+	if got := errReason(err); got != "handshake_wss" {
+		t.Errorf("errReason = %q, want handshake_wss", got)
+	}
+	err = &transport.HandshakeError{Proto: "quic", Addr: "127.0.0.1:1", Step: "quic handshake", Err: context.DeadlineExceeded}
+	if got := errReason(err); got != "timeout" {
+		t.Errorf("errReason of a handshake timeout = %q, want timeout", got)
 	}
 }

@@ -42,7 +42,7 @@ func dialQUIC(ctx context.Context, addr string, o Options) (net.Conn, error) {
 	if err != nil {
 		_ = tr.Close()
 		_ = udp.Close()
-		return nil, fmt.Errorf("transport: quic handshake with %s: %w", addr, err)
+		return nil, &HandshakeError{QUIC, addr, "quic handshake", err}
 	}
 	st, err := qc.OpenStreamSync(ctx)
 	if err != nil {

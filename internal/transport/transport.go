@@ -73,6 +73,22 @@ type Options struct {
 
 var defaultDialer = net.Dialer{Timeout: DefaultDialTimeout}
 
+// HandshakeError is a failed TLS handshake, WebSocket upgrade or QUIC handshake: the connect
+// itself worked. errors.As finds it through wrapping; Unwrap gives the cause (a certificate
+// error, a timeout, io.EOF…).
+type HandshakeError struct {
+	Proto string // the protocol dialed
+	Addr  string
+	Step  string // "tls handshake", "websocket upgrade", "quic handshake"
+	Err   error
+}
+
+func (e *HandshakeError) Error() string {
+	return "transport: " + e.Proto + ": " + e.Step + " with " + e.Addr + ": " + e.Err.Error()
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // Known reports whether proto is a protocol Dial speaks.
 func Known(proto string) bool {
 	for _, p := range Protocols {
@@ -108,19 +124,19 @@ func Dial(ctx context.Context, proto, addr string, o Options) (net.Conn, error) 
 	case TCP:
 		return dialTCP(ctx, addr, o)
 	case TLS:
-		return dialTLS(ctx, addr, o, ALPN)
+		return dialTLS(ctx, proto, addr, o, ALPN)
 	case WS:
 		nc, err := dialTCP(ctx, addr, o)
 		if err != nil {
 			return nil, err
 		}
-		return upgrade(ctx, nc, addr, o)
+		return upgrade(ctx, proto, nc, addr, o)
 	case WSS:
-		nc, err := dialTLS(ctx, addr, o, alpnHTTP11)
+		nc, err := dialTLS(ctx, proto, addr, o, alpnHTTP11)
 		if err != nil {
 			return nil, err
 		}
-		return upgrade(ctx, nc, addr, o)
+		return upgrade(ctx, proto, nc, addr, o)
 	case QUIC:
 		return dialQUIC(ctx, addr, o)
 	}
@@ -160,7 +176,7 @@ func tlsConfig(addr string, o Options, alpn string) *tls.Config {
 	return cfg
 }
 
-func dialTLS(ctx context.Context, addr string, o Options, alpn string) (net.Conn, error) {
+func dialTLS(ctx context.Context, proto, addr string, o Options, alpn string) (net.Conn, error) {
 	nc, err := dialTCP(ctx, addr, o)
 	if err != nil {
 		return nil, err
@@ -168,11 +184,11 @@ func dialTLS(ctx context.Context, addr string, o Options, alpn string) (net.Conn
 	tc := tls.Client(nc, tlsConfig(addr, o, alpn))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = nc.Close()
-		return nil, fmt.Errorf("transport: tls handshake with %s: %w", addr, err)
+		return nil, &HandshakeError{proto, addr, "tls handshake", err}
 	}
 	if got := tc.ConnectionState().NegotiatedProtocol; got != alpn && (alpn != alpnHTTP11 || got != "") {
 		_ = tc.Close()
-		return nil, fmt.Errorf("transport: tls handshake with %s: the server did not select ALPN %q (got %q)", addr, alpn, got)
+		return nil, &HandshakeError{proto, addr, "tls handshake", fmt.Errorf("the server did not select ALPN %q (got %q)", alpn, got)}
 	}
 	return tc, nil
 }

@@ -210,6 +210,10 @@ func TestDialTLSRefusals(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not say %q", err, tc.want)
 			}
+			var he *HandshakeError
+			if !errors.As(err, &he) || he.Proto != TLS {
+				t.Fatalf("error %v is not a tls *HandshakeError", err)
+			}
 		})
 	}
 }
@@ -356,8 +360,9 @@ func TestDialQUICWrongALPN(t *testing.T) {
 		_ = c.Close()
 		t.Fatal("Dial to a server without ALPN pushwire/1 succeeded")
 	}
-	if !strings.Contains(err.Error(), "quic handshake") {
-		t.Fatalf("error %q does not name the handshake", err)
+	var he *HandshakeError
+	if !strings.Contains(err.Error(), "quic handshake") || !errors.As(err, &he) || he.Proto != QUIC {
+		t.Fatalf("error %q is not a quic *HandshakeError", err)
 	}
 }
 

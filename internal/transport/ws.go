@@ -2,14 +2,13 @@ package transport
 
 import (
 	"context"
-	"fmt"
 	"net"
 
 	"github.com/pushwire/pushwire/internal/wsproto"
 )
 
 // upgrade performs the WebSocket client handshake on nc; on failure it closes nc.
-func upgrade(ctx context.Context, nc net.Conn, addr string, o Options) (net.Conn, error) {
+func upgrade(ctx context.Context, proto string, nc net.Conn, addr string, o Options) (net.Conn, error) {
 	path := o.Path
 	if path == "" {
 		path = DefaultPath
@@ -17,7 +16,7 @@ func upgrade(ctx context.Context, nc net.Conn, addr string, o Options) (net.Conn
 	wc, err := wsproto.Client(ctx, nc, wsproto.ClientOptions{Host: addr, Path: path, Origin: o.Origin})
 	if err != nil {
 		_ = nc.Close()
-		return nil, fmt.Errorf("transport: websocket upgrade at %s%s: %w", addr, path, err)
+		return nil, &HandshakeError{proto, addr + path, "websocket upgrade", err}
 	}
 	return wc, nil
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -159,8 +160,9 @@ func TestDialWSNotWebSocket(t *testing.T) {
 		_ = c.Close()
 		t.Fatal("upgrade answered by 200 succeeded")
 	}
-	if !strings.Contains(err.Error(), "websocket upgrade") {
-		t.Fatalf("error %q does not name the upgrade", err)
+	var he *HandshakeError
+	if !strings.Contains(err.Error(), "websocket upgrade") || !errors.As(err, &he) || he.Proto != WS {
+		t.Fatalf("error %q is not a ws *HandshakeError", err)
 	}
 }
 
