@@ -117,7 +117,9 @@ func TestHelperClients(t *testing.T) {
 		}
 		conns = append(conns, qc)
 	}
-	fmt.Fprintln(os.Stdout, "ready")
+	if _, err := fmt.Fprintln(os.Stdout, "ready"); err != nil {
+		t.Fatal(err)
+	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, qc := range conns {
 		_ = qc.CloseWithError(0, "")

@@ -41,12 +41,16 @@
 // OnClose is called exactly once: for a local Close (nil), the peer finishing its stream or
 // closing the connection with code 0 (io.EOF), an idle timeout (quic-go's IdleTimeoutError), a
 // stream reset (a *quic.StreamError), a write failure or any other connection error. After it,
-// what is still queued is flushed (bounded by Config.WriteTimeout from the close), the stream is
-// finished (FIN), and the engine waits, within the same bound, for the peer to close the
-// connection before closing it itself with code 0: closing at once would discard stream data
-// quic-go has not yet sent. Shutdown closes every connection that way, and when its context ends
-// first closes the rest at once (CodeError); it returns after every goroutine it started has
-// exited and the UDP socket is closed.
+// what is still queued is flushed (bounded by Config.WriteTimeout from the close) and the stream
+// is finished (FIN). The engine then waits, within the same bound, for the peer to close the
+// connection (a client closes when it reads the end of the stream) before closing it itself with
+// code 0: a QUIC connection closed with CONNECTION_CLOSE makes the peer's stack drop stream data
+// its application has not read yet, and quic-go does not report acknowledgements. Shutdown closes
+// every connection that way, except that it does not wait for the peers to close: once a
+// connection has had what it sent acknowledged (see linger) it is left to Transport.Close, which
+// drops it without a CONNECTION_CLOSE, so a client still reads what it received and then the end
+// of the stream. When Shutdown's context ends first the rest are closed at once (CodeError). It
+// returns after every goroutine it started has exited and the UDP socket is closed.
 //
 // # UDP buffers
 //
@@ -341,7 +345,7 @@ func (e *engine) refuseConn(qc *quic.Conn) {
 		if st, err := qc.AcceptStream(ctx); err == nil {
 			if st.TryWriteAll(msg) == nil {
 				_ = st.Close()
-				// Let the message reach the client: it closes when it reads the end of the stream.
+				// Let the client read the message: it closes when it reads the end of the stream.
 				select {
 				case <-qc.Context().Done():
 				case <-ctx.Done():
@@ -560,11 +564,11 @@ func (c *conn) finish(st *quic.Stream) {
 		_ = c.qc.CloseWithError(CodeNormal, "")
 		return
 	}
-	t := time.NewTimer(c.e.Cfg.WriteTimeout)
-	defer t.Stop()
+	bound, cancel := context.WithTimeout(context.Background(), c.e.Cfg.WriteTimeout)
+	defer cancel()
 	select {
 	case <-c.drained:
-	case <-t.C:
+	case <-bound.Done():
 		c.fail(engines.ErrWriteTimeout)
 		return
 	}
@@ -577,10 +581,54 @@ func (c *conn) finish(st *quic.Stream) {
 	_ = st.Close()
 	st.CancelRead(quic.StreamErrorCode(CodeNormal))
 	select {
-	case <-c.qc.Context().Done(): // the peer closed, or abort did
-	case <-t.C:
+	case <-c.qc.Context().Done(): // the peer read the end and closed (or abort closed it)
+		return
+	case <-bound.Done():
+		_ = c.qc.CloseWithError(CodeNormal, "")
+		return
+	case <-c.e.ctx.Done(): // Shutdown
 	}
-	_ = c.qc.CloseWithError(CodeNormal, "")
+	// Shutdown: wait for what was sent to be acknowledged, then leave the connection to
+	// Transport.Close, which drops it without a CONNECTION_CLOSE: a peer that has not read
+	// everything yet still reads it, and then the end of the stream.
+	linger(c.qc, bound.Done())
+}
+
+// Lingering at Shutdown after the stream's end: a connection dropped at once loses stream data
+// quic-go has not yet sent or had acknowledged, and quic-go does not say when that is done.
+const (
+	lingerPoll     = 10 * time.Millisecond
+	lingerMinQuiet = 100 * time.Millisecond
+	maxAckDelay    = 25 * time.Millisecond // RFC 9000's default max_ack_delay, quic-go's too
+)
+
+// linger waits until the peer closes qc, or qc has sent nothing for two probe timeouts (at least
+// lingerMinQuiet), or bound ends; Shutdown uses it before it drops a connection silently. While anything ack-eliciting is unacknowledged quic-go sends a
+// probe within one probe timeout (RFC 9002 §6.2: smoothed RTT + max(4×RTT variance, 1 ms) + max
+// ack delay), so a connection quiet for longer has had everything it sent acknowledged (or its
+// peer is gone).
+func linger(qc *quic.Conn, bound <-chan struct{}) {
+	tick := time.NewTicker(lingerPoll)
+	defer tick.Stop()
+	last, quiet := qc.ConnectionStats().BytesSent, time.Now()
+	for {
+		select {
+		case <-qc.Context().Done(): // the peer closed, or abort did
+			return
+		case <-bound:
+			return
+		case now := <-tick.C:
+			s := qc.ConnectionStats()
+			if s.BytesSent != last {
+				last, quiet = s.BytesSent, now
+				continue
+			}
+			pto := s.SmoothedRTT + max(4*s.MeanDeviation, time.Millisecond) + maxAckDelay
+			if now.Sub(quiet) >= max(2*pto, lingerMinQuiet) {
+				return
+			}
+		}
+	}
 }
 
 // Run is the kit.Task: it moves what c has queued to the stream without waiting for the peer.

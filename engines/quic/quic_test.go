@@ -495,3 +495,47 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("second shutdown: %v", err)
 	}
 }
+
+// TestShutdownUnreadClients: clients that read only after Shutdown returned still get what was
+// queued for them and then the end of the stream (the engine drops its connections without a
+// CONNECTION_CLOSE once what it sent is acknowledged, so the clients' stacks keep it).
+func TestShutdownUnreadClients(t *testing.T) {
+	h := enginetest.NewHandler(t)
+	e, err := engines.New(Name, engines.Config{TLS: serverTLS(t)}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = dial(t, e)
+		clients[i].write(t, "x\n")
+		clients[i].read(t, 2)
+		if i%2 == 0 {
+			if err := serverConn(t, h, clients[i]).Write([]byte("queued\n")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if len(h.Closes()) != n {
+		t.Fatalf("%d OnClose, want %d", len(h.Closes()), n)
+	}
+	for i, c := range clients {
+		got, err := c.readEnd(t)
+		want := ""
+		if i%2 == 0 {
+			want = "queued\n"
+		}
+		if got != want || !errors.Is(err, io.EOF) {
+			t.Errorf("client %d read %q, %v; want %q then EOF", i, got, err, want)
+		}
+	}
+}
