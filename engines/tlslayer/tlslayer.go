@@ -455,11 +455,21 @@ func (w *wire) startHandshake(tc *tls.Conn) {
 // (done false), or has ended (done true, with the bytes it left in rest, or failed with err).
 func (w *wire) feedHandshake(in []byte) (rest []byte, done bool, err error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	h := w.hs
 	if h == nil {
+		w.mu.Unlock()
 		return nil, false, net.ErrClosed
 	}
+	rest, done, err = w.runHandshake(h, in)
+	w.mu.Unlock()
+	if done {
+		<-h.exited // the goroutine has nothing left to do: let it end before going on
+	}
+	return rest, done, err
+}
+
+// runHandshake is feedHandshake's part under w.mu.
+func (w *wire) runHandshake(h *handshake, in []byte) (rest []byte, done bool, err error) {
 	w.src = in
 	h.cond.Broadcast()
 	for !h.done && (!h.need || len(w.src) > 0) { // until it ends, or has used in and wants more
