@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/pushwire/pushwire/engines"
 	"github.com/pushwire/pushwire/engines/enginetest"
@@ -537,5 +540,28 @@ func TestShutdownUnreadClients(t *testing.T) {
 		if got != want || !errors.Is(err, io.EOF) {
 			t.Errorf("client %d read %q, %v; want %q then EOF", i, got, err, want)
 		}
+	}
+}
+
+// TestUDPBuffers: the engine raises its socket's buffers to udp_buffer at bind (as root past the
+// system maximum; Linux reports twice the size set).
+func TestUDPBuffers(t *testing.T) {
+	const want = 4 << 20
+	e := start(t, engines.Config{Options: map[string]string{OptUDPBuffer: strconv.Itoa(want)}}, enginetest.NewHandler(t))
+	rc, err := e.(*engine).udp.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rcv, snd int
+	_ = rc.Control(func(fd uintptr) {
+		rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+		snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	})
+	if os.Geteuid() != 0 {
+		t.Logf("not root: rcvbuf %d, sndbuf %d (the engine logs a warning when short)", rcv, snd)
+		return
+	}
+	if rcv < want || snd < want {
+		t.Fatalf("rcvbuf %d, sndbuf %d; want at least %d", rcv, snd, want)
 	}
 }
