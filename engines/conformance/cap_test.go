@@ -123,6 +123,7 @@ func TestSharedTail(t *testing.T) {
 	}
 
 	forEachEngine(t, func(t *testing.T, tg target) {
+		conns := cellConns(tg, conns)
 		h := newHandler(frame.Limits{}, false)
 		s := tg.start(t, engines.Config{}, h)
 		clients := dialAll(t, s, h, conns)

@@ -1,16 +1,21 @@
 package conformance
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pushwire/pushwire/engines"
+	_ "github.com/pushwire/pushwire/engines/quic" // "quic", also in engines/all once it lists it
+	"github.com/pushwire/pushwire/internal/transport"
 )
 
 // stack composes one transport's server side over h exactly as the gateway does, and adjusts
@@ -19,18 +24,36 @@ import (
 // engine that carries its own transport security.
 type stack func(h engines.Handler, cfg *engines.Config) (engines.Handler, error)
 
-// stacks holds the transports this build composes, by name.
+// quicALPN is the protocol a QUIC client negotiates (the engine forces it anyway).
+const quicALPN = "pushwire/1"
+
+// stacks holds the transports this build composes, by name (the layered ones in layers_test.go).
 var stacks = map[string]stack{
 	engines.TransportTCP: func(h engines.Handler, _ *engines.Config) (engines.Handler, error) { return h, nil },
+	// quic: the "quic" engine carries its own transport: it only needs the server's TLS.
+	engines.TransportQUIC: func(h engines.Handler, cfg *engines.Config) (engines.Handler, error) {
+		tc, err := serverConfig(quicALPN)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = tc
+		return h, nil
+	},
 }
 
-// dialTransport connects to addr over proto as a client of that transport does.
+// dialTransport connects to addr over proto as a client of that transport does
+// (internal/transport), trusting the test certificate; QUIC's UDP socket is bound to
+// 127.0.0.1, so that the client's address is the one the server sees.
 func dialTransport(ctx context.Context, proto, addr string) (net.Conn, error) {
-	if proto != engines.TransportTCP {
-		return nil, fmt.Errorf("conformance: no %s client in this build", proto)
+	o := transport.Options{LocalAddr: "127.0.0.1"}
+	if proto != engines.TransportTCP && proto != engines.TransportWS {
+		cfg, err := clientTLS()
+		if err != nil {
+			return nil, err
+		}
+		o.TLS = cfg
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	return transport.Dial(ctx, proto, addr, o)
 }
 
 // The certificate and key files, in the environment of a helper process (see certFiles).
@@ -123,4 +146,32 @@ func dialRaw(t testing.TB, s *server) (*client, *rawConn) {
 	}
 	c := dial(t, s)
 	return c, &rawConn{Conn: c.Conn, wrap: func(f []byte, _ int) []byte { return f }}
+}
+
+// refusedQUIC checks one QUIC connection over the cap of s: the engine refuses it after the
+// handshake, on the client's stream (its first bytes, the hello, make the server see it), with
+// the refuse message and the end of the stream; the handler never sees it.
+func refusedQUIC(t *testing.T, s *server, i int, refuse []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := dialTransport(ctx, engines.TransportQUIC, s.addr)
+	if err != nil {
+		if len(refuse) == 0 {
+			return // refused in the handshake: nothing to read
+		}
+		t.Fatalf("refused connection %d: dial: %v", i, err)
+	}
+	defer func() { _ = c.Close() }()
+	if _, err := c.Write(hello); err != nil {
+		t.Fatalf("refused connection %d: hello: %v", i, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("refused connection %d: read %d bytes, then %v; want the refuse message and the end of the stream", i, len(got), err)
+	}
+	if !bytes.Equal(got, refuse) {
+		t.Fatalf("refused connection %d got % x, want the refuse message % x", i, got, refuse)
+	}
 }

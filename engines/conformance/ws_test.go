@@ -70,3 +70,14 @@ func dialRawWS(t testing.TB, s *server) (*client, *rawConn) {
 	}
 	return newClient(wc), &rawConn{Conn: nc, message: true, wrap: wsMessage}
 }
+
+// wsCloseStatus is the status of the close frame c's server sent, if c speaks WebSocket (false
+// otherwise); 0 if none came.
+func wsCloseStatus(c *client) (uint16, bool) {
+	wc, ok := c.Conn.(*wsproto.Conn)
+	if !ok {
+		return 0, false
+	}
+	code, _ := wc.CloseStatus()
+	return code, true
+}
