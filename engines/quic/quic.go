@@ -496,11 +496,11 @@ func (c *conn) serve() {
 		c.markDrained()
 	}
 	c.Mu.Unlock()
-	c.e.mu.Lock()
-	delete(c.e.live, c.ID())
-	c.e.mu.Unlock()
 	rd.H.OnClose(c, rerr)
 	c.finish(st)
+	c.e.mu.Lock()
+	delete(c.e.live, c.ID()) // only now: Shutdown may still have to abort a lingering close
+	c.e.mu.Unlock()
 }
 
 // readLoop offers the stream's bytes to the handler until the stream or the connection ends, or
