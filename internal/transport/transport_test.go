@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,13 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(serverEnv) == "1" {
+		serveChild() // BenchmarkIdleClient's servers, in a process of their own
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // testPKI is a self-signed certificate for localhost and 127.0.0.1, and a client config that
 // trusts it.
