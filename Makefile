@@ -2,6 +2,7 @@
 
 GO       ?= go
 ENGINE   ?= std
+TRANSPORT ?= tcp
 CONNS    ?= 10000
 RATE     ?= 2000
 IDLE     ?= 10s
@@ -74,8 +75,8 @@ smoke-bench: build ## a small bench (a few hundred connections) whose result fil
 	  && $(BIN) bench --engine $(ENGINE) --conns 600 --workers 2 --rate 600 --idle 1s --push-rate 300 --push-duration 2s --request-rate 300 --group-size 100 --group-rate 10 --fanout-pushes 2 --out $$dir --check \
 	  && $(BIN) results check $$dir/*.json; st=$$?; rm -rf $$dir; exit $$st
 
-bench: bench-redis build ## measured run: make bench ENGINE=gnet INSTANCES=6 CONNS=100000 ROUTE=redis MODE=registry (writes results/<id>.json); TUI=1 watches it live
-	$(BIN) bench --engine $(ENGINE) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
+bench: bench-redis build ## measured run: make bench ENGINE=gnet TRANSPORT=ws INSTANCES=6 CONNS=100000 ROUTE=redis MODE=registry (writes results/<id>.json; TRANSPORT=tcp|tls|ws|wss|quic); TUI=1 watches it live
+	$(BIN) bench --engine $(ENGINE) --transport $(TRANSPORT) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
 	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) --workers $(WORKERS) \
 	  --out results$(if $(filter 1 yes true,$(TUI)), --tui)
 
@@ -85,9 +86,10 @@ bench-redis: ## with ROUTE=redis: install redis-server when missing (the bench s
 	@case "$(MODE)" in registry|broadcast) ;; *) echo "MODE=$(MODE): want registry or broadcast"; exit 2 ;; esac
 	@if [ "$(INSTANCES)" -gt 1 ] 2>/dev/null && [ "$(ROUTE)" = memory ]; then \
 	  echo "INSTANCES=$(INSTANCES) with ROUTE=memory: gateways on the memory route cannot reach each other's devices; use ROUTE=redis"; exit 2; fi
+	@case "$(TRANSPORT)" in tcp|tls|ws|wss|quic) ;; *) echo "TRANSPORT=$(TRANSPORT): want tcp, tls, ws, wss or quic"; exit 2 ;; esac
 
-bench-all: bench-redis build ## every engine in one sitting, interleaved ROUNDS times: one side-by-side table with ratios against std
-	$(BIN) bench --engines std,gnet,netpoll,nbio --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
+bench-all: bench-redis build ## every engine in one sitting over TRANSPORT, interleaved ROUNDS times: one side-by-side table with ratios against std (TRANSPORT=quic: the quic engine only)
+	$(BIN) bench --engines std,gnet,netpoll,nbio --transport $(TRANSPORT) --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
 	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
 	  --workers $(WORKERS) --out results --check
 

@@ -108,7 +108,11 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	}
 	cfg.setDefaults()
 	if cfg.LogDir == "" {
-		cfg.LogDir = filepath.Join(cfg.OutDir, "logs", time.Now().UTC().Format("20060102T150405Z")+"-"+cfg.Engine)
+		name := cfg.Engine
+		if cfg.Transport != "" && cfg.Transport != "tcp" {
+			name += "-" + cfg.Transport
+		}
+		cfg.LogDir = filepath.Join(cfg.OutDir, "logs", time.Now().UTC().Format("20060102T150405Z")+"-"+name)
 	}
 	dep, err := Deploy(ctx, cfg.DeployConfig)
 	if err != nil {
@@ -133,6 +137,7 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		"--push-duration", cfg.PushDuration.String(),
 		"--sources", strings.Join(SourceAddrs(cfg.Sources), ","),
 		"--engine", dep.cfg.Engine,
+		"--transport", dep.cfg.Transport,
 		"--instances", strconv.Itoa(dep.cfg.Instances),
 		"--commit", cfg.Commit,
 		"--result-file", resultFile,
@@ -141,6 +146,9 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	}
 	if dep.RedisAddr != "" {
 		args = append(args, "--redis", dep.RedisAddr)
+	}
+	if dep.CAFile != "" {
+		args = append(args, "--ca", dep.CAFile)
 	}
 	args = append(args, cfg.LoadgenArgs...)
 	if cfg.LoadgenMetrics != "" {
@@ -155,7 +163,7 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	cmd.Stdout = cfg.Progress
 	cmd.Stderr = cfg.Progress
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	log.Info("load generator starting", "conns", cfg.Conns, "rate", cfg.ConnectRate, "sources", cfg.Sources,
+	log.Info("load generator starting", "engine", dep.cfg.Engine, "transport", dep.cfg.Transport, "conns", cfg.Conns, "rate", cfg.ConnectRate, "sources", cfg.Sources,
 		"workers", cfg.Workers, "route", dep.cfg.Route, "mode", dep.cfg.Mode)
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("bench: starting the load generator: %w", err)

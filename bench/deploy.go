@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,9 @@ import (
 
 	"github.com/pushwire/pushwire/core/forward"
 	"github.com/pushwire/pushwire/core/gateway"
+	"github.com/pushwire/pushwire/engines"
+	_ "github.com/pushwire/pushwire/engines/all" // the registered engines, for the transports they carry
+	"github.com/pushwire/pushwire/engines/tlslayer"
 	"github.com/pushwire/pushwire/internal/redisproc"
 )
 
@@ -36,8 +40,19 @@ import (
 type DeployConfig struct {
 	// Binary is the pushwire binary to run. Default: this executable.
 	Binary string
-	// Engine is the gateways' I/O engine. Default "std".
+	// Engine is the gateways' I/O engine. Default "std". With Transport quic it is recorded as
+	// "quic" (the engine that carries QUIC); the gateways' tcp listener then runs on std.
 	Engine string
+	// Transport is the transport the deployment is measured over: tcp (default), tls, ws, wss or
+	// quic. Each gateway serves it on a listener of its own next to its tcp listener (GatewayAddrs:
+	// the raw TCP access the tests use), and control hands out only this transport's endpoints
+	// (with the Redis route every listener is registered; clients keep to their transport). For
+	// tls, wss and quic Deploy writes a self-signed certificate for 127.0.0.1 and localhost into
+	// the log directory (Deployment.CAFile).
+	Transport string
+	// MoreTransports are further transports every gateway serves, each on a listener of its own,
+	// and control hands out after Transport's, in this order (a test of every transport at once).
+	MoreTransports []string
 	// Instances is the number of gateway processes. Default 1.
 	Instances int
 	// Heartbeat is the interval clients are told to ping at. Default 30s.
@@ -81,6 +96,12 @@ type Deployment struct {
 	BackendURL   string // the demo backend's base URL, with DeployConfig.Backend
 	RedisAddr    string // the route store's Redis (host:port), with Route "redis"
 	LogDir       string
+	// Endpoints are each gateway's access points, protocol://host:port, by transport (Transport's
+	// and MoreTransports').
+	Endpoints map[string][]string
+	// CAFile is the PEM certificate the gateways' TLS listeners present, which clients trust as a
+	// root ("" when no transport needs one).
+	CAFile string
 
 	cfg   DeployConfig
 	log   *slog.Logger
@@ -107,6 +128,20 @@ func (c *DeployConfig) setDefaults() error {
 	}
 	if c.Engine == "" {
 		c.Engine = "std"
+	}
+	if c.Transport == "" {
+		c.Transport = engines.TransportTCP
+	}
+	for _, t := range append([]string{c.Transport}, c.MoreTransports...) {
+		if !slices.Contains(deployTransports, t) {
+			return fmt.Errorf("bench: transport %q: want one of %s", t, strings.Join(deployTransports, ", "))
+		}
+	}
+	switch {
+	case c.Transport == engines.TransportQUIC:
+		c.Engine = engines.TransportQUIC
+	case !engines.Carries(c.Engine, engines.TransportTCP):
+		return fmt.Errorf("bench: engine %q carries no stream transport: it serves %s only (set the transport)", c.Engine, c.Engine)
 	}
 	if c.Instances <= 0 {
 		c.Instances = 1
@@ -145,6 +180,29 @@ func (c *DeployConfig) setDefaults() error {
 		c.LogDir = dir
 	}
 	return os.MkdirAll(c.LogDir, 0o755)
+}
+
+// deployTransports are the transports a deployment serves, in the order a gateway's flags list them.
+var deployTransports = []string{engines.TransportTCP, engines.TransportTLS, engines.TransportWS, engines.TransportWSS, engines.TransportQUIC}
+
+// streamEngine is the engine of the gateways' stream listeners: the configured engine, or std when
+// it is the QUIC engine (which serves only --quic-listen).
+func (c *DeployConfig) streamEngine() string {
+	if engines.Carries(c.Engine, engines.TransportTCP) {
+		return c.Engine
+	}
+	return "std"
+}
+
+// transports are the transports the gateways serve besides their tcp listener, without repeats.
+func (c *DeployConfig) transports() []string {
+	var out []string
+	for _, t := range append([]string{c.Transport}, c.MoreTransports...) {
+		if t != engines.TransportTCP && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // Route stores and delivery modes (DeployConfig.Route, DeployConfig.Mode).
@@ -218,6 +276,16 @@ func FreePort() (int, error) {
 	return ports[0], nil
 }
 
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freeUDPPort() (int, error) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("bench: finding a free UDP port: %w", err)
+	}
+	defer func() { _ = pc.Close() }()
+	return pc.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
 // FreePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment ago. It holds every
 // port until it has all of them: picking them one at a time, the kernel may hand out the same
 // port twice.
@@ -248,18 +316,44 @@ func Deploy(ctx context.Context, cfg DeployConfig) (*Deployment, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 	}
-	ports, err := FreePorts(3 + 3*cfg.Instances) // control, 3 per gateway, backend, control admin
+	extra := cfg.transports()
+	ports, err := FreePorts(3 + (3+len(extra))*cfg.Instances) // control, 3 per gateway and one per extra transport, backend, control admin
 	if err != nil {
 		return nil, err
 	}
 	d.ControlURL = "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	var endpoints []string
+	d.Endpoints = map[string][]string{}
+	listenArgs := make([][]string, cfg.Instances) // each gateway's listener flags
+	per := 3 + len(extra)
 	for i := range cfg.Instances {
-		addr := "127.0.0.1:" + strconv.Itoa(ports[1+3*i])
+		base := 1 + per*i
+		addr := "127.0.0.1:" + strconv.Itoa(ports[base])
 		d.GatewayAddrs = append(d.GatewayAddrs, addr)
-		d.GatewayHTTP = append(d.GatewayHTTP, "http://127.0.0.1:"+strconv.Itoa(ports[2+3*i]))
-		d.GatewayAdmin = append(d.GatewayAdmin, "http://127.0.0.1:"+strconv.Itoa(ports[3+3*i]))
-		endpoints = append(endpoints, "tcp://"+addr)
+		d.GatewayHTTP = append(d.GatewayHTTP, "http://127.0.0.1:"+strconv.Itoa(ports[base+1]))
+		d.GatewayAdmin = append(d.GatewayAdmin, "http://127.0.0.1:"+strconv.Itoa(ports[base+2]))
+		d.Endpoints[engines.TransportTCP] = append(d.Endpoints[engines.TransportTCP], "tcp://"+addr)
+		listenArgs[i] = []string{"--listen", addr}
+		for j, t := range extra {
+			port := ports[base+3+j]
+			if t == engines.TransportQUIC {
+				// A free TCP port is not always a free UDP one.
+				if port, err = freeUDPPort(); err != nil {
+					return nil, err
+				}
+			}
+			a := "127.0.0.1:" + strconv.Itoa(port)
+			d.Endpoints[t] = append(d.Endpoints[t], t+"://"+a)
+			listenArgs[i] = append(listenArgs[i], "--"+t+"-listen", a)
+		}
+	}
+	// Control hands out the measured transport's endpoints, then MoreTransports', gateway by gateway.
+	var endpoints, health []string
+	for _, t := range append([]string{cfg.Transport}, cfg.MoreTransports...) {
+		if slices.ContainsFunc(endpoints, func(e string) bool { return strings.HasPrefix(e, t+"://") }) {
+			continue
+		}
+		endpoints = append(endpoints, d.Endpoints[t]...)
+		health = append(health, d.GatewayHTTP...)
 	}
 	if cfg.Backend {
 		d.BackendURL = "http://127.0.0.1:" + strconv.Itoa(ports[len(ports)-2])
@@ -283,6 +377,17 @@ apps:
 `, randomHex(16), int(cfg.Heartbeat/time.Second), d.App, d.Secret, d.PushKey) + limitsYAML + biz
 	if err := os.WriteFile(d.ConfigPath, []byte(conf), 0o600); err != nil {
 		return nil, err
+	}
+	var certArgs []string
+	if slices.ContainsFunc(extra, func(t string) bool {
+		return t == engines.TransportTLS || t == engines.TransportWSS || t == engines.TransportQUIC
+	}) {
+		certFile, keyFile, err := tlslayer.SelfSigned(filepath.Join(cfg.LogDir, "certs"), "localhost", "127.0.0.1")
+		if err != nil {
+			return nil, fmt.Errorf("bench: transport %s: writing a self-signed certificate: %w", cfg.Transport, err)
+		}
+		d.CAFile = certFile
+		certArgs = []string{"--tls-cert", certFile, "--tls-key", keyFile}
 	}
 	ok := false
 	defer func() {
@@ -316,13 +421,19 @@ apps:
 		}
 	}
 	for i := range cfg.Instances {
-		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.Engine,
-			"--listen", d.GatewayAddrs[i], "--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
+		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.streamEngine(),
+			"--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
 			"--admin", strings.TrimPrefix(d.GatewayAdmin[i], "http://"), "--node", fmt.Sprintf("gw%d", i),
 			"--drain-window", "2s"}
+		args = append(args, listenArgs[i]...)
+		args = append(args, certArgs...)
 		if gwRoute != nil {
 			args = append(args, gwRoute...)
-			args = append(args, "--advertise", "tcp://"+d.GatewayAddrs[i])
+			for _, t := range deployTransports {
+				if eps := d.Endpoints[t]; eps != nil {
+					args = append(args, "--advertise", eps[i])
+				}
+			}
 		}
 		args = append(args, cfg.GatewayArgs...)
 		if err := d.start(fmt.Sprintf("gateway-%d", i), args...); err != nil {
@@ -335,7 +446,7 @@ apps:
 		// control hands out the live gateways registered in Redis, least loaded first
 		ctlArgs = append(ctlArgs, ctlRoute...)
 	} else {
-		ctlArgs = append(ctlArgs, "--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(d.GatewayHTTP, ","))
+		ctlArgs = append(ctlArgs, "--endpoint", strings.Join(endpoints, ","), "--endpoint-health", strings.Join(health, ","))
 	}
 	ctlArgs = append(ctlArgs, cfg.ControlArgs...)
 	if err := d.start("control", ctlArgs...); err != nil {
@@ -358,7 +469,7 @@ apps:
 		}
 	}
 	ok = true
-	d.log.Info("deployment up", "engine", cfg.Engine, "gateways", cfg.Instances, "control", d.ControlURL,
+	d.log.Info("deployment up", "engine", cfg.Engine, "transport", cfg.Transport, "gateways", cfg.Instances, "control", d.ControlURL,
 		"route", cfg.Route, "mode", cfg.Mode, "redis", d.RedisAddr, "logs", cfg.LogDir)
 	return d, nil
 }

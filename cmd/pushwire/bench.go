@@ -21,7 +21,8 @@ import (
 
 func runBench(args []string) error {
 	fs := newFlags("bench", "Start a local deployment (control and --instances gateway processes on --engine), run the\nload generator against it in its own process, stop everything, write results/<id>.json\nand print a summary. Ctrl-C stops every process it started.")
-	engine := fs.String("engine", "std", "gateway I/O engine")
+	engine := fs.String("engine", "std", "gateway I/O engine (of the stream transports; with --transport quic the quic engine serves and this is not used)")
+	transportName := fs.String("transport", engines.TransportTCP, "the transport measured: tcp, tls, ws, wss or quic (the gateways serve it next to tcp; tls, wss\nand quic with a self-signed certificate written into the run's log directory)")
 	engineList := fs.String("engines", "", "compare engines: run each of these (comma-separated, or \"all\") in turn, --rounds times\ninterleaved, and print one table side by side with ratios against the first (std)")
 	rounds := fs.Int("rounds", 1, "with --engines: how many times to run each engine, interleaved")
 	instances := fs.Int("instances", 1, "gateway processes")
@@ -56,11 +57,17 @@ func runBench(args []string) error {
 	if err := checkRoute("bench", *route, *mode); err != nil {
 		return err
 	}
+	if !slices.Contains(benchTransports, *transportName) {
+		return fmt.Errorf("bench: --transport %q: want one of %s", *transportName, strings.Join(benchTransports, ", "))
+	}
+	if *engineList == "" && !engines.Carries(*engine, engines.TransportTCP) && *transportName != engines.TransportQUIC {
+		return fmt.Errorf("bench: --engine %s serves only its own transport: use --transport %s", *engine, *engine)
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	cfg := bench.Config{
 		DeployConfig: bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Backend: true, Logger: log,
-			Route: *route, Mode: *mode},
+			Route: *route, Mode: *mode, Transport: *transportName},
 		Workers:        *workers,
 		Conns:          *conns,
 		ConnectRate:    *rate,
@@ -84,6 +91,11 @@ func runBench(args []string) error {
 		names := splitList(*engineList)
 		if *engineList == "all" {
 			names = []string{"std", "gnet", "netpoll", "nbio"}
+		}
+		if *transportName == engines.TransportQUIC {
+			// QUIC is carried by its own engine: the stream engines have nothing to compare.
+			fmt.Fprintf(os.Stderr, "--transport quic: the quic engine carries QUIC whatever the stream engine; running it alone (not %s)\n", strings.Join(names, ", "))
+			names = []string{engines.TransportQUIC}
 		}
 		return benchEngines(ctx, cfg, names, *rounds, *check)
 	}
@@ -197,7 +209,10 @@ func benchWithTUI(ctx context.Context, cfg bench.Config) (*results.Result, strin
 // output directory.
 func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds int, check bool) error {
 	for _, n := range names {
-		if !slices.Contains(engines.Names(), n) {
+		if n == engines.TransportQUIC && cfg.Transport == engines.TransportQUIC {
+			continue
+		}
+		if !slices.Contains(engines.Names(), n) || !engines.Carries(n, engines.TransportTCP) {
 			return fmt.Errorf("bench: --engines: unknown engine %q (have %s)", n, strings.Join(engines.Names(), ", "))
 		}
 	}
@@ -211,7 +226,7 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 			c := cfg
 			c.Engine = name
 			c.LogDir = ""
-			fmt.Fprintf(os.Stderr, "\n=== round %d/%d: %s ===\n", round+1, max(rounds, 1), name)
+			fmt.Fprintf(os.Stderr, "\n=== round %d/%d: %s over %s ===\n", round+1, max(rounds, 1), name, c.Transport)
 			res, path, err := bench.Run(ctx, c)
 			if res != nil {
 				_ = res.Summary(os.Stdout)
@@ -230,13 +245,13 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 	}
 	if len(runs) > 0 {
 		var buf strings.Builder
-		fmt.Fprintf(&buf, "pushwire engines compared in one sitting, interleaved  %s  commit %s  %d conns  %d round(s)\n\n",
-			time.Now().UTC().Format(time.RFC3339), commit, cfg.Conns, max(rounds, 1))
+		fmt.Fprintf(&buf, "pushwire engines compared in one sitting, interleaved  %s  commit %s  transport %s  %d conns  %d round(s)\n\n",
+			time.Now().UTC().Format(time.RFC3339), commit, cfg.Transport, cfg.Conns, max(rounds, 1))
 		if err := results.SideBySide(&buf, runs, names[0]); err != nil {
 			return err
 		}
 		fmt.Print("\n" + buf.String())
-		path := filepath.Join(cfg.OutDir, time.Now().UTC().Format("20060102T150405Z")+"-engines.txt")
+		path := filepath.Join(cfg.OutDir, time.Now().UTC().Format("20060102T150405Z")+"-engines-"+cfg.Transport+".txt")
 		if err := os.WriteFile(path, []byte(buf.String()), 0o644); err != nil {
 			errs = append(errs, err)
 		} else {
@@ -248,3 +263,6 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 	}
 	return ctx.Err()
 }
+
+// benchTransports are what --transport takes.
+var benchTransports = []string{engines.TransportTCP, engines.TransportTLS, engines.TransportWS, engines.TransportWSS, engines.TransportQUIC}

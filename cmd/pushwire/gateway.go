@@ -12,13 +12,14 @@ import (
 	"github.com/pushwire/pushwire/core/gateway"
 	"github.com/pushwire/pushwire/engines"
 	_ "github.com/pushwire/pushwire/engines/all"
+	"github.com/pushwire/pushwire/engines/tlslayer"
 )
 
 func runGateway(args []string) error {
-	fs := newFlags("gateway", "Run a gateway instance: accepts client connections on --listen with the chosen\nI/O engine, and serves the push API, /v1/stats, /healthz, /readyz and /metrics on --http\n(and /v1/stats?gc=1, /metrics, /debug/pprof on --admin).")
+	fs := newFlags("gateway", "Run a gateway instance: accepts client connections on one listener per transport (--listen tcp,\n--tls-listen, --ws-listen, --wss-listen on the chosen I/O engine; --quic-listen on the quic engine), and serves the push API, /v1/stats, /healthz, /readyz and /metrics on --http\n(and /v1/stats?gc=1, /metrics, /debug/pprof on --admin).")
 	cfgPath := fs.String("config", "", "deployment config file with apps and token keys (required)")
 	engine := fs.String("engine", "std", "I/O engine: "+strings.Join(engines.Names(), ", "))
-	listen := fs.String("listen", "127.0.0.1:7000", "TCP address clients connect to")
+	tf := addGatewayTransportFlags(fs)
 	httpAddr := fs.String("http", "127.0.0.1:7080", "address of the push API, stats, health and metrics")
 	admin := fs.String("admin", "127.0.0.1:6060", "address of /debug/pprof, /metrics and /v1/stats with ?gc=1 (empty: off)")
 	nodeID := fs.String("node", "", "instance ID (default hostname-pid)")
@@ -34,7 +35,7 @@ func runGateway(args []string) error {
 	engineOpts := engineOptFlag{}
 	fs.Var(engineOpts, "engine-opt", "an engine option, key=value (repeatable; overrides the config file's engine_options; see --help-engine)")
 	helpEngine := fs.Bool("help-engine", false, "print the options of --engine (key, type, default, help) and exit")
-	maxConns := fs.Int("max-conns", derivedMaxConns(), fmt.Sprintf("connections open at once; past it a new one gets GOAWAY OVERLOADED and is closed before login; 0 or negative: no cap. Default: the open-files limit (soft) less %d", fdReserve))
+	maxConns := fs.Int("max-conns", derivedMaxConns(), fmt.Sprintf("connections open at once, per listener; past it a new one gets GOAWAY OVERLOADED and is closed before login; 0 or negative: no cap. Default: the open-files limit (soft) less %d", fdReserve))
 	tick := fs.Duration("wheel-tick", time.Second, "timing wheel granularity for login and idle timeouts")
 	rateLimit := fs.Float64("rate-limit", 50, "REQUEST/JOIN/LEAVE frames per second per connection before RATE_LIMITED (-1: no limit)")
 	rateBurst := fs.Int("rate-burst", 100, "frames a connection may send at once above --rate-limit")
@@ -58,9 +59,29 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
+	specs, err := tf.plan(*engine)
+	if err != nil {
+		return err
+	}
 	engOpts, err := engineOptions(*engine, cfg.EngineOptions, engineOpts)
 	if err != nil {
 		return err
+	}
+	var quicOpts map[string]string
+	if qe := transportEngine(engines.TransportQUIC); qe != "" && len(tf.quicOpts) > 0 {
+		if quicOpts, err = engineOptions(qe, nil, tf.quicOpts); err != nil {
+			return fmt.Errorf("gateway: --quic-opt: %w", err)
+		}
+	}
+	wsCfg, err := tf.wsConfig(gatewayMaxFrame(*maxBody), log)
+	if err != nil {
+		return err
+	}
+	var certs *tlslayer.Certs
+	if *tf.cert != "" {
+		if certs, err = tlslayer.LoadCerts(*tf.cert, *tf.key); err != nil {
+			return fmt.Errorf("gateway: --tls-cert / --tls-key: %w", err)
+		}
 	}
 	checkMaxConns(log, *maxConns)
 	verifier, err := cfg.Verifier()
@@ -71,7 +92,7 @@ func runGateway(args []string) error {
 	if *hb > 0 {
 		heartbeat = *hb
 	}
-	rt, err := routeFlags.resolve(cfg.Route, *listen, *httpAddr)
+	rt, err := routeFlags.resolve(cfg.Route, specs, *httpAddr)
 	if err != nil {
 		return err
 	}
@@ -90,8 +111,10 @@ func runGateway(args []string) error {
 	}
 	node, err := gateway.New(gateway.Config{
 		Node:             *nodeID,
-		Engine:           *engine,
-		Transport:        "tcp",
+		Engine:           nodeEngine(specs),
+		Transport:        strings.Join(transportsOf(specs), ","),
+		Region:           *tf.region,
+		Group:            *tf.group,
 		Heartbeat:        heartbeat,
 		IdleTimeout:      *idle,
 		LoginTimeout:     *login,
@@ -117,20 +140,32 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engines.New(*engine, engines.Config{
-		Addr:          *listen,
-		MaxWriteQueue: *writeQueue,
-		WriteTimeout:  *writeTimeout,
-		MaxFrame:      gatewayMaxFrame(*maxBody),
-		Workers:       *workers,
-		MaxConns:      *maxConns,
-		RefuseMessage: refuseMessage(*retryMs),
-		Options:       engOpts,
-	}, node)
-	if err != nil {
-		return fmt.Errorf("gateway: --engine: %w", err)
+	params := listenerParams{
+		base: engines.Config{
+			MaxWriteQueue: *writeQueue,
+			WriteTimeout:  *writeTimeout,
+			Workers:       *workers,
+			MaxConns:      *maxConns,
+			Options:       engOpts,
+		},
+		maxFrame: gatewayMaxFrame(*maxBody),
+		retryMs:  *retryMs,
+		certs:    certs,
+		ws:       wsCfg,
+		quicOpts: quicOpts,
+		log:      log,
 	}
-	if err := registerRefused(node.Registry(), eng); err != nil {
+	var listeners []*listener
+	var engs []engines.Engine
+	for _, spec := range specs {
+		l, err := newListener(spec, params, node)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, l)
+		engs = append(engs, l.eng)
+	}
+	if err := registerRefused(node.Registry(), engs...); err != nil {
 		return fmt.Errorf("gateway: metrics: %w", err)
 	}
 	if err := node.Start(context.Background()); err != nil {
@@ -141,31 +176,41 @@ func runGateway(args []string) error {
 			log.Warn("stopping the node", "err", err)
 		}
 	}
-	if err := eng.Start(); err != nil {
+	if err := startListeners(listeners); err != nil {
 		stopNode(context.Background())
-		return fmt.Errorf("gateway: --listen %s: %w", *listen, err)
+		return err
 	}
 	// A start-up failure past this point stops the node too, which takes the instance out of the
 	// registry at once rather than when its TTL lapses.
 	api, err := listenHTTP("http", *httpAddr, node.Handler(), log)
 	if err != nil {
-		_ = eng.Shutdown(context.Background())
+		_ = shutdownListeners(context.Background(), listeners, log)
 		stopNode(context.Background())
 		return err
 	}
 	var adm *httpServer
 	if *admin != "" {
 		if adm, err = listenHTTP("admin", *admin, gatewayAdminHandler(node), log); err != nil {
-			_ = eng.Shutdown(context.Background())
+			_ = shutdownListeners(context.Background(), listeners, log)
 			_ = api.Shutdown(context.Background())
 			stopNode(context.Background())
 			return err
 		}
 	}
 	c := node.Config()
-	log.Info("gateway serving", "engine", *engine, "listen", eng.Addr().String(), "http", api.Addr(), "node", c.Node,
+	for _, l := range listeners {
+		log.Info("listening", "transport", l.transport, "addr", l.eng.Addr().String(), "engine", l.engine, "flag", l.flag())
+	}
+	advertised := make([]string, len(rt.endpoints))
+	for i, ep := range rt.endpoints {
+		advertised[i] = ep.Protocol + "://" + ep.Addr
+	}
+	log.Info("gateway serving", "engine", *engine, "transports", c.Transport, "http", api.Addr(), "node", c.Node,
 		"heartbeat", c.Heartbeat, "idle_timeout", c.IdleTimeout, "login_timeout", c.LoginTimeout,
-		"route", rt.cfg.Store, "mode", c.Mode, "advertise", rt.endpoints[0].Protocol+"://"+rt.endpoints[0].Addr, "version", version, "commit", commit)
+		"route", rt.cfg.Store, "mode", c.Mode, "advertise", strings.Join(advertised, ","), "region", c.Region, "group", c.Group,
+		"version", version, "commit", commit)
+	stopReload := reloadOnSIGHUP(certs, log)
+	defer stopReload()
 
 	ctx, stop := signalContext()
 	defer stop()
@@ -187,9 +232,7 @@ func runGateway(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdown)
 	defer cancel()
 	defer stopNode(sctx)
-	if err := eng.Shutdown(sctx); err != nil {
-		log.Warn("engine shutdown incomplete", "err", err)
-	}
+	_ = shutdownListeners(sctx, listeners, log)
 	_ = api.Shutdown(sctx)
 	if adm != nil {
 		_ = adm.Shutdown(sctx)

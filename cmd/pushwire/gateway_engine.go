@@ -110,14 +110,26 @@ func refuseMessage(retryMs int) []byte {
 	return frame.Append(nil, &frame.Frame{Header: frame.Header{Type: frame.TypeGoaway, Code: frame.CodeOverloaded}, Meta: meta})
 }
 
-// registerRefused exposes the engine's refusal count as pushwire_conns_refused_total.
-func registerRefused(reg *prometheus.Registry, eng engines.Engine) error {
-	c, ok := eng.(engines.Counter)
-	if !ok {
+// registerRefused exposes the engines' refusal counts, summed over the listeners, as
+// pushwire_conns_refused_total.
+func registerRefused(reg *prometheus.Registry, engs ...engines.Engine) error {
+	var cs []engines.Counter
+	for _, e := range engs {
+		if c, ok := e.(engines.Counter); ok {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
 		return nil
 	}
 	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "pushwire_conns_refused_total",
-		Help: "Connections refused at the instance's connection cap (--max-conns), before login.",
-	}, func() float64 { return float64(c.Refused()) }))
+		Help: "Connections refused at a listener's connection cap (--max-conns), before login.",
+	}, func() float64 {
+		var n uint64
+		for _, c := range cs {
+			n += c.Refused()
+		}
+		return float64(n)
+	}))
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,19 +18,23 @@ import (
 // gatewayRouteFlags are the gateway's route-layer flags; each overrides the config file's
 // `route:` section.
 type gatewayRouteFlags struct {
-	store, redis, mode       *string
-	advertise, advertiseHTTP *string
-	ttl, remoteTimeout       *time.Duration
-	linger                   *time.Duration
+	store, redis, mode *string
+	advertise          *listFlag
+	advertiseHTTP      *string
+	ttl, remoteTimeout *time.Duration
+	linger             *time.Duration
 }
 
 func addGatewayRouteFlags(fs *flag.FlagSet) *gatewayRouteFlags {
+	adv := &listFlag{}
+	fs.Var(adv, "advertise", "an access point clients are handed in the instance registry, protocol://host:port (repeatable, "+
+		"or comma-separated; one per listener; default each listener's address, e.g. tcp://<--listen>; required for a listener "+
+		"that binds every interface or port 0 with --route redis)")
 	return &gatewayRouteFlags{
-		store: fs.String("route", "", "route store: memory (one instance, the default) or redis (a cluster); overrides route.store"),
-		redis: fs.String("redis", "", "Redis addresses, comma-separated (one: a single server; several: a cluster); overrides route.redis.addrs"),
-		mode:  fs.String("route-mode", "", "cluster delivery mode: registry (look up the holding instances) or broadcast (every instance gets every push); overrides route.mode"),
-		advertise: fs.String("advertise", "", "the access point clients are handed in the instance registry, protocol://host:port "+
-			"(default tcp://<--listen>; required when --listen binds every interface)"),
+		advertise:     adv,
+		store:         fs.String("route", "", "route store: memory (one instance, the default) or redis (a cluster); overrides route.store"),
+		redis:         fs.String("redis", "", "Redis addresses, comma-separated (one: a single server; several: a cluster); overrides route.redis.addrs"),
+		mode:          fs.String("route-mode", "", "cluster delivery mode: registry (look up the holding instances) or broadcast (every instance gets every push); overrides route.mode"),
 		advertiseHTTP: fs.String("advertise-http", "", "this instance's push API base URL in the registry (default http://<--http>)"),
 		ttl:           fs.Duration("instance-ttl", 0, "registration TTL in the instance registry; re-registered every third of it (default route.instance_ttl, 10s)"),
 		remoteTimeout: fs.Duration("remote-timeout", 2*time.Second, "how long a push waits for the other instances' delivery reports"),
@@ -45,8 +50,9 @@ type gatewayRoute struct {
 }
 
 // resolve merges the flags over the config file's route section and works out what the instance
-// advertises. listen and httpAddr are the bound addresses.
-func (f *gatewayRouteFlags) resolve(file control.RouteConfig, listen, httpAddr string) (gatewayRoute, error) {
+// advertises: one endpoint per listener, from --advertise or else the listener's address.
+// httpAddr is the push API's address.
+func (f *gatewayRouteFlags) resolve(file control.RouteConfig, listeners []listenerSpec, httpAddr string) (gatewayRoute, error) {
 	rc := file
 	if *f.store != "" {
 		rc.Store = *f.store
@@ -64,18 +70,40 @@ func (f *gatewayRouteFlags) resolve(file control.RouteConfig, listen, httpAddr s
 		return gatewayRoute{}, fmt.Errorf("gateway: route (--route, --redis, --route-mode, --instance-ttl or the config file): %w", err)
 	}
 	g := gatewayRoute{cfg: rc}
-	adv := *f.advertise
-	if adv == "" {
-		if unspecified(listen) && rc.Store == control.RouteRedis {
-			return g, fmt.Errorf("gateway: --advertise is required with --route redis when --listen %s binds every interface", listen)
+	given := map[string]route.Endpoint{}
+	for _, adv := range f.advertise.values {
+		ep, err := parseAdvertise(adv)
+		if err != nil {
+			return g, fmt.Errorf("gateway: --advertise %q: %w", adv, err)
 		}
-		adv = "tcp://" + listen
+		if !slices.ContainsFunc(listeners, func(l listenerSpec) bool { return l.transport == ep.Protocol }) {
+			return g, fmt.Errorf("gateway: --advertise %q: no %s listener (%s)", adv, ep.Protocol, listenFlag(ep.Protocol))
+		}
+		if _, dup := given[ep.Protocol]; dup {
+			return g, fmt.Errorf("gateway: --advertise %q: %s is advertised twice (one endpoint per listener)", adv, ep.Protocol)
+		}
+		given[ep.Protocol] = ep
 	}
-	ep, err := parseAdvertise(adv)
-	if err != nil {
-		return g, fmt.Errorf("gateway: --advertise %q: %w", adv, err)
+	for _, l := range listeners {
+		if ep, ok := given[l.transport]; ok {
+			g.endpoints = append(g.endpoints, ep)
+			continue
+		}
+		if rc.Store == control.RouteRedis {
+			if unspecified(l.addr) {
+				return g, fmt.Errorf("gateway: --advertise %s://host:port is required with --route redis when %s %s binds every interface", l.transport, l.flag(), l.addr)
+			}
+			if _, port, _ := net.SplitHostPort(l.addr); port == "0" {
+				return g, fmt.Errorf("gateway: --advertise %s://host:port is required with --route redis when %s %s has port 0", l.transport, l.flag(), l.addr)
+			}
+		}
+		adv := l.transport + "://" + l.addr
+		ep, err := parseAdvertise(adv)
+		if err != nil {
+			return g, fmt.Errorf("gateway: %s %s (advertised as %s unless --advertise says otherwise): %w", l.flag(), l.addr, adv, err)
+		}
+		g.endpoints = append(g.endpoints, ep)
 	}
-	g.endpoints = []route.Endpoint{ep}
 	g.httpURL = *f.advertiseHTTP
 	if g.httpURL == "" {
 		if unspecified(httpAddr) && rc.Store == control.RouteRedis {
@@ -136,4 +164,23 @@ func unspecified(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsUnspecified()
+}
+
+// listFlag collects a repeatable flag's values; each may also be a comma-separated list.
+type listFlag struct{ values []string }
+
+func (f *listFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.values, ",")
+}
+
+func (f *listFlag) Set(s string) error {
+	vs := splitList(s)
+	if len(vs) == 0 {
+		return fmt.Errorf("empty value")
+	}
+	f.values = append(f.values, vs...)
+	return nil
 }

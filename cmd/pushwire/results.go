@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/pushwire/pushwire/results"
@@ -63,6 +64,11 @@ func runResults(args []string) error {
 			}
 			runs = append(runs, r)
 		}
+		cols := make([]string, len(runs))
+		for i, r := range runs {
+			cols[i] = runLabel(r)
+		}
+		fmt.Printf("columns (engine/transport): %s\n\n", strings.Join(cols, "  "))
 		return results.SideBySide(os.Stdout, runs, runs[0].Engine)
 	case "compare":
 		if len(files) != 2 {
@@ -77,11 +83,20 @@ func runResults(args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "phase\tmetric\t%s\t%s\tratio\n", base.Engine, other.Engine)
+		fmt.Fprintf(tw, "phase\tmetric\t%s\t%s\tratio\n", runLabel(base), runLabel(other))
 		for _, r := range results.Compare(base, other) {
 			fmt.Fprintf(tw, "%s\t%s\t%.4g\t%.4g\t%.2fx\n", r.Phase, r.Metric, r.Base, r.Other, r.Ratio)
 		}
 		return tw.Flush()
 	}
 	return fmt.Errorf("results: unknown verb %q (show, check, benchfmt, compare, side)", verb)
+}
+
+// runLabel names a run in a table's header: engine/transport.
+func runLabel(r *results.Result) string {
+	t := r.Transport
+	if t == "" {
+		t = "tcp" // results written before transports were recorded
+	}
+	return r.Engine + "/" + t
 }
