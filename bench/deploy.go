@@ -382,9 +382,13 @@ apps:
 	if slices.ContainsFunc(extra, func(t string) bool {
 		return t == engines.TransportTLS || t == engines.TransportWSS || t == engines.TransportQUIC
 	}) {
-		certFile, keyFile, err := tlslayer.SelfSigned(filepath.Join(cfg.LogDir, "certs"), "localhost", "127.0.0.1")
+		dir := filepath.Join(cfg.LogDir, "certs")
+		certFile, keyFile, err := "", "", os.MkdirAll(dir, 0o700)
+		if err == nil {
+			certFile, keyFile, err = tlslayer.SelfSigned(dir, "localhost", "127.0.0.1")
+		}
 		if err != nil {
-			return nil, fmt.Errorf("bench: transport %s: writing a self-signed certificate: %w", cfg.Transport, err)
+			return nil, fmt.Errorf("bench: transports %s: writing a self-signed certificate: %w", strings.Join(extra, ","), err)
 		}
 		d.CAFile = certFile
 		certArgs = []string{"--tls-cert", certFile, "--tls-key", keyFile}
@@ -586,6 +590,19 @@ func (d *Deployment) Kill(name string, timeout time.Duration) error {
 		return err
 	}
 	return nil
+}
+
+// Signal sends sig to the named process and returns at once (SIGHUP: a gateway reloads its
+// certificate files).
+func (d *Deployment) Signal(name string, sig syscall.Signal) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.procs {
+		if p.name == name {
+			return p.cmd.Process.Signal(sig)
+		}
+	}
+	return fmt.Errorf("bench: no process %q", name)
 }
 
 func (d *Deployment) signal(name string, sig syscall.Signal, timeout time.Duration) error {
