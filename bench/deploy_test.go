@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,9 @@ func TestDeployConfigRoute(t *testing.T) {
 		{DeployConfig{Route: "etcd"}, `route "etcd": want memory or redis`},
 		{DeployConfig{Route: RouteRedis, Mode: "gossip"}, `mode "gossip": want registry or broadcast`},
 		{DeployConfig{RedisAddr: "127.0.0.1:6379"}, `with route "memory": set route redis`},
+		{DeployConfig{Transport: "http"}, `transport "http": want one of tcp, tls, ws, wss, quic`},
+		{DeployConfig{MoreTransports: []string{"ws", "sctp"}}, `transport "sctp"`},
+		{DeployConfig{Engine: "quic", Transport: "ws"}, `engine "quic" carries no stream transport`},
 	} {
 		tc.cfg.LogDir = t.TempDir()
 		if err := tc.cfg.setDefaults(); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -67,8 +71,16 @@ func TestDeployConfigRoute(t *testing.T) {
 		}
 	}
 	ok := DeployConfig{LogDir: t.TempDir()}
-	if err := ok.setDefaults(); err != nil || ok.Route != RouteMemory || ok.Mode != ModeRegistry {
-		t.Errorf("defaults: %v route %q mode %q", err, ok.Route, ok.Mode)
+	if err := ok.setDefaults(); err != nil || ok.Route != RouteMemory || ok.Mode != ModeRegistry || ok.Transport != "tcp" {
+		t.Errorf("defaults: %v route %q mode %q transport %q", err, ok.Route, ok.Mode, ok.Transport)
+	}
+	// Over QUIC the engine recorded is quic's; the gateways' tcp listener runs on std.
+	q := DeployConfig{LogDir: t.TempDir(), Engine: "gnet", Transport: "quic", MoreTransports: []string{"tcp", "ws", "quic"}}
+	if err := q.setDefaults(); err != nil || q.Engine != "quic" || q.streamEngine() != "std" {
+		t.Errorf("quic: %v engine %q stream engine %q", err, q.Engine, q.streamEngine())
+	}
+	if got := q.transports(); !slices.Equal(got, []string{"quic", "ws"}) {
+		t.Errorf("listeners besides tcp %v, want quic, ws", got)
 	}
 }
 
@@ -84,6 +96,7 @@ func TestMakefileBenchValidation(t *testing.T) {
 		{[]string{"ROUTE=etcd"}, "ROUTE=etcd: want memory or redis"},
 		{[]string{"MODE=gossip"}, "MODE=gossip: want registry or broadcast"},
 		{[]string{"INSTANCES=3"}, "INSTANCES=3 with ROUTE=memory"},
+		{[]string{"TRANSPORT=http"}, "TRANSPORT=http: want tcp, tls, ws, wss or quic"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		out, err := exec.CommandContext(ctx, "make", append([]string{"-s", "-C", "..", "bench-redis"}, tc.vars...)...).CombinedOutput()

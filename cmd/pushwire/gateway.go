@@ -55,15 +55,7 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig("gateway", *cfgPath)
-	if err != nil {
-		return err
-	}
 	specs, err := tf.plan(*engine)
-	if err != nil {
-		return err
-	}
-	engOpts, err := engineOptions(*engine, cfg.EngineOptions, engineOpts)
 	if err != nil {
 		return err
 	}
@@ -82,6 +74,14 @@ func runGateway(args []string) error {
 		if certs, err = tlslayer.LoadCerts(*tf.cert, *tf.key); err != nil {
 			return fmt.Errorf("gateway: --tls-cert / --tls-key: %w", err)
 		}
+	}
+	cfg, err := loadConfig("gateway", *cfgPath)
+	if err != nil {
+		return err
+	}
+	engOpts, err := engineOptions(*engine, cfg.EngineOptions, engineOpts)
+	if err != nil {
+		return err
 	}
 	checkMaxConns(log, *maxConns)
 	verifier, err := cfg.Verifier()

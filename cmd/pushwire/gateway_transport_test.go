@@ -190,8 +190,31 @@ func TestRefuseFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "2" || !resp.Close || len(body) == 0 {
 		t.Errorf("ws refusal: %d Retry-After %q close %v body %q", resp.StatusCode, resp.Header.Get("Retry-After"), resp.Close, body)
+	}
+}
+
+// The gateway command refuses bad listener settings at start-up, before reading its config,
+// naming the flags.
+func TestRunGatewayTransportErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--engine", "quic"}, "--engine quic: quic is a transport: use --quic-listen"},
+		{[]string{"--listen", ""}, "no listener"},
+		{[]string{"--wss-listen", "127.0.0.1:7003"}, "--wss-listen need --tls-cert and --tls-key"},
+		{[]string{"--tls-listen", "127.0.0.1:7001", "--tls-cert", dir + "/none.pem", "--tls-key", dir + "/none-key.pem"}, "--tls-cert / --tls-key: "},
+		{[]string{"--ws-listen", "127.0.0.1:7002", "--ws-path", "x"}, "--ws-path"},
+		{[]string{"--quic-listen", "127.0.0.1:7004", "--tls-cert", "c", "--tls-key", "k", "--quic-opt", "nosuch=1"}, "--quic-opt"},
+	} {
+		err := runGateway(append([]string{"--config", dir + "/absent.yaml", "--log-level", "error"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
 	}
 }
