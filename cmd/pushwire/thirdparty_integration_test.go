@@ -5,7 +5,8 @@ package main
 // both share test/thirdparty/pushwire.js (the frame codec and the client flow). Each calls
 // control's /v1/connect as a web client, opens the ws endpoint it is given, logs in, receives a
 // push sent through the push API with ack, and answers PUSH_ACK; the test checks the body and
-// that the gateway counted the ack. `make tools` installs chromium, nodejs, npm and the npm
+// that the gateway counted the ack. Then each sends a text message on a second WebSocket, which
+// the gateway must refuse with ERROR BAD_FRAME and close status 1003. `make tools` installs chromium, nodejs, npm and the npm
 // packages; without them these tests skip, unless PUSHWIRE_THIRDPARTY=1 (set by `make test`),
 // which makes a missing tool a failure.
 
@@ -319,7 +320,8 @@ type clientPush struct {
 
 // pushAndCheckAck waits until the client has logged in, pushes one message with ack to device
 // through the push API, and checks that the client got its body and that the gateway counted the
-// PUSH_ACK (pushwire_push_acked_total up by one, nothing left pending).
+// PUSH_ACK (pushwire_push_acked_total up by one, nothing left pending); then that the client's
+// text message was refused.
 func pushAndCheckAck(t *testing.T, p *clientProc, d *bench.Deployment, wsAddr, device, payload string) {
 	t.Helper()
 	connected := p.wait("connected")
@@ -370,6 +372,25 @@ func pushAndCheckAck(t *testing.T, p *clientProc, d *bench.Deployment, wsAddr, d
 	eventually(t, 10*time.Second, "the gateway counts the PUSH_ACK", func() bool {
 		return metric(t, gw, "pushwire_push_acked_total") == acked+1 && metric(t, gw, "pushwire_push_pending") == 0
 	})
+
+	// Then a text message on a new WebSocket: ERROR BAD_FRAME in a binary message, and the
+	// gateway closes with 1003 (unsupported data).
+	refused := p.wait("text-refused")
+	var probe struct {
+		Frames []struct {
+			Type string `json:"type"`
+			Code string `json:"code"`
+			Msg  string `json:"msg"`
+		} `json:"frames"`
+		CloseCode int `json:"closeCode"`
+	}
+	if err := json.Unmarshal(refused, &probe); err != nil {
+		p.fail("text-refused report %s: %v", refused, err)
+	}
+	if len(probe.Frames) != 1 || probe.Frames[0].Type != "ERROR" || probe.Frames[0].Code != "BAD_FRAME" ||
+		probe.CloseCode != 1003 {
+		p.fail("a text message was answered %s: want one ERROR BAD_FRAME, then close status 1003", refused)
+	}
 }
 
 // pageServer serves thirdPartyDir on 127.0.0.1 and takes the page's reports at POST /progress.

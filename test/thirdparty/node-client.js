@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // A pushwire client in Node.js with the npm ws package: the same flow as index.html (pushwire.js's
 // run) — POST /v1/connect with Node's fetch and a node:crypto HMAC, a WebSocket to the ws endpoint
-// given, LOGIN, PUSH_ACK for each push — reporting each step as one JSON line on stdout
+// given, LOGIN, PUSH_ACK for each push, then a text message on a second WebSocket, which the
+// gateway refuses — reporting each step as one JSON line on stdout
 // ({"step", "detail"}). It exits 0 after the pushes asked for, 1 on any failure (the error on
 // stdout as step "error" and on stderr), 2 on bad arguments.
 //
@@ -65,13 +66,16 @@ async function main() {
     process.exit(1);
   }, o.timeout * 1000);
   await report('loaded', { node: process.version, ws: require('ws/package.json').version });
-  const pushes = await pushwire.run({
+  const opts = {
     control: o.control, app: o.app, secret: o.secret, device: o.device, user: o.user,
     platform: 'web', network: 'wifi', sdk: 'pushwire-node/1', wsPath: o['ws-path'], pushes: o.pushes,
     fetch: fetch, WebSocket: WebSocket, hmac: hmac, report: report,
-  });
+  };
+  const res = await pushwire.run(opts);
+  await report('done', { pushes: res.pushes });
+  // A text message is refused: ERROR BAD_FRAME, then the gateway closes.
+  await report('text-refused', await pushwire.textProbe(opts, res.url));
   clearTimeout(timer);
-  await report('done', { pushes: pushes });
 }
 
 main().catch((err) => {

@@ -151,13 +151,49 @@
     return Array.from(bytes(buf), (x) => x.toString(16).padStart(2, '0')).join('');
   }
 
+  // textProbe opens a WebSocket to url (o.WebSocket) and sends one text message: the protocol
+  // carries frames in binary messages only, so the gateway answers ERROR BAD_FRAME and closes
+  // (status 1003, unsupported data). It resolves with what came back: the frames (type, code,
+  // msg), the close status and reason; it rejects if the connection is not closed within 10 s.
+  function textProbe(o, url) {
+    return new Promise((resolve, reject) => {
+      const ws = new o.WebSocket(url);
+      ws.binaryType = 'arraybuffer';
+      const frames = [];
+      const timer = setTimeout(() => {
+        ws.onclose = null;
+        ws.close();
+        reject(new Error('text probe: the gateway did not close within 10 s; got ' + JSON.stringify(frames)));
+      }, 10000);
+      ws.onopen = () => ws.send('LOGIN as text');
+      ws.onmessage = (ev) => {
+        if (typeof ev.data === 'string') {
+          frames.push({ text: ev.data });
+          return;
+        }
+        try {
+          const f = decode(ev.data);
+          frames.push({ type: TypeNames[f.type] || f.type, code: CodeNames[f.code] || f.code, msg: metaString(f, 'msg') || '' });
+        } catch (err) {
+          frames.push({ error: err.message });
+        }
+      };
+      ws.onerror = () => {}; // the close event follows with its status
+      ws.onclose = (ev) => {
+        clearTimeout(timer);
+        resolve({ frames: frames, closeCode: ev.code, closeReason: ev.reason });
+      };
+    });
+  }
+
   // run is one client's whole flow. o: {
   //   control: the control layer's base URL, app, secret, device, user, platform, network,
   //   wsPath ("/ws" by default), fetch, WebSocket (a constructor with the browser's API),
   //   hmac(secret, message) → Promise of the lowercase hex HMAC-SHA256,
   //   report(step, detail) → Promise (progress for the test), pushes (how many to take; 1)
-  // }. It resolves with the pushes received ({biz, id, seq, ack, body}) once it has taken
-  // o.pushes of them and acknowledged those that asked for it, and rejects on any failure.
+  // }. It resolves with {url, pushes}: the WebSocket URL it used and the pushes received ({biz,
+  // id, seq, ack, body}) once it has taken o.pushes of them and acknowledged those that asked for
+  // it, and rejects on any failure.
   async function run(o) {
     const report = o.report || (async () => {});
     const user = o.user || '';
@@ -266,12 +302,12 @@
       };
       ws.close(1000, 'done');
     });
-    return got;
+    return { url: url, pushes: got };
   }
 
   return {
     Type: Type, FLAG_ACK: FLAG_ACK, CodeNames: CodeNames, HEADER_LEN: HEADER_LEN,
     encode: encode, decode: decode, metaString: metaString, text: text, describe: describe,
-    signMessage: signMessage, hex: hex, run: run,
+    signMessage: signMessage, hex: hex, run: run, textProbe: textProbe,
   };
 });
