@@ -186,7 +186,7 @@ func (p *clientProc) stop() {
 			return
 		}
 		deadline := time.Now().Add(10 * time.Second)
-		for syscall.Kill(-pgid, 0) == nil {
+		for groupRunning(pgid) {
 			if time.Now().After(deadline) {
 				p.t.Errorf("%s: processes of group %d still running 10s after SIGKILL", p.name, pgid)
 				return
@@ -194,6 +194,31 @@ func (p *clientProc) stop() {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// groupRunning reports whether a process of group pgid is still running: one that is not a zombie
+// (chromium's helpers, reparented when it dies, may wait a moment to be reaped by init).
+func groupRunning(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false // no process at all in the group
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // it ended meanwhile
+		}
+		// pid (comm) state ppid pgrp …: comm may hold spaces and parentheses, so parse after the last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) >= 3 && fields[2] == fmt.Sprint(pgid) && fields[0] != "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 // fail ends the test with why, the client's exit status and the end of its stderr.
