@@ -75,6 +75,10 @@ func runGateway(args []string) error {
 			return fmt.Errorf("gateway: --tls-cert / --tls-key: %w", err)
 		}
 	}
+	// SIGHUP is caught from here on: it must never end the process (its default action) once
+	// anything can see the instance up.
+	stopReload := reloadOnSIGHUP(certs, log)
+	defer stopReload()
 	cfg, err := loadConfig("gateway", *cfgPath)
 	if err != nil {
 		return err
@@ -209,9 +213,6 @@ func runGateway(args []string) error {
 		"heartbeat", c.Heartbeat, "idle_timeout", c.IdleTimeout, "login_timeout", c.LoginTimeout,
 		"route", rt.cfg.Store, "mode", c.Mode, "advertise", strings.Join(advertised, ","), "region", c.Region, "group", c.Group,
 		"version", version, "commit", commit)
-	stopReload := reloadOnSIGHUP(certs, log)
-	defer stopReload()
-
 	ctx, stop := signalContext()
 	defer stop()
 	var serveErr error
