@@ -23,6 +23,7 @@ import (
 
 	"github.com/pushwire/pushwire/bench"
 	"github.com/pushwire/pushwire/client"
+	"github.com/pushwire/pushwire/engines"
 	"github.com/pushwire/pushwire/engines/tlslayer"
 )
 
@@ -52,6 +53,46 @@ func deployEvery(t *testing.T, engine string) *bench.Deployment {
 		}
 	})
 	return d
+}
+
+// loginAndPush logs an SDK client restricted to proto in through control and checks that it
+// receives a push sent through the push API.
+func loginAndPush(t *testing.T, d *bench.Deployment, proto string, roots *x509.CertPool) {
+	t.Helper()
+	device := "dev-" + proto
+	got := make(chan client.Push, 4)
+	c, err := client.New(client.Config{
+		ControlURL: d.ControlURL, App: d.App, Secret: d.Secret, Device: device, User: "u-" + device,
+		Transports: []string{proto},
+		TLS:        &tls.Config{RootCAs: roots},
+		OnPush:     func(p client.Push) { got <- p },
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("connect over %s: %v", proto, err)
+	}
+	if c.Transport() != proto || c.Node() != "gw0" {
+		t.Fatalf("logged in over %q to %q, want %s to gw0", c.Transport(), c.Node(), proto)
+	}
+	payload := "hello over " + proto
+	status, ans := push(t, d, d.PushKey, map[string]any{"biz": 7, "devices": []string{device}, "payload": payload})
+	if status != 200 || ans["delivered"] != 1.0 {
+		t.Fatalf("push: %d %v, want delivered 1", status, ans)
+	}
+	select {
+	case p := <-got:
+		if string(p.Payload) != payload || p.Biz != 7 {
+			t.Fatalf("push received biz %d %q, want biz 7 %q", p.Biz, p.Payload, payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no push over %s", proto)
+	}
 }
 
 // rootsOf is a pool holding the PEM certificates in files.
@@ -87,42 +128,7 @@ func TestIntegrationTransports(t *testing.T) {
 	roots := rootsOf(t, d.CAFile)
 
 	for _, proto := range everyTransport {
-		t.Run(proto, func(t *testing.T) {
-			device := "dev-" + proto
-			got := make(chan client.Push, 4)
-			c, err := client.New(client.Config{
-				ControlURL: d.ControlURL, App: d.App, Secret: d.Secret, Device: device, User: "u-" + device,
-				Transports: []string{proto},
-				TLS:        &tls.Config{RootCAs: roots},
-				OnPush:     func(p client.Push) { got <- p },
-				Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = c.Close() }()
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := c.Connect(ctx); err != nil {
-				t.Fatalf("connect over %s: %v", proto, err)
-			}
-			if c.Transport() != proto || c.Node() != "gw0" {
-				t.Fatalf("logged in over %q to %q, want %s to gw0", c.Transport(), c.Node(), proto)
-			}
-			payload := "hello over " + proto
-			status, ans := push(t, d, d.PushKey, map[string]any{"biz": 7, "devices": []string{device}, "payload": payload})
-			if status != 200 || ans["delivered"] != 1.0 {
-				t.Fatalf("push: %d %v, want delivered 1", status, ans)
-			}
-			select {
-			case p := <-got:
-				if string(p.Payload) != payload || p.Biz != 7 {
-					t.Fatalf("push received biz %d %q, want biz 7 %q", p.Biz, p.Payload, payload)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("no push over %s", proto)
-			}
-		})
+		t.Run(proto, func(t *testing.T) { loginAndPush(t, d, proto, roots) })
 	}
 
 	// The node's stats name every transport it serves.
@@ -270,4 +276,24 @@ func serialOf(t *testing.T, addr string, roots *x509.CertPool) *big.Int {
 		t.Fatal(err)
 	}
 	return cs.PeerCertificates[0].SerialNumber
+}
+
+// The stream transports on the event-loop engines: the same gateway with --engine gnet, netpoll
+// and nbio (quic is its own engine whatever --engine says).
+func TestIntegrationTransportsEngines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	for _, engine := range engines.Names() {
+		if engine == "std" || !engines.Carries(engine, engines.TransportTCP) {
+			continue
+		}
+		t.Run(engine, func(t *testing.T) {
+			d := deployEvery(t, engine)
+			roots := rootsOf(t, d.CAFile)
+			for _, proto := range everyTransport {
+				t.Run(proto, func(t *testing.T) { loginAndPush(t, d, proto, roots) })
+			}
+		})
+	}
 }
