@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/quic-go/quic-go"
 
 	"github.com/pushwire/pushwire/client"
 	"github.com/pushwire/pushwire/internal/transport"
@@ -307,6 +308,7 @@ func errReason(err error) string {
 	var se *client.Error
 	var ne net.Error
 	var he *transport.HandshakeError
+	var qe *quic.TransportError
 	switch {
 	case errors.As(err, &ce):
 		return "control_" + strconv.Itoa(ce.Status)
@@ -314,8 +316,8 @@ func errReason(err error) string {
 		return "gateway_" + se.Code.String()
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
+	case errors.Is(err, syscall.ECONNREFUSED), errors.As(err, &qe) && qe.ErrorCode == quic.ConnectionRefused:
+		return "refused" // a QUIC server refuses a connection its accept queue has no room for
 	case errors.As(err, &he): // TLS, WebSocket upgrade or QUIC handshake refused
 		return "handshake_" + he.Proto
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):

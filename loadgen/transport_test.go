@@ -8,13 +8,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"github.com/pushwire/pushwire/internal/transport"
 )
@@ -136,8 +141,28 @@ func TestErrReasonHandshake(t *testing.T) {
 	if got := errReason(err); got != "handshake_wss" {
 		t.Errorf("errReason = %q, want handshake_wss", got)
 	}
+	err = fmt.Errorf("client: login: %w", &quic.TransportError{ErrorCode: quic.ConnectionRefused, Remote: true})
+	if got := errReason(err); got != "refused" {
+		t.Errorf("errReason of a QUIC CONNECTION_REFUSED = %q, want refused", got)
+	}
 	err = &transport.HandshakeError{Proto: "quic", Addr: "127.0.0.1:1", Step: "quic handshake", Err: context.DeadlineExceeded}
 	if got := errReason(err); got != "timeout" {
 		t.Errorf("errReason of a handshake timeout = %q, want timeout", got)
+	}
+}
+
+// A failed connect is counted by reason, and the first of each reason is logged with its error.
+func TestConnectFailedLogsFirstOfEachReason(t *testing.T) {
+	var logs strings.Builder
+	w := newWorker(WorkerSpec{Lo: 0, Hi: 3, DevicePrefix: "d-"}, slog.New(slog.NewTextHandler(&logs, nil)))
+	refused := &quic.TransportError{ErrorCode: quic.ConnectionRefused, Remote: true}
+	w.connectFailed(0, refused)
+	w.connectFailed(1, refused)
+	w.connectFailed(2, errors.New("something else"))
+	if got := w.takeErrors(); got["refused"] != 2 || got["other"] != 1 {
+		t.Errorf("errors %v", got)
+	}
+	if n := strings.Count(logs.String(), "connect failed"); n != 2 || !contains(logs.String(), "device=d-0") || !contains(logs.String(), "something else") {
+		t.Errorf("%d lines logged:\n%s", n, logs.String())
 	}
 }

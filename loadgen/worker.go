@@ -156,6 +156,7 @@ type worker struct {
 
 	errMu  sync.Mutex
 	errors map[string]int64
+	logged map[string]bool // connect failure reasons already logged (one example of each)
 
 	histMu    sync.Mutex
 	hist      *hdrhistogram.Histogram
@@ -337,6 +338,26 @@ func (w *worker) countErr(reason string) {
 	w.m.countErr(reason)
 }
 
+// connectFailed counts a failed connect of client i by reason and logs the first one of each
+// reason, so that an "other" can be told apart.
+func (w *worker) connectFailed(i int, err error) {
+	reason := errReason(err)
+	w.countErr(reason)
+	w.errMu.Lock()
+	first := !w.logged[reason]
+	if first {
+		if w.logged == nil {
+			w.logged = map[string]bool{}
+		}
+		w.logged[reason] = true
+	}
+	w.errMu.Unlock()
+	if first {
+		w.log.Warn("connect failed (the first of this reason)", "reason", reason,
+			"device", w.spec.DevicePrefix+strconv.Itoa(w.spec.Lo+i), "err", err)
+	}
+}
+
 func (w *worker) takeErrors() map[string]int64 {
 	w.errMu.Lock()
 	defer w.errMu.Unlock()
@@ -447,7 +468,7 @@ func (w *worker) ramp(ctx context.Context, req rampReq) (rampAns, error) {
 			err := c.Connect(rampCtx)
 			<-sem
 			if err != nil {
-				w.countErr(errReason(err))
+				w.connectFailed(i, err)
 			}
 		}()
 		i++
