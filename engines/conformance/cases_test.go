@@ -406,10 +406,16 @@ func slowReader(t *testing.T, tg target, writeTimeout time.Duration, policy bool
 	const (
 		maxQueue  = 256 << 10
 		frameLen  = 64 << 10
-		budget    = 512 << 20       // bytes of Write attempts (policy-close)
-		grace     = 3 * time.Second // retrying after the first ErrQueueFull (policy-close)
+		budget    = 512 << 20 // bytes of Write attempts (policy-close)
 		heapSlack = 8 << 20
 	)
+	// grace is how long the server keeps retrying after the first ErrQueueFull (policy-close):
+	// 3 s on tcp, 1 s over the layers, which sit above the same engine code (and under the race
+	// detector every second of retries is dear).
+	grace := 3 * time.Second
+	if tg.transport != engines.TransportTCP {
+		grace = time.Second
+	}
 	h := newHandler(frame.Limits{}, false)
 	s := tg.start(t, engines.Config{MaxWriteQueue: maxQueue, WriteTimeout: writeTimeout}, h)
 	// The client never reads until the end. Its receive buffer is left to the kernel: one

@@ -46,7 +46,7 @@ func pushFrame(seq uint32) []byte { return mkFrame(9, seq, 16, 64) }
 
 // manyConns is how many connections TestManyConnections opens on a transport: 10,000, except
 // under the race detector, where a handshake costs several times more CPU (crypto is
-// instrumented too): 5,000 on ws, 500 on tls, wss and quic (one QUIC client also holds a UDP
+// instrumented too): 2,000 on ws, 500 on tls, wss and quic (one QUIC client also holds a UDP
 // socket and goroutines of its own). The race detector's point here is the concurrency of
 // opening and closing, which the smaller counts exercise as well; the numbers are checked
 // without it.
@@ -58,7 +58,7 @@ func manyConns(transport string) int {
 	case engines.TransportTCP:
 		return 10000
 	case engines.TransportWS:
-		return 5000
+		return 2000
 	}
 	return 500
 }
