@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/pushwire/pushwire/engines"
-	_ "github.com/pushwire/pushwire/engines/quic" // "quic", also in engines/all once it lists it
 	"github.com/pushwire/pushwire/internal/transport"
 )
 
