@@ -117,14 +117,14 @@ func TestLargestFrame(t *testing.T) {
 		reason := s.h.waitClosed(t, sc, 5*time.Second)
 		if code, ok := wsCloseStatus(c); ok {
 			// Over ws and wss the layer's MaxMessage (the handler's largest frame) stops the
-			// message before the handler or the engine sees it, with close status 1009. The layer
-			// gives OnClose no reason for a connection it failed (nil, as for a local Close), so
-			// the close status is what is checked.
+			// message before the handler or the engine sees it, with close status 1009, and
+			// OnClose gets a *ws.CloseError wrapping engines.ErrFrameTooLarge.
 			if code != wsproto.CloseTooBig {
 				t.Fatalf("oversized message: close status %d, want %d", code, wsproto.CloseTooBig)
 			}
-			t.Logf("oversized message: close status %d, OnClose reason %v", code, reason)
-			reason = engines.ErrFrameTooLarge
+			if !errors.Is(reason, engines.ErrFrameTooLarge) {
+				t.Fatalf("oversized message: OnClose reason %v, want %v", reason, engines.ErrFrameTooLarge)
+			}
 		} else if reason == nil {
 			t.Fatal("oversized frame: OnClose reason nil, want an error")
 		}
@@ -320,12 +320,14 @@ func TestClose(t *testing.T) {
 			}
 			reason := h.waitClosed(t, sc, 5*time.Second)
 			if code, ok := wsCloseStatus(c); ok {
-				// Over ws and wss the layer closes with 1002 and gives OnClose no reason (nil,
-				// as for a local Close): the close status is what is checked.
+				// Over ws and wss the layer closes with 1002 and gives OnClose a *ws.CloseError
+				// wrapping the handler's error.
 				if code != wsproto.CloseProtocolError {
 					t.Errorf("close status %d after the handler's error, want %d", code, wsproto.CloseProtocolError)
 				}
-				t.Logf("close status %d after the handler's error, OnClose reason %v", code, reason)
+				if reason == nil {
+					t.Error("OnClose reason nil after the handler's error")
+				}
 			} else if reason == nil {
 				t.Error("OnClose reason nil after the handler's error")
 			}

@@ -141,6 +141,10 @@ type conn struct {
 	wrote   bool // the core wrote during the handshake (under mu)
 	reqSeen bool // bytes of the upgrade request arrived (written under mu, in OnData)
 
+	// why is the reason the layer closed the connection itself (a *CloseError, or the upgrade's
+	// *wsproto.HandshakeError), handed to the core's OnClose in place of the engine's nil.
+	why atomic.Pointer[error]
+
 	// Read side: touched only in the engine's callbacks, which are never concurrent.
 	fragging bool   // a fragmented binary message is being assembled
 	frag     []byte // its payload so far; nil unless fragging
@@ -222,8 +226,34 @@ func (c *conn) closeWith(code uint16) {
 	_ = c.raw.Close()
 }
 
+// CloseError is the OnClose reason the layer gives the core when the WebSocket connection ended
+// with a close frame the core did not ask for: the peer's (Peer) or the layer's own answer to bad
+// input (Reason says what).
+type CloseError struct {
+	Code   uint16
+	Peer   bool
+	Reason string
+	// Err is the error behind it, where there is one: engines.ErrFrameTooLarge for a message
+	// over MaxMessage (1009), the handler's error (1002), engines.ErrBadConsume (1011).
+	Err error
+}
+
+// Unwrap gives Err, so errors.Is(reason, engines.ErrFrameTooLarge) holds over ws as over tcp.
+func (e *CloseError) Unwrap() error { return e.Err }
+
+func (e *CloseError) Error() string {
+	if e.Peer {
+		return fmt.Sprintf("ws: closed by the peer with status %d", e.Code)
+	}
+	return fmt.Sprintf("ws: closed with status %d: %s", e.Code, e.Reason)
+}
+
+// setWhy records the first reason the layer closes c for.
+func (c *conn) setWhy(err error) { c.why.CompareAndSwap(nil, &err) }
+
 // refuse answers a refused upgrade and closes the socket.
 func (c *conn) refuse(e *wsproto.HandshakeError) {
+	c.setWhy(e)
 	c.mu.Lock()
 	if c.state.Swap(stClosed) == stHandshake {
 		_ = c.raw.Write(wsproto.AppendRefusal(nil, e))
@@ -236,6 +266,15 @@ func (c *conn) refuse(e *wsproto.HandshakeError) {
 // fail sends msg (an ERROR frame in a binary message, or nil) then a close frame of code, and
 // closes the socket.
 func (c *conn) fail(code uint16, msg []byte, why string) {
+	c.failErr(code, msg, why, nil)
+}
+
+// failErr is fail with the error behind it (CloseError.Err).
+func (c *conn) failErr(code uint16, msg []byte, why string, cause error) {
+	if cause == nil && code == wsproto.CloseTooBig {
+		cause = engines.ErrFrameTooLarge
+	}
+	c.setWhy(&CloseError{Code: code, Reason: why, Err: cause})
 	c.mu.Lock()
 	if c.state.Load() == stOpen && msg != nil {
 		_ = c.raw.Write(msg)
@@ -263,8 +302,10 @@ func (c *conn) control(op byte, payload []byte) {
 		case err != nil:
 			c.fail(wsproto.CloseProtocolError, nil, "invalid close frame payload")
 		case code == wsproto.CloseNoStatus:
+			c.setWhy(&CloseError{Code: code, Peer: true})
 			c.closeWith(wsproto.CloseNormal)
 		default:
+			c.setWhy(&CloseError{Code: code, Peer: true})
 			c.closeWith(code)
 		}
 	}
@@ -284,6 +325,9 @@ func (l *layer) OnClose(raw engines.Conn, err error) {
 	}
 	c.state.Store(stClosed)
 	c.frag = nil
+	if p := c.why.Load(); p != nil && err == nil {
+		err = *p
+	}
 	l.h.OnClose(c, err)
 }
 
@@ -448,11 +492,11 @@ func (l *layer) deliver(c *conn, p []byte) {
 	for off < len(p) && c.state.Load() == stOpen {
 		n, err := l.h.OnData(c, p[off:])
 		if err != nil {
-			c.fail(wsproto.CloseProtocolError, nil, err.Error())
+			c.failErr(wsproto.CloseProtocolError, nil, err.Error(), err)
 			return
 		}
 		if n < 0 || n > len(p)-off {
-			c.fail(wsproto.CloseInternalError, nil, fmt.Sprintf("%v: %d of %d bytes", engines.ErrBadConsume, n, len(p)-off))
+			c.failErr(wsproto.CloseInternalError, nil, fmt.Sprintf("%d of %d bytes", n, len(p)-off), engines.ErrBadConsume)
 			return
 		}
 		if n == 0 {
