@@ -76,7 +76,11 @@ func writeEngineOptions(w io.Writer, engine string) error {
 	if err != nil {
 		return fmt.Errorf("gateway: --engine: %w", err)
 	}
-	fmt.Fprintf(w, "Options of the %s engine (pushwire gateway --engine %s --engine-opt key=value, or engine_options in the config file):\n\n", engine, engine)
+	if t := transportEngine(engines.TransportQUIC); t == engine {
+		fmt.Fprintf(w, "Options of the %s engine (pushwire gateway --quic-listen ADDR --quic-opt key=value):\n\n", engine)
+	} else {
+		fmt.Fprintf(w, "Options of the %s engine (pushwire gateway --engine %s --engine-opt key=value, or engine_options in the config file):\n\n", engine, engine)
+	}
 	if len(opts) == 0 {
 		fmt.Fprintln(w, "  (none)")
 		return nil
