@@ -118,9 +118,14 @@ fuzz: deps ## run every fuzz target (decoders of outside input) for FUZZTIME eac
 	$(GO) test -run=none -fuzz='^FuzzVerify$$' -fuzztime=$${FUZZTIME:-30s} ./control/token/
 	$(GO) test -run=none -fuzz='^FuzzConnect$$' -fuzztime=$${FUZZTIME:-30s} ./control/
 	$(GO) test -run=none -fuzz='^FuzzDecodeBatch$$' -fuzztime=$${FUZZTIME:-30s} ./backend/
+	$(GO) test -run=none -fuzz='^FuzzParseRequest$$' -fuzztime=$${FUZZTIME:-30s} ./internal/wsproto/
+	$(GO) test -run=none -fuzz='^FuzzParseHeader$$' -fuzztime=$${FUZZTIME:-30s} ./internal/wsproto/
+	$(GO) test -run=none -fuzz='^FuzzDecoder$$' -fuzztime=$${FUZZTIME:-30s} ./engines/ws/
+	$(GO) test -run=none -fuzz='^FuzzUpgradeBytes$$' -fuzztime=$${FUZZTIME:-30s} ./engines/ws/
+	$(GO) test -run=none -fuzz='^FuzzHandshakeInput$$' -fuzztime=$${FUZZTIME:-30s} ./engines/tlslayer/
 
 gobench: deps ## Go micro-benchmarks (allocations reported)
-	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/...
+	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/... ./engines/ws/ ./internal/wsproto/
 
 clean: ## remove build outputs
 	rm -rf bin
