@@ -180,7 +180,7 @@ type listenerParams struct {
 	log      *slog.Logger
 }
 
-// newListener composes one transport's stack over h (api.md "Composition") and creates its engine:
+// newListener composes one transport's stack over h (docs/engines.md "Transports") and creates its engine:
 //
 //	tcp  = engine(h)
 //	tls  = engine(tlslayer.Wrap(h, {ALPN pushwire/1 required}))

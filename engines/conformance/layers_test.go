@@ -9,7 +9,7 @@ import (
 	"github.com/pushwire/pushwire/engines/ws"
 )
 
-// The stream transports' stacks, composed as the gateway composes them (api.md "Composition"):
+// The stream transports' stacks, composed as the gateway composes them:
 //
 //	tls = tlslayer.Wrap(h, {TLS: certs.ServerConfig("pushwire/1"), RequireALPN: "pushwire/1"})
 //	ws  = ws.Wrap(h)
