@@ -153,16 +153,26 @@ type conn struct {
 func (c *conn) ID() uint64         { return c.raw.ID() }
 func (c *conn) RemoteAddr() string { return c.raw.RemoteAddr() }
 
+// writable reports whether the core's write goes out now; c.mu held. During the handshake it is
+// dropped (and remembered: a close then answers 503), after the close it is refused with
+// engines.ErrClosed.
+func (c *conn) writable() (open bool, err error) {
+	switch c.state.Load() {
+	case stHandshake:
+		c.wrote = true
+		return false, nil
+	case stClosed:
+		return false, engines.ErrClosed
+	}
+	return true, nil
+}
+
 // Write sends b as one binary message. b is never copied.
 func (c *conn) Write(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch c.state.Load() {
-	case stHandshake:
-		c.wrote = true
-		return nil
-	case stClosed:
-		return engines.ErrClosed
+	if open, err := c.writable(); !open {
+		return err
 	}
 	if len(b) < 126 {
 		return c.send(shortHeader(len(b)), b)
@@ -175,12 +185,8 @@ func (c *conn) Write(b []byte) error {
 func (c *conn) WriteFrame(head, tail []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch c.state.Load() {
-	case stHandshake:
-		c.wrote = true
-		return nil
-	case stClosed:
-		return engines.ErrClosed
+	if open, err := c.writable(); !open {
+		return err
 	}
 	n := len(head) + len(tail)
 	buf := make([]byte, 0, wsproto.HeaderLen(n, false)+len(head))
