@@ -35,13 +35,20 @@ type phaseRun struct {
 	t0          time.Time
 	disconnects int64 // the workers' count at the start
 	redisCmds   int64 // INFO total_commands_processed at the start; -1 without Redis
+	obs         *phaseObs
 }
 
 // begin starts a phase: the workers reset their tracking (msgs messages; fanout: each to many
 // devices), and the gateways' stats, the disconnect count and Redis's command count are read.
-func (c *coord) begin(ctx context.Context, name string, msgs int, fanout bool) (*phaseRun, error) {
+// expect is how long the phase is meant to send for (its observer's profiles cover it).
+func (c *coord) begin(ctx context.Context, name string, msgs int, fanout bool, expect time.Duration) (*phaseRun, error) {
+	return c.beginBatch(ctx, name, msgs, fanout, 1, expect)
+}
+
+// beginBatch is begin for a phase whose messages each go to batch devices (see trackReq).
+func (c *coord) beginBatch(ctx context.Context, name string, msgs int, fanout bool, batch int, expect time.Duration) (*phaseRun, error) {
 	if err := c.all(ctx, http.MethodPost, "/track", func(*workerProc) any {
-		return trackReq{Phase: name, Msgs: msgs, Fanout: fanout}
+		return trackReq{Phase: name, Msgs: msgs, Fanout: fanout, Batch: batch, Conns: c.cfg.Conns}
 	}, nil); err != nil {
 		return nil, err
 	}
@@ -61,6 +68,7 @@ func (c *coord) begin(ctx context.Context, name string, msgs int, fanout bool) (
 		c.log.Warn(name+": Redis commands not counted", "err", err)
 	}
 	pr.t0 = time.Now()
+	pr.obs = c.observe(ctx, name, pr.t0, expect)
 	return pr, nil
 }
 
@@ -151,6 +159,7 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 	if col.Dups > 0 {
 		p.Errors = mergeErrors(p.Errors, map[string]int64{"duplicate_delivery": col.Dups})
 	}
+	pr.obs.end(ctx, p)
 	c.log.Info(p.Name+": done", "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
 		"failed", p.Failed, "missing", p.Missing, "disconnects", p.Disconnects, "deliveries_per_s", int(p.Deliveries),
 		"p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99, "redis_cmds_per_push", p.RedisCommandsPerPush)
@@ -198,6 +207,8 @@ func (c *coord) ramp(ctx context.Context, base snapshot) (results.Phase, error) 
 		return p, err
 	}
 	t0 := time.Now()
+	obs := c.observe(ctx, p.Name, t0, time.Duration(float64(c.cfg.Conns)/c.cfg.ConnectRate*float64(time.Second)))
+	p.Offered = c.cfg.ConnectRate
 	c.log.Info("ramp: connecting", "conns", c.cfg.Conns, "rate", c.cfg.ConnectRate, "workers", len(c.workers))
 	answers := make([]rampAns, len(c.workers))
 	done := make(chan error, 1)
@@ -244,6 +255,7 @@ wait:
 	c.figures(&p, base, start, end)
 	p.ConnectRate = float64(connected) / d.Seconds()
 	p.Disconnects = st.Disconnects
+	obs.end(ctx, &p)
 	c.log.Info("ramp: done", "connected", connected, "gateway_sessions", p.Conns, "seconds", d.Seconds(), "rate", p.ConnectRate)
 	if p.Conns < c.cfg.Conns {
 		return p, fmt.Errorf("loadgen: ramp reached %d of %d connections (errors: %v)", p.Conns, c.cfg.Conns, p.Errors)
@@ -271,6 +283,7 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 	}
 	c.log.Info("idle: holding", "seconds", c.cfg.Idle.Seconds())
 	t0 := time.Now()
+	obs := c.observe(ctx, p.Name, t0, c.cfg.Idle)
 	select {
 	case <-time.After(c.cfg.Idle):
 	case <-ctx.Done():
@@ -293,6 +306,7 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 	}
 	c.figures(&p, base, start, end)
 	p.Disconnects = st.Disconnects - st0.Disconnects
+	obs.end(ctx, &p)
 	c.log.Info("idle: done", "sessions", p.Conns, "redis_cmds_per_s", int(c.redisIdleRate), "connected", st.Connected, "disconnects", p.Disconnects,
 		"rss_per_conn", int(p.Gateway.RSSPerConn), "heap_per_conn", int(p.Gateway.HeapPerConn), "goroutines", p.Gateway.Goroutines)
 	if p.Disconnects > 0 {
@@ -304,17 +318,23 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 // upstream has the workers send RequestRate REQUESTs per second (each its share) for
 // RequestDuration.
 func (c *coord) upstream(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhaseUpstream, Target: c.cfg.Conns}
-	pr, err := c.begin(ctx, p.Name, 0, false)
+	return c.requests(ctx, base, results.Phase{Name: results.PhaseUpstream, Target: c.cfg.Conns}, c.cfg.RequestRate, c.cfg.RequestDuration)
+}
+
+// requests has the workers send rate REQUESTs per second (each its share) for dur, measured as
+// phase p.
+func (c *coord) requests(ctx context.Context, base snapshot, p results.Phase, rate float64, dur time.Duration) (results.Phase, error) {
+	p.Offered = rate
+	pr, err := c.begin(ctx, p.Name, 0, false, dur)
 	if err != nil {
 		return p, err
 	}
-	c.log.Info("upstream: requesting", "rate", c.cfg.RequestRate, "seconds", c.cfg.RequestDuration.Seconds(), "biz", c.cfg.RequestBiz)
+	c.log.Info(p.Name+": requesting", "rate", rate, "seconds", dur.Seconds(), "biz", c.cfg.RequestBiz)
 	answers := make([]upstreamAns, len(c.workers))
 	senders := max(c.cfg.RequestSenders/len(c.workers), 16)
 	err = c.all(ctx, http.MethodPost, "/upstream", func(w *workerProc) any {
 		share := float64(w.hi-w.lo) / float64(c.cfg.Conns)
-		return upstreamReq{Rate: c.cfg.RequestRate * share, DurationMS: c.cfg.RequestDuration.Milliseconds(), Biz: c.cfg.RequestBiz, Senders: senders}
+		return upstreamReq{Rate: rate * share, DurationMS: dur.Milliseconds(), Biz: c.cfg.RequestBiz, Senders: senders}
 	}, func(i int) any { return &answers[i] })
 	if err != nil {
 		return p, err
@@ -393,41 +413,55 @@ func payload(seq int, at time.Time) string {
 // push sends PushRate unicast pushes per second for PushDuration through the push API, open
 // loop, then waits for the deliveries.
 func (c *coord) push(ctx context.Context, base snapshot) (results.Phase, error) {
-	p := results.Phase{Name: results.PhasePush, Target: c.cfg.Conns}
-	total := int(c.cfg.PushRate * c.cfg.PushDuration.Seconds())
-	pr, err := c.begin(ctx, p.Name, total, false)
+	return c.unicast(ctx, base, results.Phase{Name: results.PhasePush, Target: c.cfg.Conns}, c.cfg.PushRate, c.cfg.PushDuration, 1)
+}
+
+// unicast sends rate push API calls per second for dur, each naming batch devices (one: a
+// unicast push; more: a batch push), open loop through PushSenders callers, measured as phase
+// p, then waits for the deliveries.
+func (c *coord) unicast(ctx context.Context, base snapshot, p results.Phase, rate float64, dur time.Duration, batch int) (results.Phase, error) {
+	p.Offered = rate
+	batch = max(batch, 1)
+	calls := int(rate * dur.Seconds())
+	total := calls * batch
+	pr, err := c.beginBatch(ctx, p.Name, total, false, batch, dur)
 	if err != nil {
 		return p, err
 	}
-	c.log.Info("push: sending", "rate", c.cfg.PushRate, "seconds", c.cfg.PushDuration.Seconds(), "messages", total)
+	c.log.Info(p.Name+": sending", "rate", rate, "seconds", dur.Seconds(), "calls", calls, "devices_per_call", batch)
 	var t tally
 	type job struct {
 		seq int
 		at  time.Time
 	}
-	jobs := make(chan job, max(total, 1))
+	jobs := make(chan job, max(calls, 1))
 	var wg sync.WaitGroup
 	for range c.cfg.PushSenders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
-				dev := c.cfg.DevicePrefix + strconv.Itoa(j.seq%c.cfg.Conns)
+				// Message seq*batch+k goes to device (seq*batch+k) mod Conns: every message of
+				// the phase has its own sequence number, tracked once.
+				devices := make([]string, batch)
+				for k := range devices {
+					devices[k] = c.cfg.DevicePrefix + strconv.Itoa((j.seq*batch+k)%c.cfg.Conns)
+				}
 				var ans pushAnswer
 				err := c.api(ctx, http.MethodPost, c.gateway()+"/v1/push",
-					map[string]any{"biz": c.cfg.PushBiz, "devices": []string{dev}, "payload": payload(j.seq, j.at)}, &ans)
-				t.add(c, 1, ans, err)
+					map[string]any{"biz": c.cfg.PushBiz, "devices": devices, "payload": payload(j.seq, j.at)}, &ans)
+				t.add(c, int64(batch), ans, err)
 			}
 		}()
 	}
 	n := 0
 	tick := time.NewTicker(c.cfg.ProgressPeriod)
-	for at := range (Pacer{Rate: c.cfg.PushRate, Count: total}).Run(ctx, pr.t0) {
+	for at := range (Pacer{Rate: rate, Count: calls}).Run(ctx, pr.t0) {
 		jobs <- job{seq: n, at: at}
 		n++
 		select {
 		case <-tick.C:
-			c.progress(ctx, p.Name, t.pushes.Load(), total)
+			c.progress(ctx, p.Name, t.pushes.Load(), calls)
 		default:
 		}
 	}
@@ -475,7 +509,8 @@ func (c *coord) api(ctx context.Context, method, url string, body, out any) erro
 // out across the cluster) through a gateway chosen at random, to the targets body(seq) names
 // (how many: targets), and measures every delivery.
 func (c *coord) fanout(ctx context.Context, base snapshot, p results.Phase, msgs int, rate float64, body func(seq int) (map[string]any, int64)) (results.Phase, error) {
-	pr, err := c.begin(ctx, p.Name, msgs, true)
+	p.Offered = rate
+	pr, err := c.begin(ctx, p.Name, msgs, true, time.Duration(float64(msgs)/rate*float64(time.Second)))
 	if err != nil {
 		return p, err
 	}
@@ -516,25 +551,40 @@ func (c *coord) fanout(ctx context.Context, base snapshot, p results.Phase, msgs
 // GroupRate messages per second for GroupDuration, each to one group in turn.
 func (c *coord) group(ctx context.Context, base snapshot) (results.Phase, error) {
 	p := results.Phase{Name: results.PhaseGroup, Target: c.cfg.Conns}
-	size := c.cfg.GroupSize
+	if err := c.joinGroups(ctx, c.cfg.GroupSize); err != nil {
+		return p, err
+	}
+	return c.groupPush(ctx, base, p, c.cfg.GroupRate, c.cfg.GroupDuration)
+}
+
+// joinGroups has every client JOIN its group of size devices (by index): lg-g<index / size>.
+func (c *coord) joinGroups(ctx context.Context, size int) error {
 	groups := (c.cfg.Conns + size - 1) / size
 	c.log.Info("group: joining", "clients", c.cfg.Conns, "group_size", size, "groups", groups)
 	answers := make([]joinAns, len(c.workers))
 	if err := c.all(ctx, http.MethodPost, "/join", func(*workerProc) any {
 		return joinReq{Biz: c.cfg.GroupBiz, GroupSize: size}
 	}, func(i int) any { return &answers[i] }); err != nil {
-		return p, err
+		return err
 	}
 	var failed int64
 	for _, a := range answers {
 		failed += a.Failed
 	}
 	if failed > 0 {
-		return p, fmt.Errorf("loadgen: group phase: %d joins failed", failed)
+		return fmt.Errorf("loadgen: group phase: %d joins failed", failed)
 	}
-	msgs := int(c.cfg.GroupRate * c.cfg.GroupDuration.Seconds())
-	c.log.Info("group: pushing", "rate", c.cfg.GroupRate, "messages", msgs)
-	return c.fanout(ctx, base, p, msgs, c.cfg.GroupRate, func(seq int) (map[string]any, int64) {
+	return nil
+}
+
+// groupPush pushes rate messages per second for dur, each to one of the groups of GroupSize
+// devices that joinGroups made, in turn, measured as phase p.
+func (c *coord) groupPush(ctx context.Context, base snapshot, p results.Phase, rate float64, dur time.Duration) (results.Phase, error) {
+	size := c.cfg.GroupSize
+	groups := (c.cfg.Conns + size - 1) / size
+	msgs := max(int(rate*dur.Seconds()), 1)
+	c.log.Info(p.Name+": pushing", "rate", rate, "messages", msgs)
+	return c.fanout(ctx, base, p, msgs, rate, func(seq int) (map[string]any, int64) {
 		g := seq % groups
 		members := min(size, c.cfg.Conns-g*size)
 		return map[string]any{"biz": c.cfg.GroupBiz, "group": groupName(g*size, size)}, int64(members)

@@ -110,6 +110,10 @@ type (
 		Phase  string `json:"phase"`
 		Msgs   int    `json:"msgs"`
 		Fanout bool   `json:"fanout"` // a message goes to many devices: track (message, device)
+		// Batch > 1: each message (push API call) seq goes to the Batch devices
+		// (seq*Batch+k) mod Conns, k < Batch; Msgs counts (call, device) pairs.
+		Batch int `json:"batch,omitempty"`
+		Conns int `json:"conns,omitempty"`
 	}
 	upstreamReq struct {
 		Rate       float64 `json:"rate"`
@@ -502,10 +506,22 @@ func (w *worker) closeAll() {
 type tracker struct {
 	got    []atomic.Bool
 	stride int
+	// batch, conns and lo: a batch push (batch > 1) sends message seq to devices
+	// (seq*batch+k) mod conns; this worker's device i is lo+i.
+	batch, conns, lo int
 }
 
+// index returns the flag of message seq at local device i, or -1 when the message was not
+// meant for it.
 func (t *tracker) index(seq, local int) int {
-	if t.stride == 1 {
+	switch {
+	case t.batch > 1:
+		k := ((t.lo+local-seq*t.batch)%t.conns + t.conns) % t.conns
+		if k >= t.batch {
+			return -1
+		}
+		return seq*t.batch + k
+	case t.stride == 1:
 		return seq
 	}
 	return seq*t.stride + local
@@ -519,7 +535,11 @@ func (w *worker) startTracking(req trackReq) {
 	w.histMu.Lock()
 	w.hist = newHist()
 	w.histMu.Unlock()
-	w.tr.Store(&tracker{got: make([]atomic.Bool, max(req.Msgs, 0)*stride), stride: stride})
+	tr := &tracker{got: make([]atomic.Bool, max(req.Msgs, 0)*stride), stride: stride}
+	if req.Batch > 1 && req.Conns > 0 {
+		tr.batch, tr.conns, tr.lo = req.Batch, req.Conns, w.spec.Lo
+	}
+	w.tr.Store(tr)
 	w.delivered.Store(0)
 	w.dups.Store(0)
 	w.lastRecv.Store(0)
@@ -546,7 +566,7 @@ func (w *worker) onPush(i int, p client.Push) {
 		return
 	}
 	idx := tr.index(seq, i)
-	if idx >= len(tr.got) {
+	if idx < 0 || idx >= len(tr.got) {
 		return
 	}
 	if tr.got[idx].Swap(true) {

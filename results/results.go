@@ -66,6 +66,10 @@ type Result struct {
 	// Errors lists what went wrong in the run as a whole. A result with
 	// errors fails Check.
 	Errors []string `json:"errors,omitempty"`
+	// Placement is how the processes were put on CPUs; nil when the kernel chose.
+	Placement *Placement `json:"placement,omitempty"`
+	// Capacity is set on the result of a capacity search, whose phases are its steps.
+	Capacity *Capacity `json:"capacity,omitempty"`
 }
 
 // Cluster is the route layer of a run: its store, the delivery mode and,
@@ -99,6 +103,13 @@ type Env struct {
 	// FileLimit is the RLIMIT_NOFILE soft limit, which bounds the
 	// connections one process can hold.
 	FileLimit uint64 `json:"file_limit"`
+	// LoadAvg is the 1, 5 and 15 minute load averages before the run.
+	LoadAvg []float64 `json:"load_avg,omitempty"`
+	// Busy lists the other processes using CPU before the run ("pid name cpu%"),
+	// busiest first.
+	Busy []string `json:"busy,omitempty"`
+	// TCPSockets is the TCP sockets in use on the machine before the run.
+	TCPSockets int `json:"tcp_sockets,omitempty"`
 }
 
 // Phase is one phase of a run: what the gateway held at its end and what
@@ -166,6 +177,122 @@ type Phase struct {
 
 	// Errors counts client-side errors by reason (dial, login, timeout…).
 	Errors map[string]int64 `json:"errors,omitempty"`
+
+	// Workload names what a capacity search step loads (see the Workload* constants); empty for
+	// a phase of a plain run. A step's Name is "<workload>@<offered rate>".
+	Workload string `json:"workload,omitempty"`
+	// Offered is the rate the phase offered, in its workload's unit per second (connects,
+	// requests, push API calls or group/broadcast messages); 0 for a phase with no rate (idle).
+	Offered float64 `json:"offered_per_s,omitempty"`
+	// Achieved is the rate the load generator actually sent at: the operations sent over the
+	// window in which they were meant to go out.
+	Achieved float64 `json:"achieved_per_s,omitempty"`
+	// Saturated is set when the phase did not reach its offered rate or its latency grew through
+	// the phase; Saturation says why, one reason per entry. Check fails a saturated phase of a
+	// plain run unless told otherwise (CheckOptions.AllowSaturated).
+	Saturated  bool     `json:"saturated,omitempty"`
+	Saturation []string `json:"saturation,omitempty"`
+	// LatencyUncorrected is the latency measured from each operation's actual send, not its
+	// intended time: the figure a closed-loop tool reports, which hides coordinated omission.
+	// Latency (above) is the corrected one.
+	LatencyUncorrected *Latency `json:"latency_uncorrected,omitempty"`
+	// Cost is what one operation of the phase cost the gateways; nil for a phase without
+	// operations (idle).
+	Cost *Cost `json:"cost,omitempty"`
+	// Loadgen is what the load generator's own processes spent during the phase.
+	Loadgen *Loadgen `json:"loadgen,omitempty"`
+	// Series is the phase second by second.
+	Series []Sample `json:"series,omitempty"`
+	// Profiles are the profiles saved of each gateway during the phase (run with profiling).
+	Profiles []Profile `json:"profiles,omitempty"`
+}
+
+// Workloads of a capacity search (Phase.Workload).
+const (
+	WorkloadConnect   = "connect"   // connect + login, per second
+	WorkloadUpstream  = "upstream"  // REQUEST/RESPONSE through the business backend, per second
+	WorkloadPush      = "push"      // unicast push API calls, one device each, per second
+	WorkloadBatch     = "batch"     // push API calls naming a batch of devices, per second
+	WorkloadGroup     = "group"     // group messages per second (deliveries: × the group's size)
+	WorkloadBroadcast = "broadcast" // broadcast messages per second (deliveries: × the connections)
+)
+
+// Cost is what one operation cost the gateways during a phase (CPU summed over instances).
+type Cost struct {
+	// Op is what one operation is: "connect", "request" or "push" (one push API call).
+	Op  string `json:"op"`
+	Ops int64  `json:"ops"`
+	// CPUPerOp is the gateways' CPU time (user + system) per operation, in microseconds.
+	CPUPerOp float64 `json:"cpu_us_per_op"`
+	// AllocsPerOp and AllocBytesPerOp are the gateways' heap allocations per operation.
+	AllocsPerOp     float64 `json:"allocs_per_op"`
+	AllocBytesPerOp float64 `json:"alloc_bytes_per_op"`
+	// Deliveries is the messages delivered in the phase, with the CPU time and allocations per
+	// delivery (0 for a phase that delivers nothing: connect).
+	Deliveries        int64   `json:"deliveries,omitempty"`
+	CPUPerDelivery    float64 `json:"cpu_us_per_delivery,omitempty"`
+	AllocsPerDelivery float64 `json:"allocs_per_delivery,omitempty"`
+}
+
+// Loadgen is what the load generator (coordinator and workers) spent during a phase.
+type Loadgen struct {
+	Processes  int     `json:"processes"`
+	CPUSeconds float64 `json:"cpu_s"`     // user + system, summed over the processes
+	RSSBytes   uint64  `json:"rss_bytes"` // summed over the processes at the phase end
+}
+
+// Sample is one second of a phase. Counts are of that second; levels are at its end.
+type Sample struct {
+	T          float64 `json:"t_s"`              // seconds since the phase start, at the sample
+	Conns      int     `json:"conns"`            // sessions the gateways held
+	RSSBytes   uint64  `json:"rss_bytes"`        // gateways' RSS, summed
+	HeapBytes  uint64  `json:"heap_bytes"`       // gateways' heap objects, summed
+	Sent       int64   `json:"sent"`             // operations sent in the second
+	Delivered  int64   `json:"delivered"`        // deliveries (or answered requests) in the second
+	P50        float64 `json:"p50_ms,omitempty"` // latency (corrected) of the second's deliveries
+	P99        float64 `json:"p99_ms,omitempty"` //
+	GCCount    uint64  `json:"gc_count"`         // GC cycles completed in the second
+	GCPauseMax float64 `json:"gc_pause_max_s"`   // longest GC pause in the second (bucket bound)
+	CPUSeconds float64 `json:"cpu_s"`            // gateways' CPU in the second
+	LoadgenCPU float64 `json:"loadgen_cpu_s"`    // the load generator's CPU in the second
+}
+
+// Profile is one profile saved of one gateway during a phase.
+type Profile struct {
+	Node string `json:"node"` // the gateway's node ID
+	Kind string `json:"kind"` // "cpu" or "heap"
+	// Path is the profile file, relative to the directory of the result file.
+	Path string `json:"path"`
+}
+
+// Placement is how the run's processes were put on CPUs (pushwire bench --cpus).
+type Placement struct {
+	Method  string `json:"method"`  // "sched_setaffinity"
+	Gateway []int  `json:"gateway"` // CPUs the gateway processes (and control, the backend) ran on
+	Loadgen []int  `json:"loadgen"` // CPUs the load generator's processes ran on
+}
+
+// Capacity is the outcome of a capacity search: the highest sustained rate per workload.
+type Capacity struct {
+	// P99Limit is the p99 latency a step had to stay under, in milliseconds.
+	P99Limit float64   `json:"p99_limit_ms"`
+	Ceilings []Ceiling `json:"ceilings"`
+}
+
+// Ceiling is one workload's highest sustained rate: the highest offered rate of a step that
+// reached it, kept p99 under the limit, missed nothing and was not saturated.
+type Ceiling struct {
+	Workload string `json:"workload"`
+	Unit     string `json:"unit"` // what Rate counts per second: connects, requests, pushes, messages
+	// Rate is the ceiling (0: not even the lowest step held); Deliveries is deliveries/s there.
+	Rate       float64 `json:"rate"`
+	Deliveries float64 `json:"deliveries_per_s,omitempty"`
+	P99        float64 `json:"p99_ms"` // the ceiling step's p99
+	// FailedAt is the lowest offered rate that failed (0: none failed, the search hit its top),
+	// and Why says how it failed.
+	FailedAt float64 `json:"failed_at,omitempty"`
+	Why      string  `json:"why,omitempty"`
+	Steps    int     `json:"steps"` // steps the search ran for this workload
 }
 
 // Remote is what the other instances reported back for targets forwarded
@@ -218,6 +345,9 @@ type Gateway struct {
 	GCCPUShare float64 `json:"gc_cpu_share"`
 	// CPUSeconds is the process CPU time (user + system) during the phase.
 	CPUSeconds float64 `json:"cpu_s"`
+	// Allocs and AllocBytes are the heap allocations during the phase (objects and bytes).
+	Allocs     uint64 `json:"allocs,omitempty"`
+	AllocBytes uint64 `json:"alloc_bytes,omitempty"`
 }
 
 // Latency summarizes a latency histogram, in milliseconds.
