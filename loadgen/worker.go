@@ -39,6 +39,8 @@ import (
 //	POST /join      {biz, group_size}           JOIN each client to group lg-g<index/size>
 //	GET  /status                                counts now (connected, delivered, disconnects…)
 //	GET  /collect                               the phase's counts and HDR histogram snapshot
+//	GET  /tick                                  counts now, and the histogram of the deliveries
+//	                                            since the last tick (the per-second series)
 //	POST /close                                 close every connection
 //	GET  /metrics                               the worker's Prometheus metrics
 //
@@ -139,6 +141,10 @@ type (
 		Dups        int64 `json:"dups"`
 		Disconnects int64 `json:"disconnects"` // lost connections the worker did not close, since start
 	}
+	tickAns struct {
+		workerStatus
+		Hist *hdrhistogram.Snapshot `json:"hist"` // deliveries since the last tick
+	}
 	collectAns struct {
 		workerStatus
 		LastRecvNS int64                  `json:"last_recv_ns"`
@@ -169,6 +175,11 @@ type worker struct {
 	dups      atomic.Int64
 	lastRecv  atomic.Int64
 
+	// tick is the latency of the deliveries since the last GET /tick: the coordinator reads it
+	// every second for the phase's time series.
+	tickMu sync.Mutex
+	tick   *hdrhistogram.Histogram
+
 	m *metrics
 
 	proto string      // the clients' transport
@@ -183,6 +194,7 @@ func newWorker(spec WorkerSpec, log *slog.Logger) *worker {
 		http:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		errors: map[string]int64{},
 		hist:   newHist(),
+		tick:   newHist(),
 	}
 	w.m = newMetrics(spec.Hi-spec.Lo, w.connected.Load)
 	w.proto = spec.Transport
@@ -318,6 +330,7 @@ func (w *worker) handler() http.Handler {
 	})
 	handle("GET /status", func(context.Context, []byte) (any, error) { return w.status(), nil })
 	handle("GET /collect", func(context.Context, []byte) (any, error) { return w.collect(), nil })
+	handle("GET /tick", func(context.Context, []byte) (any, error) { return w.takeTick(), nil })
 	handle("POST /close", func(context.Context, []byte) (any, error) {
 		w.closeAll()
 		return w.status(), nil
@@ -584,7 +597,20 @@ func (w *worker) record(now, at time.Time) {
 	w.histMu.Lock()
 	_ = w.hist.RecordValue(max(us, 1))
 	w.histMu.Unlock()
+	w.tickMu.Lock()
+	_ = w.tick.RecordValue(max(us, 1))
+	w.tickMu.Unlock()
 	w.m.observeLatency(us)
+}
+
+// takeTick returns the counts now and the latency histogram of the deliveries since the last
+// call, and starts a new one.
+func (w *worker) takeTick() tickAns {
+	w.tickMu.Lock()
+	h := w.tick
+	w.tick = newHist()
+	w.tickMu.Unlock()
+	return tickAns{workerStatus: w.status(), Hist: h.Export()}
 }
 
 func (w *worker) collect() collectAns {
