@@ -33,6 +33,13 @@ type Stats struct {
 	GCCPUSeconds float64   `json:"gc_cpu_seconds"` // estimated CPU spent on GC
 	CPUSeconds   float64   `json:"cpu_seconds"`    // process user+system CPU
 	GCPauses     Histogram `json:"gc_pauses"`      // stop-the-world GC pauses, seconds
+
+	// AllocObjects and AllocBytes are the heap allocations since start (runtime/metrics
+	// /gc/heap/allocs:objects and :bytes): a phase's difference over its operations gives the
+	// allocations per operation. A forced collection allocates nothing of note, so nothing is
+	// subtracted for it; reading the figures allocates a few small objects of its own.
+	AllocObjects uint64 `json:"alloc_objects"`
+	AllocBytes   uint64 `json:"alloc_bytes"`
 }
 
 // Histogram is a cumulative histogram: Counts[i] values fell in [Bounds[i], Bounds[i+1]).
@@ -51,6 +58,8 @@ var statSamples = []string{
 	"/gc/cycles/total:gc-cycles",
 	"/cpu/classes/gc/total:cpu-seconds",
 	"/sched/pauses/total/gc:seconds",
+	"/gc/heap/allocs:objects",
+	"/gc/heap/allocs:bytes",
 }
 
 // Stats reads the instance's figures. With gc, it first runs a full garbage collection that also
@@ -134,6 +143,8 @@ func (n *Node) rawStats() Stats {
 	st.GoMemBytes = u64(3)
 	st.Goroutines = int(u64(4))
 	st.GCCycles = u64(5)
+	st.AllocObjects = u64(8)
+	st.AllocBytes = u64(9)
 	if samples[6].Value.Kind() == rtmetrics.KindFloat64 {
 		st.GCCPUSeconds = samples[6].Value.Float64()
 	}

@@ -77,3 +77,32 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal("biz 0 accepted")
 	}
 }
+
+// The allocation counters are cumulative: allocating between two readings raises both by about
+// what was allocated (the runtime counts small objects as its per-P caches refill, so a reading
+// can trail by a cache's worth).
+func TestStatsAllocations(t *testing.T) {
+	n := newNode(t, Config{})
+	s0 := n.Stats(false)
+	const objects, size = 20_000, 256
+	keep := make([][]byte, objects)
+	for i := range keep {
+		keep[i] = make([]byte, size)
+	}
+	s1 := n.Stats(false)
+	if len(keep) != objects {
+		t.Fatal("unreachable")
+	}
+	if got := s1.AllocObjects - s0.AllocObjects; got < objects*9/10 {
+		t.Errorf("alloc_objects rose by %d across %d allocations", got, objects)
+	}
+	if got := s1.AllocBytes - s0.AllocBytes; got < objects*size*9/10 {
+		t.Errorf("alloc_bytes rose by %d across %d bytes allocated", got, objects*size)
+	}
+	// A forced collection neither resets nor lowers them.
+	s2 := n.Stats(true)
+	if s2.AllocObjects < s1.AllocObjects || s2.AllocBytes < s1.AllocBytes {
+		t.Errorf("a forced collection lowered the counters: %d/%d then %d/%d",
+			s1.AllocObjects, s1.AllocBytes, s2.AllocObjects, s2.AllocBytes)
+	}
+}
