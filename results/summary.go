@@ -69,6 +69,9 @@ func (r *Result) summary(buf *bytes.Buffer) {
 	line("run "+r.ID,
 		given(r.Duration > 0, seconds(r.Duration)),
 		given(e.Hostname != "", "host "+e.Hostname))
+	for _, l := range append(e.Conditions(), e.Warnings()...) {
+		line(l)
+	}
 
 	keys := phaseKeys(r.Phases)
 	for i, k := range keys {
