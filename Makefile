@@ -123,6 +123,7 @@ fuzz: deps ## run every fuzz target (decoders of outside input) for FUZZTIME eac
 	$(GO) test -run=none -fuzz='^FuzzDecoder$$' -fuzztime=$${FUZZTIME:-30s} ./engines/ws/
 	$(GO) test -run=none -fuzz='^FuzzUpgradeBytes$$' -fuzztime=$${FUZZTIME:-30s} ./engines/ws/
 	$(GO) test -run=none -fuzz='^FuzzHandshakeInput$$' -fuzztime=$${FUZZTIME:-30s} ./engines/tlslayer/
+	$(GO) test -run=none -fuzz='^FuzzParsePayload$$' -fuzztime=$${FUZZTIME:-30s} ./loadgen/
 
 gobench: deps ## Go micro-benchmarks (allocations reported)
 	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/... ./engines/ws/ ./internal/wsproto/

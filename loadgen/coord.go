@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,10 @@ type coord struct {
 
 	errMu  sync.Mutex
 	errors map[string]int64
+
+	// pushCalls counts the push API calls the coordinator has sent since the start, each just
+	// before it goes out (see sendClock): the per-second series reads it.
+	pushCalls atomic.Int64
 }
 
 // workerProc is one worker process as the coordinator sees it.
@@ -346,6 +351,7 @@ func (c *coord) status(ctx context.Context) (workerStatus, error) {
 		sum.Delivered += s.Delivered
 		sum.Dups += s.Dups
 		sum.Disconnects += s.Disconnects
+		sum.Requests += s.Requests
 	}
 	return sum, err
 }
@@ -355,7 +361,8 @@ type collected struct {
 	workerStatus
 	lastRecv time.Time
 	errors   map[string]int64
-	hist     *hdrhistogram.Histogram
+	hist     *hdrhistogram.Histogram // latency from the intended send times
+	histU    *hdrhistogram.Histogram // from the actual send times
 }
 
 // collect gathers every worker's phase figures: counts summed, histograms merged.
@@ -368,22 +375,27 @@ func (c *coord) collect(ctx context.Context) (collected, error) {
 	return mergeCollected(ans), nil
 }
 
-// mergeCollected sums the workers' counts and merges their HDR histograms into one (the
-// percentiles of all the samples, never an average of the workers' percentiles).
+// mergeCollected sums the workers' counts and merges their HDR histograms, the corrected and
+// the uncorrected each into one (the percentiles of all the samples, never an average of the
+// workers' percentiles).
 func mergeCollected(ans []collectAns) collected {
-	out := collected{hist: newHist(), errors: map[string]int64{}}
+	out := collected{hist: newHist(), histU: newHist(), errors: map[string]int64{}}
 	var last int64
 	for _, a := range ans {
 		out.Connected += a.Connected
 		out.Delivered += a.Delivered
 		out.Dups += a.Dups
 		out.Disconnects += a.Disconnects
+		out.Requests += a.Requests
 		last = max(last, a.LastRecvNS)
 		for k, v := range a.Errors {
 			out.errors[k] += v
 		}
 		if a.Hist != nil {
 			out.hist.Merge(hdrhistogram.Import(a.Hist))
+		}
+		if a.HistUncorrected != nil {
+			out.histU.Merge(hdrhistogram.Import(a.HistUncorrected))
 		}
 	}
 	if last > 0 {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/pushwire/pushwire/client"
 )
 
@@ -117,7 +119,7 @@ func TestWorkerOnPush(t *testing.T) {
 	w := newWorker(WorkerSpec{Lo: 100, Hi: 104}, discard())
 	at := time.Now().Add(-3 * time.Millisecond)
 	push := func(i, seq int) {
-		w.onPush(i, client.Push{Payload: []byte(payload(seq, at))})
+		w.onPush(i, client.Push{Payload: []byte(payload(seq, at, at.Add(2*time.Millisecond)))})
 	}
 	w.startTracking(trackReq{Phase: "broadcast", Msgs: 2, Fanout: true})
 	push(0, 0)
@@ -132,8 +134,18 @@ func TestWorkerOnPush(t *testing.T) {
 	w.startTracking(trackReq{Phase: "push", Msgs: 5})
 	push(2, 4)
 	push(1, 4)
+	// the older payload without the actual send time: counted as an error, not a delivery
+	w.onPush(3, client.Push{Payload: []byte(fmt.Sprintf("pwlg:3:%d", at.UnixNano()))})
 	col = w.collect()
-	if col.Delivered != 1 || col.Dups != 1 || col.Hist.Counts == nil {
-		t.Fatalf("unicast: %+v", col.workerStatus)
+	if col.Delivered != 1 || col.Dups != 1 || col.Hist.Counts == nil || col.Errors[errBadPayload] != 1 {
+		t.Fatalf("unicast: %+v, errors %v", col.workerStatus, col.Errors)
+	}
+	// sent 2 ms after it was meant to: the uncorrected latency is 2 ms shorter
+	h, hu := hdrhistogram.Import(col.Hist), hdrhistogram.Import(col.HistUncorrected)
+	if h.TotalCount() != 1 || hu.TotalCount() != 1 {
+		t.Fatalf("histograms hold %d and %d samples, want 1 each", h.TotalCount(), hu.TotalCount())
+	}
+	if d := h.Max() - hu.Max(); d < 1900 || d > 2100 {
+		t.Errorf("corrected %d µs, uncorrected %d µs: want 2 ms apart", h.Max(), hu.Max())
 	}
 }

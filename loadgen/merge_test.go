@@ -12,19 +12,23 @@ import (
 // percentiles of one histogram of all the samples — not an average of the workers' percentiles.
 func TestMergeCollectedHistograms(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	all := newHist()
+	all, allU := newHist(), newHist()
 	var ans []collectAns
 	for w := range 3 {
-		h := newHist()
+		h, hu := newHist(), newHist()
 		n := 1000 * (w + 1)
 		for range n {
 			// each worker its own distribution: averaging their p99s would be far off
 			v := int64(r.ExpFloat64()*float64(200*(w*w+1))) + 1
 			_ = h.RecordValue(v)
 			_ = all.RecordValue(v)
+			// the uncorrected latency leaves out a wait before the send: shorter, distributed apart
+			u := max(v-int64(r.ExpFloat64()*float64(50*(w+1))), 1)
+			_ = hu.RecordValue(u)
+			_ = allU.RecordValue(u)
 		}
-		b, err := json.Marshal(collectAns{workerStatus: workerStatus{Delivered: int64(n), Dups: 1, Disconnects: int64(w)},
-			LastRecvNS: int64(w + 10), Errors: map[string]int64{"timeout": 1}, Hist: h.Export()})
+		b, err := json.Marshal(collectAns{workerStatus: workerStatus{Delivered: int64(n), Dups: 1, Disconnects: int64(w), Requests: 5},
+			LastRecvNS: int64(w + 10), Errors: map[string]int64{"timeout": 1}, Hist: h.Export(), HistUncorrected: hu.Export()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +52,18 @@ func TestMergeCollectedHistograms(t *testing.T) {
 	if got.hist.Mean() != all.Mean() || got.hist.Max() != all.Max() {
 		t.Errorf("mean %v max %d, want %v %d", got.hist.Mean(), got.hist.Max(), all.Mean(), all.Max())
 	}
-	if empty := mergeCollected(nil); empty.hist.TotalCount() != 0 || !empty.lastRecv.IsZero() {
+	if got.histU.TotalCount() != allU.TotalCount() || got.Requests != 15 {
+		t.Fatalf("uncorrected: %d samples, want %d; requests %d, want 15", got.histU.TotalCount(), allU.TotalCount(), got.Requests)
+	}
+	for _, q := range []float64{50, 90, 99, 99.9, 100} {
+		if a, b := got.histU.ValueAtQuantile(q), allU.ValueAtQuantile(q); a != b {
+			t.Errorf("uncorrected p%v: merged %d, one histogram of all samples %d", q, a, b)
+		}
+		if got.histU.ValueAtQuantile(q) > got.hist.ValueAtQuantile(q) {
+			t.Errorf("p%v: uncorrected %d above corrected %d", q, got.histU.ValueAtQuantile(q), got.hist.ValueAtQuantile(q))
+		}
+	}
+	if empty := mergeCollected(nil); empty.hist.TotalCount() != 0 || empty.histU.TotalCount() != 0 || !empty.lastRecv.IsZero() {
 		t.Errorf("no workers: %+v", empty)
 	}
 }

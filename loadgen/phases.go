@@ -29,13 +29,65 @@ var DefaultPhases = []string{results.PhaseRamp, results.PhaseIdle, results.Phase
 // membershipChunk is the devices per membership API call of the group-all phase.
 const membershipChunk = 10_000
 
-// phaseRun is what a phase noted at its start.
+// phaseRun is what a phase noted at its start, and what its sending noted for finish.
 type phaseRun struct {
 	start       snapshot
 	t0          time.Time
 	disconnects int64 // the workers' count at the start
 	redisCmds   int64 // INFO total_commands_processed at the start; -1 without Redis
+	spend       spend // the load generator's processes at the start
 	obs         *phaseObs
+
+	// Set by the phase before finish: what one operation is (results.Cost.Op; "" means push API
+	// calls, counted in Phase.Pushes), how many were sent and when the last went out.
+	op       string
+	sent     int64
+	lastSent time.Time
+}
+
+// sendClock notes the operations a phase sends, each just before it goes out, and when the last
+// one did.
+type sendClock struct {
+	n     atomic.Int64
+	last  atomic.Int64  // unix ns
+	total *atomic.Int64 // a running count to add to as well (nil: none)
+}
+
+// mark notes one operation going out now and returns now.
+func (s *sendClock) mark() time.Time {
+	now := time.Now()
+	s.n.Add(1)
+	storeMax(&s.last, now.UnixNano())
+	if s.total != nil {
+		s.total.Add(1)
+	}
+	return now
+}
+
+// note writes what s noted into pr.
+func (s *sendClock) note(pr *phaseRun) {
+	pr.sent = s.n.Load()
+	if ns := s.last.Load(); ns > 0 {
+		pr.lastSent = time.Unix(0, ns)
+	}
+}
+
+// achievedRate is the rate n operations went out at, the first meant for t0 and the last sent at
+// last, paced at offered per second: n / (last - t0 + 1/offered). Each operation owns one
+// interval of the schedule, so a sender that kept up reaches exactly the offered rate, and one
+// that fell behind, less. 0 when nothing was sent.
+func achievedRate(n int64, t0, last time.Time, offered float64) float64 {
+	if n <= 0 || last.IsZero() {
+		return 0
+	}
+	window := last.Sub(t0).Seconds()
+	if offered > 0 {
+		window += 1 / offered
+	}
+	if window <= 0 {
+		return 0
+	}
+	return float64(n) / window
 }
 
 // begin starts a phase: the workers reset their tracking (msgs messages; fanout: each to many
@@ -67,6 +119,7 @@ func (c *coord) beginBatch(ctx context.Context, name string, msgs int, fanout bo
 	if pr.redisCmds, err = c.redisCommands(ctx); err != nil {
 		c.log.Warn(name+": Redis commands not counted", "err", err)
 	}
+	pr.spend = c.loadgenSpend()
 	pr.t0 = time.Now()
 	pr.obs = c.observe(ctx, name, pr.t0, expect)
 	return pr, nil
@@ -107,8 +160,9 @@ func (c *coord) settleRedis(ctx context.Context, phase string) {
 }
 
 // finish waits for the deliveries still expected (at most Config.Drain), collects and merges the
-// workers' figures into p, and checks completeness: nothing missing, no online target reported
-// offline, no unexpected disconnect.
+// workers' figures into p — with the rate achieved, the uncorrected latency, the cost per
+// operation (pr.op; push API calls when unset) and the load generator's spend — and checks
+// completeness: nothing missing, no online target reported offline, no unexpected disconnect.
 func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr *phaseRun, sendDone time.Time, expect int64) error {
 	deadline := time.Now().Add(c.cfg.Drain)
 	nextLog := time.Now().Add(c.cfg.ProgressPeriod)
@@ -135,6 +189,7 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 		return err
 	}
 	cmds, _ := c.redisCommands(ctx) // -1 on failure: begin logged it already when Redis was down
+	spent := c.loadgenSpend()
 	last := col.lastRecv
 	if last.Before(sendDone) {
 		last = sendDone
@@ -155,14 +210,23 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 		p.Deliveries = float64(p.Delivered) / p.Duration
 	}
 	p.Latency = latencyOf(col.hist)
+	p.LatencyUncorrected = latencyOf(col.histU)
+	op, ops := pr.op, pr.sent
+	if op == "" {
+		op, ops = opPush, p.Pushes
+	}
+	p.Achieved = achievedRate(pr.sent, pr.t0, pr.lastSent, p.Offered)
+	p.Cost = costOf(op, ops, p.Delivered, p.Gateway)
+	p.Loadgen = loadgenFigures(pr.spend, spent)
 	p.Errors = mergeErrors(c.takeErrors(), col.errors)
 	if col.Dups > 0 {
 		p.Errors = mergeErrors(p.Errors, map[string]int64{"duplicate_delivery": col.Dups})
 	}
 	pr.obs.end(ctx, p)
-	c.log.Info(p.Name+": done", "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
+	c.log.Info(p.Name+": done", "offered_per_s", p.Offered, "achieved_per_s", int(p.Achieved), "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
 		"failed", p.Failed, "missing", p.Missing, "disconnects", p.Disconnects, "deliveries_per_s", int(p.Deliveries),
-		"p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99, "redis_cmds_per_push", p.RedisCommandsPerPush)
+		"p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99, "p99_uncorrected_ms", p.LatencyUncorrected.P99,
+		"redis_cmds_per_push", p.RedisCommandsPerPush)
 	var problems []string
 	if p.Missing > 0 {
 		problems = append(problems, fmt.Sprintf("%d messages missing", p.Missing))
@@ -206,6 +270,7 @@ func (c *coord) ramp(ctx context.Context, base snapshot) (results.Phase, error) 
 	if err != nil {
 		return p, err
 	}
+	spend0 := c.loadgenSpend()
 	t0 := time.Now()
 	obs := c.observe(ctx, p.Name, t0, time.Duration(float64(c.cfg.Conns)/c.cfg.ConnectRate*float64(time.Second)))
 	p.Offered = c.cfg.ConnectRate
@@ -254,6 +319,9 @@ wait:
 	p.Duration = d.Seconds()
 	c.figures(&p, base, start, end)
 	p.ConnectRate = float64(connected) / d.Seconds()
+	p.Achieved = p.ConnectRate
+	p.Cost = costOf(opConnect, connected, 0, p.Gateway)
+	p.Loadgen = loadgenFigures(spend0, c.loadgenSpend())
 	p.Disconnects = st.Disconnects
 	obs.end(ctx, &p)
 	c.log.Info("ramp: done", "connected", connected, "gateway_sessions", p.Conns, "seconds", d.Seconds(), "rate", p.ConnectRate)
@@ -282,6 +350,7 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 		c.log.Warn("idle: Redis commands not counted", "err", err)
 	}
 	c.log.Info("idle: holding", "seconds", c.cfg.Idle.Seconds())
+	spend0 := c.loadgenSpend()
 	t0 := time.Now()
 	obs := c.observe(ctx, p.Name, t0, c.cfg.Idle)
 	select {
@@ -289,6 +358,7 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 	case <-ctx.Done():
 		return p, ctx.Err()
 	}
+	spent := c.loadgenSpend()
 	end, err := c.snapshot(ctx, true)
 	if err != nil {
 		return p, err
@@ -305,6 +375,7 @@ func (c *coord) idle(ctx context.Context, base snapshot) (results.Phase, error) 
 		c.redisIdleRate = float64(p.RedisCommands) / time.Since(t0).Seconds()
 	}
 	c.figures(&p, base, start, end)
+	p.Loadgen = loadgenFigures(spend0, spent)
 	p.Disconnects = st.Disconnects - st0.Disconnects
 	obs.end(ctx, &p)
 	c.log.Info("idle: done", "sessions", p.Conns, "redis_cmds_per_s", int(c.redisIdleRate), "connected", st.Connected, "disconnects", p.Disconnects,
@@ -340,11 +411,16 @@ func (c *coord) requests(ctx context.Context, base snapshot, p results.Phase, ra
 		return p, err
 	}
 	var ok int64
+	pr.op = opRequest
 	for _, a := range answers {
 		p.Sent += a.Sent
 		p.Failed += a.Failed
 		ok += a.OK
+		if t := time.Unix(0, a.LastSentNS); a.LastSentNS > 0 && t.After(pr.lastSent) {
+			pr.lastSent = t
+		}
 	}
+	pr.sent = p.Sent
 	return p, c.finish(ctx, &p, base, pr, time.Now(), ok)
 }
 
@@ -406,8 +482,11 @@ func (c *coord) gateway() string {
 	return c.cfg.GatewayHTTP[rand.IntN(len(c.cfg.GatewayHTTP))]
 }
 
-func payload(seq int, at time.Time) string {
-	return payloadPrefix + strconv.Itoa(seq) + ":" + strconv.FormatInt(at.UnixNano(), 10)
+// payload is the text of message seq of a phase, meant to go out at intended and sent at actual
+// (see parsePayload).
+func payload(seq int, intended, actual time.Time) string {
+	return payloadPrefix + strconv.Itoa(seq) + ":" + strconv.FormatInt(intended.UnixNano(), 10) + ":" +
+		strconv.FormatInt(actual.UnixNano(), 10)
 }
 
 // push sends PushRate unicast pushes per second for PushDuration through the push API, open
@@ -430,6 +509,7 @@ func (c *coord) unicast(ctx context.Context, base snapshot, p results.Phase, rat
 	}
 	c.log.Info(p.Name+": sending", "rate", rate, "seconds", dur.Seconds(), "calls", calls, "devices_per_call", batch)
 	var t tally
+	sc := sendClock{total: &c.pushCalls}
 	type job struct {
 		seq int
 		at  time.Time
@@ -448,8 +528,9 @@ func (c *coord) unicast(ctx context.Context, base snapshot, p results.Phase, rat
 					devices[k] = c.cfg.DevicePrefix + strconv.Itoa((j.seq*batch+k)%c.cfg.Conns)
 				}
 				var ans pushAnswer
-				err := c.api(ctx, http.MethodPost, c.gateway()+"/v1/push",
-					map[string]any{"biz": c.cfg.PushBiz, "devices": devices, "payload": payload(j.seq, j.at)}, &ans)
+				gw := c.gateway()
+				err := c.api(ctx, http.MethodPost, gw+"/v1/push",
+					map[string]any{"biz": c.cfg.PushBiz, "devices": devices, "payload": payload(j.seq, j.at, sc.mark())}, &ans)
 				t.add(c, int64(batch), ans, err)
 			}
 		}()
@@ -469,6 +550,7 @@ func (c *coord) unicast(ctx context.Context, base snapshot, p results.Phase, rat
 	close(jobs)
 	wg.Wait()
 	expect := t.fill(&p)
+	sc.note(pr)
 	return p, c.finish(ctx, &p, base, pr, time.Now(), expect)
 }
 
@@ -515,20 +597,23 @@ func (c *coord) fanout(ctx context.Context, base snapshot, p results.Phase, msgs
 		return p, err
 	}
 	var t tally
+	sc := sendClock{total: &c.pushCalls}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
 	n := 0
 	tick := time.NewTicker(c.cfg.ProgressPeriod)
 	for at := range (Pacer{Rate: rate, Count: msgs}).Run(ctx, pr.t0) {
 		b, targets := body(n)
-		b["payload"] = payload(n, at)
+		seq := n
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			var ans pushAnswer
-			err := c.api(ctx, http.MethodPost, c.gateway()+"/v1/push", b, &ans)
+			gw := c.gateway()
+			b["payload"] = payload(seq, at, sc.mark())
+			err := c.api(ctx, http.MethodPost, gw+"/v1/push", b, &ans)
 			if err != nil {
 				c.log.Warn(p.Name+": push failed", "err", err)
 			}
@@ -544,6 +629,7 @@ func (c *coord) fanout(ctx context.Context, base snapshot, p results.Phase, msgs
 	tick.Stop()
 	wg.Wait()
 	expect := t.fill(&p)
+	sc.note(pr)
 	return p, c.finish(ctx, &p, base, pr, time.Now(), expect)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/pushwire/pushwire/results"
@@ -24,6 +25,8 @@ type instanceStats struct {
 	GCCycles        uint64  `json:"gc_cycles"`
 	GCCPUSeconds    float64 `json:"gc_cpu_seconds"`
 	CPUSeconds      float64 `json:"cpu_seconds"`
+	AllocObjects    uint64  `json:"alloc_objects"` // heap allocations since start
+	AllocBytes      uint64  `json:"alloc_bytes"`
 	GCPauses        struct {
 		Bounds []float64 `json:"bounds"`
 		Counts []uint64  `json:"counts"`
@@ -100,6 +103,8 @@ func gatewayFigures(base, start, end snapshot) (results.Gateway, int) {
 			s := start[i]
 			g.GCCount += e.GCCycles - s.GCCycles
 			cpu += e.CPUSeconds - s.CPUSeconds
+			g.Allocs += delta(s.AllocObjects, e.AllocObjects)
+			g.AllocBytes += delta(s.AllocBytes, e.AllocBytes)
 			gcCPU += e.GCCPUSeconds - s.GCCPUSeconds
 			if pauses == nil {
 				pauses = e.GCPauses.Bounds
@@ -127,6 +132,78 @@ func gatewayFigures(base, start, end snapshot) (results.Gateway, int) {
 	g.GCPauseP99 = histQuantile(pauses, counts, 0.99)
 	g.GCPauseMax = histQuantile(pauses, counts, 1)
 	return g, sessions
+}
+
+// delta is end - start of a cumulative counter, 0 when it went backwards (a restarted process).
+func delta(start, end uint64) uint64 {
+	if end < start {
+		return 0
+	}
+	return end - start
+}
+
+// costOf is what one operation of a phase cost the gateways g: their CPU time and allocations over
+// the phase divided by ops (connects, requests or push API calls made), and per delivery when the
+// phase delivered anything. nil when the phase made no operation.
+func costOf(op string, ops, deliveries int64, g results.Gateway) *results.Cost {
+	if ops <= 0 {
+		return nil
+	}
+	c := &results.Cost{
+		Op:              op,
+		Ops:             ops,
+		CPUPerOp:        g.CPUSeconds * 1e6 / float64(ops),
+		AllocsPerOp:     float64(g.Allocs) / float64(ops),
+		AllocBytesPerOp: float64(g.AllocBytes) / float64(ops),
+	}
+	if deliveries > 0 {
+		c.Deliveries = deliveries
+		c.CPUPerDelivery = g.CPUSeconds * 1e6 / float64(deliveries)
+		c.AllocsPerDelivery = float64(g.Allocs) / float64(deliveries)
+	}
+	return c
+}
+
+// Operations a phase's cost counts (results.Cost.Op).
+const (
+	opConnect = "connect" // a connect and login
+	opRequest = "request" // an upstream REQUEST
+	opPush    = "push"    // one push API call (unicast, batch, group, broadcast)
+)
+
+// spend is what the load generator's processes had used at one moment.
+type spend struct {
+	procs int     // processes read
+	cpu   float64 // CPU seconds (user + system) since each started, summed
+	rss   uint64  // resident set sizes, summed
+}
+
+// loadgenSpend reads the CPU time and RSS of the coordinator (this process) and of every worker
+// process still running, from /proc/<pid>/stat.
+func (c *coord) loadgenSpend() spend {
+	var s spend
+	add := func(pid int) {
+		cpu, rss, err := procCPU(pid)
+		if err != nil {
+			return // a worker that has exited: the phase fails on it anyway
+		}
+		s.procs++
+		s.cpu += cpu
+		s.rss += rss
+	}
+	add(os.Getpid())
+	for _, w := range c.workers {
+		if w != nil && w.cmd != nil && w.cmd.Process != nil {
+			add(w.cmd.Process.Pid)
+		}
+	}
+	return s
+}
+
+// loadgenFigures is what the load generator spent between start and end: the CPU seconds used
+// in between, and the RSS at end.
+func loadgenFigures(start, end spend) *results.Loadgen {
+	return &results.Loadgen{Processes: end.procs, CPUSeconds: max(end.cpu-start.cpu, 0), RSSBytes: end.rss}
 }
 
 // histQuantile returns the upper bound of the bucket holding quantile q (0 when empty).

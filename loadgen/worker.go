@@ -38,7 +38,8 @@ import (
 //	POST /upstream  {rate, duration_ms, biz, senders}  send REQUESTs from the slice
 //	POST /join      {biz, group_size}           JOIN each client to group lg-g<index/size>
 //	GET  /status                                counts now (connected, delivered, disconnects…)
-//	GET  /collect                               the phase's counts and HDR histogram snapshot
+//	GET  /collect                               the phase's counts and HDR histogram snapshots
+//	                                            (latency from the intended and the actual sends)
 //	GET  /tick                                  counts now, and the histogram of the deliveries
 //	                                            since the last tick (the per-second series)
 //	POST /close                                 close every connection
@@ -127,6 +128,9 @@ type (
 		Sent   int64 `json:"sent"`
 		OK     int64 `json:"ok"`
 		Failed int64 `json:"failed"`
+		// LastSentNS is when the last request went out (unix ns; 0: none did): with the phase
+		// start it gives the rate the requests were actually sent at.
+		LastSentNS int64 `json:"last_sent_ns,omitempty"`
 	}
 	joinReq struct {
 		Biz       uint16 `json:"biz"`
@@ -140,6 +144,7 @@ type (
 		Delivered   int64 `json:"delivered"`
 		Dups        int64 `json:"dups"`
 		Disconnects int64 `json:"disconnects"` // lost connections the worker did not close, since start
+		Requests    int64 `json:"requests"`    // upstream REQUESTs sent, since start
 	}
 	tickAns struct {
 		workerStatus
@@ -149,7 +154,9 @@ type (
 		workerStatus
 		LastRecvNS int64                  `json:"last_recv_ns"`
 		Errors     map[string]int64       `json:"errors,omitempty"`
-		Hist       *hdrhistogram.Snapshot `json:"hist"`
+		Hist       *hdrhistogram.Snapshot `json:"hist"` // latency from the intended send times
+		// HistUncorrected is the latency from the actual send times (see results.Phase).
+		HistUncorrected *hdrhistogram.Snapshot `json:"hist_uncorrected"`
 	}
 )
 
@@ -169,7 +176,9 @@ type worker struct {
 	logged map[string]bool // connect failure reasons already logged (one example of each)
 
 	histMu    sync.Mutex
-	hist      *hdrhistogram.Histogram
+	hist      *hdrhistogram.Histogram // from each message's intended send time (corrected)
+	histU     *hdrhistogram.Histogram // from its actual send time (uncorrected)
+	requests  atomic.Int64            // upstream REQUESTs sent
 	tr        atomic.Pointer[tracker]
 	delivered atomic.Int64
 	dups      atomic.Int64
@@ -194,6 +203,7 @@ func newWorker(spec WorkerSpec, log *slog.Logger) *worker {
 		http:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		errors: map[string]int64{},
 		hist:   newHist(),
+		histU:  newHist(),
 		tick:   newHist(),
 	}
 	w.m = newMetrics(spec.Hi-spec.Lo, w.connected.Load)
@@ -345,6 +355,7 @@ func (w *worker) status() workerStatus {
 		Delivered:   w.delivered.Load(),
 		Dups:        w.dups.Load(),
 		Disconnects: w.disconnects.Load(),
+		Requests:    w.requests.Load(),
 	}
 }
 
@@ -547,6 +558,7 @@ func (w *worker) startTracking(req trackReq) {
 	}
 	w.histMu.Lock()
 	w.hist = newHist()
+	w.histU = newHist()
 	w.histMu.Unlock()
 	tr := &tracker{got: make([]atomic.Bool, max(req.Msgs, 0)*stride), stride: stride}
 	if req.Batch > 1 && req.Conns > 0 {
@@ -561,21 +573,54 @@ func (w *worker) startTracking(req trackReq) {
 
 const payloadPrefix = "pwlg:"
 
-// onPush records a push to local device i: "pwlg:<seq>:<intended send time, unix ns>".
+// errBadPayload is the reason a delivery whose payload has the load generator's prefix but not
+// its format is counted under (see parsePayload).
+const errBadPayload = "bad_payload"
+
+// parsePayload reads a payload the load generator pushed, "pwlg:<seq>:<intended send time>:<actual
+// send time>" (times in unix ns): the message's sequence number in its phase, when the schedule
+// meant it to go out, and when the push API call that carries it went out. Anything else is an
+// error, the older "pwlg:<seq>:<intended>" included: its latency cannot be told both ways.
+func parsePayload(b []byte) (seq int, intended, actual int64, err error) {
+	rest, ok := bytes.CutPrefix(b, []byte(payloadPrefix))
+	if !ok {
+		return 0, 0, 0, errors.New("loadgen: payload: no " + payloadPrefix + " prefix")
+	}
+	seqB, rest, ok1 := bytes.Cut(rest, []byte(":"))
+	inB, acB, ok2 := bytes.Cut(rest, []byte(":"))
+	if !ok1 || !ok2 {
+		return 0, 0, 0, fmt.Errorf("loadgen: payload %.40q: want %s<seq>:<intended ns>:<actual ns>", b, payloadPrefix)
+	}
+	n, err := strconv.ParseUint(string(seqB), 10, 31)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("loadgen: payload seq %.20q: %w", seqB, err)
+	}
+	intended, err = strconv.ParseInt(string(inB), 10, 64)
+	if err != nil || intended <= 0 {
+		return 0, 0, 0, fmt.Errorf("loadgen: payload intended time %.24q: not a positive unix ns time", inB)
+	}
+	actual, err = strconv.ParseInt(string(acB), 10, 64)
+	if err != nil || actual <= 0 {
+		return 0, 0, 0, fmt.Errorf("loadgen: payload actual time %.24q: not a positive unix ns time", acB)
+	}
+	return int(n), intended, actual, nil
+}
+
+// onPush records a push to local device i (payload: see parsePayload). Payloads without the load
+// generator's prefix are not its own and are left alone; one with the prefix that does not parse
+// is counted as a bad_payload error.
 func (w *worker) onPush(i int, p client.Push) {
 	now := time.Now()
-	rest, ok := bytes.CutPrefix(p.Payload, []byte(payloadPrefix))
-	if !ok {
+	if !bytes.HasPrefix(p.Payload, []byte(payloadPrefix)) {
 		return
 	}
-	seqB, tsB, ok := bytes.Cut(rest, []byte(":"))
-	if !ok {
+	seq, intended, actual, err := parsePayload(p.Payload)
+	if err != nil {
+		w.countErr(errBadPayload)
 		return
 	}
-	seq, err1 := strconv.Atoi(string(seqB))
-	ts, err2 := strconv.ParseInt(string(tsB), 10, 64)
 	tr := w.tr.Load()
-	if tr == nil || err1 != nil || err2 != nil || seq < 0 {
+	if tr == nil {
 		return
 	}
 	idx := tr.index(seq, i)
@@ -586,16 +631,19 @@ func (w *worker) onPush(i int, p client.Push) {
 		w.dups.Add(1)
 		return
 	}
-	w.record(now, time.Unix(0, ts))
+	w.record(now, time.Unix(0, intended), time.Unix(0, actual))
 }
 
-// record counts one delivery (or answered request) intended at `at` and arrived at now.
-func (w *worker) record(now, at time.Time) {
+// record counts one delivery (or answered request) meant to go out at intended, sent at actual
+// and arrived at now: the corrected latency runs from intended, the uncorrected from actual.
+func (w *worker) record(now, intended, actual time.Time) {
 	w.delivered.Add(1)
 	w.lastRecv.Store(now.UnixNano())
-	us := now.Sub(at).Microseconds()
+	us := now.Sub(intended).Microseconds()
+	usU := now.Sub(actual).Microseconds()
 	w.histMu.Lock()
 	_ = w.hist.RecordValue(max(us, 1))
+	_ = w.histU.RecordValue(max(usU, 1))
 	w.histMu.Unlock()
 	w.tickMu.Lock()
 	_ = w.tick.RecordValue(max(us, 1))
@@ -615,16 +663,18 @@ func (w *worker) takeTick() tickAns {
 
 func (w *worker) collect() collectAns {
 	w.histMu.Lock()
-	snap := w.hist.Export()
+	snap, snapU := w.hist.Export(), w.histU.Export()
 	w.histMu.Unlock()
-	return collectAns{workerStatus: w.status(), LastRecvNS: w.lastRecv.Load(), Errors: w.takeErrors(), Hist: snap}
+	return collectAns{workerStatus: w.status(), LastRecvNS: w.lastRecv.Load(), Errors: w.takeErrors(),
+		Hist: snap, HistUncorrected: snapU}
 }
 
 // upstream sends req.Rate REQUESTs per second for req.DurationMS from the slice's clients in
-// turn, open loop: latency runs from each request's intended send time to its RESPONSE.
+// turn, open loop: latency runs from each request's intended send time to its RESPONSE (and,
+// uncorrected, from its actual send, just before Request).
 func (w *worker) upstream(ctx context.Context, req upstreamReq) upstreamAns {
 	total := int(req.Rate * float64(req.DurationMS) / 1000)
-	var sent, ok, failed atomic.Int64
+	var sent, ok, failed, lastSent atomic.Int64
 	type job struct {
 		seq int
 		at  time.Time
@@ -639,6 +689,9 @@ func (w *worker) upstream(ctx context.Context, req upstreamReq) upstreamAns {
 			for j := range jobs {
 				c := w.clients[j.seq%len(w.clients)]
 				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				actual := time.Now()
+				w.requests.Add(1)
+				storeMax(&lastSent, actual.UnixNano())
 				r, err := c.Request(rctx, req.Biz, nil, body)
 				cancel()
 				sent.Add(1)
@@ -652,7 +705,7 @@ func (w *worker) upstream(ctx context.Context, req upstreamReq) upstreamAns {
 					continue
 				}
 				ok.Add(1)
-				w.record(time.Now(), j.at)
+				w.record(time.Now(), j.at, actual)
 			}
 		}()
 	}
@@ -665,7 +718,17 @@ func (w *worker) upstream(ctx context.Context, req upstreamReq) upstreamAns {
 	}
 	close(jobs)
 	wg.Wait()
-	return upstreamAns{Sent: sent.Load(), OK: ok.Load(), Failed: failed.Load()}
+	return upstreamAns{Sent: sent.Load(), OK: ok.Load(), Failed: failed.Load(), LastSentNS: lastSent.Load()}
+}
+
+// storeMax raises a to v when v is greater.
+func storeMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
 
 // join sends a JOIN from every client of the slice to group lg-g<device index / size>.
