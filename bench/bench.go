@@ -40,6 +40,15 @@ type Config struct {
 	// OnDeploy, when set, is called once the deployment is up, before the load starts (pushwire
 	// bench --tui starts the dashboard from it).
 	OnDeploy func(*Deployment)
+	// Placement puts the deployment's processes and the load generator's on CPUs (nil: the
+	// kernel chooses); it is recorded in the result. Its Gateway set applies to the deployment
+	// unless DeployConfig.CPUs is set.
+	Placement *Placement
+	// Profile saves CPU and heap profiles of every gateway per phase (the load generator's
+	// --profile-dir) into ProfileDir, default <LogDir>/profiles; the result lists them with paths
+	// relative to its own directory.
+	Profile    bool
+	ProfileDir string
 }
 
 // Validate checks the settings a user chooses, naming the flag of each that is wrong.
@@ -114,6 +123,12 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		}
 		cfg.LogDir = filepath.Join(cfg.OutDir, "logs", time.Now().UTC().Format("20060102T150405Z")+"-"+name)
 	}
+	if cfg.Placement != nil && len(cfg.DeployConfig.CPUs) == 0 {
+		cfg.DeployConfig.CPUs = cfg.Placement.Gateway
+	}
+	if cfg.Profile && cfg.ProfileDir == "" {
+		cfg.ProfileDir = filepath.Join(cfg.LogDir, "profiles")
+	}
 	dep, err := Deploy(ctx, cfg.DeployConfig)
 	if err != nil {
 		return nil, "", err
@@ -150,6 +165,16 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	if dep.CAFile != "" {
 		args = append(args, "--ca", dep.CAFile)
 	}
+	if cfg.Profile {
+		dir, err := filepath.Abs(cfg.ProfileDir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o755)
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("bench: --profile: the profiles' directory: %w", err)
+		}
+		args = append(args, "--profile-dir", dir)
+	}
 	args = append(args, cfg.LoadgenArgs...)
 	if cfg.LoadgenMetrics != "" {
 		args = append(args, "--metrics", cfg.LoadgenMetrics)
@@ -165,7 +190,11 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	log.Info("load generator starting", "engine", dep.cfg.Engine, "transport", dep.cfg.Transport, "conns", cfg.Conns, "rate", cfg.ConnectRate, "sources", cfg.Sources,
 		"workers", cfg.Workers, "route", dep.cfg.Route, "mode", dep.cfg.Mode)
-	if err := cmd.Start(); err != nil {
+	var lgCPUs []int
+	if cfg.Placement != nil {
+		lgCPUs = cfg.Placement.Loadgen
+	}
+	if err := startOn(lgCPUs, cmd); err != nil {
 		return nil, "", fmt.Errorf("bench: starting the load generator: %w", err)
 	}
 	done := make(chan error, 1)
@@ -196,6 +225,8 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 	if runErr != nil {
 		res.Errors = append(res.Errors, runErr.Error())
 	}
+	res.Placement = cfg.Placement.Result()
+	relativeProfiles(res, cfg.OutDir)
 	if serr := dep.Stop(); serr != nil {
 		res.Errors = append(res.Errors, serr.Error())
 		runErr = errors.Join(runErr, serr)
@@ -232,4 +263,24 @@ func (d *Deployment) TUICommand(loadgenMetrics string) string {
 		cmd += " --loadgen " + loadgenMetrics
 	}
 	return cmd
+}
+
+// relativeProfiles rewrites the profiles' paths of res relative to dir, the directory the result
+// file goes to, for those that lie under it (others stay as written).
+func relativeProfiles(res *results.Result, dir string) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return
+	}
+	for i := range res.Phases {
+		for j := range res.Phases[i].Profiles {
+			pr := &res.Phases[i].Profiles[j]
+			if !filepath.IsAbs(pr.Path) {
+				continue
+			}
+			if rel, err := filepath.Rel(abs, pr.Path); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+				pr.Path = filepath.ToSlash(rel)
+			}
+		}
+	}
 }

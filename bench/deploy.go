@@ -80,6 +80,10 @@ type DeployConfig struct {
 	LogDir string
 	// Logger reports progress. Default slog.Default().
 	Logger *slog.Logger
+	// CPUs are the CPUs every process of the deployment (gateways, control, the backend, Redis)
+	// starts on: its affinity, which also sizes GOMAXPROCS in each. Empty: wherever the kernel
+	// puts them.
+	CPUs []int
 }
 
 // Deployment is a running local deployment. Stop it when done.
@@ -410,7 +414,11 @@ apps:
 			if err != nil {
 				return nil, fmt.Errorf("bench: route redis: the server's directory: %w", err)
 			}
-			rp, err := redisproc.Start(ctx, redisproc.Options{Dir: dir})
+			var rp *redisproc.Proc
+			err = onCPUs(cfg.CPUs, func() (err error) {
+				rp, err = redisproc.Start(ctx, redisproc.Options{Dir: dir})
+				return err
+			})
 			if err != nil {
 				return nil, fmt.Errorf("bench: route redis: starting redis-server: %w", err)
 			}
@@ -490,7 +498,7 @@ func (d *Deployment) start(name string, args ...string) error {
 	// Own process group: a terminal's Ctrl-C reaches the bench, which stops the children in order;
 	// and the children die with the bench if it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startOn(d.cfg.CPUs, cmd); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("bench: starting %s: %w", name, err)
 	}
