@@ -113,6 +113,12 @@ type Config struct {
 	GroupBiz        uint16        // a biz that lets clients join; default 1
 	FanoutPushes    int           // messages of the group-all and broadcast phases, one a second; default 5
 
+	// ProfileDir, when set, is where a CPU profile covering each phase and a heap profile at its
+	// end are saved of every gateway (from its admin URL: GatewayAdmin is then required), as
+	// <phase>-<node>-cpu.pprof and <phase>-<node>-heap.pprof; Phase.Profiles lists them.
+	// Default "": no profiles.
+	ProfileDir string
+
 	caPEM []byte // CAFile's contents, read by setDefaults and handed to the workers
 }
 
@@ -142,6 +148,8 @@ func (c *Config) setDefaults() error {
 		return errors.New("loadgen: at least one gateway HTTP URL required")
 	case len(c.GatewayAdmin) > 0 && len(c.GatewayAdmin) != len(c.GatewayHTTP):
 		return fmt.Errorf("loadgen: gateway admin URLs: %d for %d gateways (one per gateway, in the same order)", len(c.GatewayAdmin), len(c.GatewayHTTP))
+	case c.ProfileDir != "" && len(c.GatewayAdmin) == 0:
+		return fmt.Errorf("loadgen: profile dir %q: the profiles are fetched from the gateways' admin URLs, and none is given", c.ProfileDir)
 	case c.App == "" || c.Secret == "" || c.PushKey == "":
 		return errors.New("loadgen: app, secret and push key required")
 	}
@@ -294,6 +302,9 @@ func (c *Config) resultConfig() map[string]any {
 		"route":            c.Route,
 		"mode":             c.Mode,
 		"transport":        c.Transport,
+	}
+	if c.ProfileDir != "" {
+		m["profile_dir"] = c.ProfileDir
 	}
 	for k, v := range c.ResultConfig {
 		m[k] = v

@@ -222,6 +222,7 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 	if col.Dups > 0 {
 		p.Errors = mergeErrors(p.Errors, map[string]int64{"duplicate_delivery": col.Dups})
 	}
+	pr.obs.setTimes(pr.lastSent, col.lastRecv)
 	pr.obs.end(ctx, p)
 	c.log.Info(p.Name+": done", "offered_per_s", p.Offered, "achieved_per_s", int(p.Achieved), "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
 		"failed", p.Failed, "missing", p.Missing, "disconnects", p.Disconnects, "deliveries_per_s", int(p.Deliveries),

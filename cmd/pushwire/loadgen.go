@@ -56,6 +56,7 @@ func runLoadgen(args []string) error {
 	caFile := fs.String("ca", "", "PEM file of the roots that verify the gateways' certificates under tls, wss and quic (empty: the system roots)")
 	wsOrigin := fs.String("ws-origin", "", "Origin header of the clients' WebSocket upgrades (ws, wss; empty: none)")
 	wsPath := fs.String("ws-path", "/ws", "request path of the clients' WebSocket upgrades (ws, wss)")
+	profileDir := fs.String("profile-dir", "", "save a CPU profile covering each phase and a heap profile at its end of every gateway here (<phase>-<node>-cpu.pprof, -heap.pprof; needs --gateway-admin; empty: none)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics (target, connected, errors, reconnects, push latency) on this address, e.g. 127.0.0.1:7190 (empty: off)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -109,6 +110,7 @@ func runLoadgen(args []string) error {
 		ResultConfig:    map[string]any{"instances": *instances},
 		Logger:          log,
 		MetricsAddr:     *metricsAddr,
+		ProfileDir:      *profileDir,
 		Workers:         *workers,
 		LogLevel:        fs.Lookup("log-level").Value.String(),
 		Route:           *route,
