@@ -13,7 +13,9 @@ INSTANCES ?= 1
 ROUTE    ?= memory
 MODE     ?= registry
 WORKERS  ?= 0
-ROUNDS   ?= 1
+ROUNDS   ?= 3
+CPUS     ?=
+PROFILE  ?=
 PHASES   ?= ramp,idle,upstream,push,group,group-all,broadcast
 BIN      := bin/pushwire
 COMMIT   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell test -n "$$(git status --porcelain 2>/dev/null)" && echo -dirty)
@@ -75,10 +77,10 @@ smoke-bench: build ## a small bench (a few hundred connections) whose result fil
 	  && $(BIN) bench --engine $(ENGINE) --conns 600 --workers 2 --rate 600 --idle 1s --push-rate 300 --push-duration 2s --request-rate 300 --group-size 100 --group-rate 10 --fanout-pushes 2 --out $$dir --check \
 	  && $(BIN) results check $$dir/*.json; st=$$?; rm -rf $$dir; exit $$st
 
-bench: bench-redis build ## measured run: make bench ENGINE=gnet TRANSPORT=ws INSTANCES=6 CONNS=100000 ROUTE=redis MODE=registry (writes results/<id>.json; TRANSPORT=tcp|tls|ws|wss|quic); TUI=1 watches it live
+bench: bench-redis build ## measured run: make bench ENGINE=gnet TRANSPORT=ws INSTANCES=6 CONNS=100000 ROUTE=redis MODE=registry (writes results/<id>.json; TRANSPORT=tcp|tls|ws|wss|quic); TUI=1 watches it live; CPUS=gateway=1,loadgen=0 places the processes; PROFILE=1 saves CPU and heap profiles per phase
 	$(BIN) bench --engine $(ENGINE) --transport $(TRANSPORT) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) --idle $(IDLE) \
 	  --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) --workers $(WORKERS) \
-	  --out results$(if $(filter 1 yes true,$(TUI)), --tui)
+	  --out results$(if $(filter 1 yes true,$(TUI)), --tui)$(if $(CPUS), --cpus $(CPUS))$(if $(filter 1 yes true,$(PROFILE)), --profile)
 
 bench-redis: ## with ROUTE=redis: install redis-server when missing (the bench starts its own on a free port)
 	@case "$(ROUTE)" in memory) ;; redis) command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server) ;; \
@@ -88,10 +90,10 @@ bench-redis: ## with ROUTE=redis: install redis-server when missing (the bench s
 	  echo "INSTANCES=$(INSTANCES) with ROUTE=memory: gateways on the memory route cannot reach each other's devices; use ROUTE=redis"; exit 2; fi
 	@case "$(TRANSPORT)" in tcp|tls|ws|wss|quic) ;; *) echo "TRANSPORT=$(TRANSPORT): want tcp, tls, ws, wss or quic"; exit 2 ;; esac
 
-bench-all: bench-redis build ## every engine in one sitting over TRANSPORT, interleaved ROUNDS times: one side-by-side table with ratios against std (TRANSPORT=quic: the quic engine only)
-	$(BIN) bench --engines std,gnet,netpoll,nbio --transport $(TRANSPORT) --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
+bench-all: bench-redis build ## every engine and the floor in one sitting over TRANSPORT, interleaved ROUNDS times (default 3) into results/<time>-engines-<transport>/: medians with min–max side by side, ratios against std and the floor (TRANSPORT=quic: the quic engine only; the floor serves tcp only); CPUS=, PROFILE=1 as for bench
+	$(BIN) bench --engines all --transport $(TRANSPORT) --rounds $(ROUNDS) --instances $(INSTANCES) --conns $(CONNS) --rate $(RATE) \
 	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
-	  --workers $(WORKERS) --out results --check
+	  --workers $(WORKERS) --out results --check$(if $(CPUS), --cpus $(CPUS))$(if $(filter 1 yes true,$(PROFILE)), --profile)
 
 tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests; chromium, nodejs, npm and the npm packages of test/thirdparty, for the third-party client tests)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)

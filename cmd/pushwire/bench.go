@@ -23,8 +23,10 @@ func runBench(args []string) error {
 	fs := newFlags("bench", "Start a local deployment (control and --instances gateway processes on --engine), run the\nload generator against it in its own process, stop everything, write results/<id>.json\nand print a summary. Ctrl-C stops every process it started.")
 	engine := fs.String("engine", "std", "gateway I/O engine (of the stream transports; with --transport quic the quic engine serves and this is not used)")
 	transportName := fs.String("transport", engines.TransportTCP, "the transport measured: tcp, tls, ws, wss or quic (the gateways serve it next to tcp; tls, wss\nand quic with a self-signed certificate written into the run's log directory)")
-	engineList := fs.String("engines", "", "compare engines: run each of these (comma-separated, or \"all\") in turn, --rounds times\ninterleaved, and print one table side by side with ratios against the first (std)")
-	rounds := fs.Int("rounds", 1, "with --engines: how many times to run each engine, interleaved")
+	engineList := fs.String("engines", "", "compare engines in one sitting: run each of these (comma-separated, or \"all\": std, gnet, netpoll,\nnbio and the floor) in turn, --rounds times interleaved, into one directory --out/<time>-engines-<transport>/\nwith the table side by side (medians, min–max, ratios against the first engine and the floor) and the report")
+	rounds := fs.Int("rounds", 3, "with --engines: how many times to run each engine, interleaved (std gnet … floor, std gnet …)")
+	cpus := fs.String("cpus", "", "put the processes on CPUs: gateway=LIST,loadgen=LIST (a LIST like 1, 0-1 or 0,2; either part may be\nleft out, the sets may overlap). The gateways, control, the backend and Redis start on the gateway set,\nthe load generator and its workers on the loadgen set (sched_setaffinity; GOMAXPROCS follows). Recorded\nin the result. Empty: the kernel places them")
+	profile := fs.Bool("profile", false, "save CPU and heap profiles of every gateway per phase (the load generator's --profile-dir) beside the\nresult: <run's log directory>/profiles, or profiles/<engine>-r<round>/ in a sitting's directory")
 	instances := fs.Int("instances", 1, "gateway processes")
 	conns := fs.Int("conns", 10_000, "connections to open")
 	rate := fs.Float64("rate", 2000, "new connections per second")
@@ -63,9 +65,21 @@ func runBench(args []string) error {
 	if *engineList == "" && !engines.Carries(*engine, engines.TransportTCP) && *transportName != engines.TransportQUIC {
 		return fmt.Errorf("bench: --engine %s serves only its own transport: use --transport %s", *engine, *engine)
 	}
+	var placement *bench.Placement
+	if *cpus != "" {
+		avail, err := bench.AvailableCPUs()
+		if err != nil {
+			return err
+		}
+		if placement, err = bench.ParseCPUs(*cpus, avail); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	cfg := bench.Config{
+		Placement: placement,
+		Profile:   *profile,
 		DeployConfig: bench.DeployConfig{Engine: *engine, Instances: *instances, Heartbeat: *heartbeat, Backend: true, Logger: log,
 			Route: *route, Mode: *mode, Transport: *transportName},
 		Workers:        *workers,
@@ -90,12 +104,19 @@ func runBench(args []string) error {
 	if *engineList != "" {
 		names := splitList(*engineList)
 		if *engineList == "all" {
-			names = []string{"std", "gnet", "netpoll", "nbio"}
+			names = sittingEngines
+			if *transportName != engines.TransportTCP {
+				fmt.Fprintf(os.Stderr, "--transport %s: the floor serves tcp only; comparing the engines without it\n", *transportName)
+				names = names[:len(names)-1]
+			}
 		}
 		if *transportName == engines.TransportQUIC {
 			// QUIC is carried by its own engine: the stream engines have nothing to compare.
 			fmt.Fprintf(os.Stderr, "--transport quic: the quic engine carries QUIC whatever the stream engine; running it alone (not %s)\n", strings.Join(names, ", "))
 			names = []string{engines.TransportQUIC}
+		}
+		if *rounds < 1 {
+			return fmt.Errorf("bench: --rounds %d: want 1 or more", *rounds)
 		}
 		return benchEngines(ctx, cfg, names, *rounds, *check)
 	}
@@ -203,30 +224,68 @@ func benchWithTUI(ctx context.Context, cfg bench.Config) (*results.Result, strin
 	return o.res, o.path, o.err
 }
 
-// benchEngines runs the bench once per engine per round, interleaved (std, gnet, …, std, gnet, …)
-// so that a change in the machine's load falls on every engine alike, then prints every run's
-// figures side by side with ratios against the first engine, and writes that table to the
-// output directory.
+// sittingEngines are the engines of bench --engines all (make bench-all): the four engines, then
+// the floor they are measured against.
+var sittingEngines = []string{"std", "gnet", "netpoll", "nbio", results.FloorEngine}
+
+// benchEngines runs a sitting: the bench once per engine per round, interleaved (std, gnet, …,
+// floor, std, gnet, …) so that a change in the machine's load falls on every engine alike. Every
+// run goes into one directory, cfg.OutDir/<UTC time>-engines-<transport>/: the result files, the
+// processes' logs, profiles/<engine>-r<round>/ when profiling, comparison.txt (every figure's
+// median and min–max per engine side by side, ratios against the first engine and against the
+// floor) and the report. The floor runs every phase but upstream (it forwards nothing).
 func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds int, check bool) error {
 	for _, n := range names {
 		if n == engines.TransportQUIC && cfg.Transport == engines.TransportQUIC {
 			continue
 		}
+		if n == results.FloorEngine {
+			if cfg.Transport != engines.TransportTCP {
+				return fmt.Errorf("bench: --engines: the floor serves tcp only, not --transport %s: leave it out", cfg.Transport)
+			}
+			continue
+		}
 		if !slices.Contains(engines.Names(), n) || !engines.Carries(n, engines.TransportTCP) {
-			return fmt.Errorf("bench: --engines: unknown engine %q (have %s)", n, strings.Join(engines.Names(), ", "))
+			return fmt.Errorf("bench: --engines: unknown engine %q (have %s, %s)", n, strings.Join(engines.Names(), ", "), results.FloorEngine)
 		}
 	}
+	started := time.Now().UTC()
+	dir := filepath.Join(cfg.OutDir, started.Format("20060102T150405Z")+"-engines-"+cfg.Transport)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("bench: the sitting's directory: %w", err)
+	}
+	env := results.CaptureEnv(commit)
+	var head strings.Builder
+	fmt.Fprintf(&head, "pushwire engines compared in one sitting, interleaved  %s  commit %s  transport %s  %d conns  %d round(s)\n",
+		started.Format(time.RFC3339), commit, cfg.Transport, cfg.Conns, rounds)
+	fmt.Fprintf(&head, "engines %s  %s  %d cores  GOMAXPROCS %d\n", strings.Join(names, ","), env.CPUModel, env.Cores, env.GOMAXPROCS)
+	if p := cfg.Placement.Result(); p != nil {
+		fmt.Fprintf(&head, "placement: gateways on CPUs %v, load generator on CPUs %v (%s; empty: any)\n", p.Gateway, p.Loadgen, p.Method)
+	}
+	for _, l := range append(env.Conditions(), env.Warnings()...) {
+		head.WriteString(l + "\n")
+	}
+	fmt.Fprintf(os.Stderr, "sitting: %s\n%s", dir, head.String())
+
 	var runs []*results.Result
 	var errs []error
-	for round := range max(rounds, 1) {
+	for round := range rounds {
 		for _, name := range names {
 			if ctx.Err() != nil {
 				break
 			}
 			c := cfg
 			c.Engine = name
-			c.LogDir = ""
-			fmt.Fprintf(os.Stderr, "\n=== round %d/%d: %s over %s ===\n", round+1, max(rounds, 1), name, c.Transport)
+			c.OutDir = dir
+			tag := fmt.Sprintf("%s-r%d", name, round+1)
+			c.LogDir = filepath.Join(dir, "logs", tag)
+			if c.Profile {
+				c.ProfileDir = filepath.Join(dir, "profiles", tag)
+			}
+			if name == results.FloorEngine {
+				c.LoadgenArgs = withoutPhase(c.LoadgenArgs, results.PhaseUpstream)
+			}
+			fmt.Fprintf(os.Stderr, "\n=== round %d/%d: %s over %s ===\n", round+1, rounds, name, c.Transport)
 			res, path, err := bench.Run(ctx, c)
 			if res != nil {
 				_ = res.Summary(os.Stdout)
@@ -239,19 +298,18 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 				}
 			}
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				errs = append(errs, fmt.Errorf("%s round %d: %w", name, round+1, err))
 			}
 		}
 	}
 	if len(runs) > 0 {
 		var buf strings.Builder
-		fmt.Fprintf(&buf, "pushwire engines compared in one sitting, interleaved  %s  commit %s  transport %s  %d conns  %d round(s)\n\n",
-			time.Now().UTC().Format(time.RFC3339), commit, cfg.Transport, cfg.Conns, max(rounds, 1))
+		buf.WriteString(head.String() + "\n")
 		if err := results.SideBySide(&buf, runs, names[0]); err != nil {
 			return err
 		}
 		fmt.Print("\n" + buf.String())
-		path := filepath.Join(cfg.OutDir, time.Now().UTC().Format("20060102T150405Z")+"-engines-"+cfg.Transport+".txt")
+		path := filepath.Join(dir, "comparison.txt")
 		if err := os.WriteFile(path, []byte(buf.String()), 0o644); err != nil {
 			errs = append(errs, err)
 		} else {
@@ -262,6 +320,17 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 		return fmt.Errorf("bench: %w", err)
 	}
 	return ctx.Err()
+}
+
+// withoutPhase returns load generator flags whose --phases list leaves out phase (a copy).
+func withoutPhase(args []string, phase string) []string {
+	out := slices.Clone(args)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "--phases" {
+			out[i+1] = strings.Join(slices.DeleteFunc(splitList(out[i+1]), func(p string) bool { return p == phase }), ",")
+		}
+	}
+	return out
 }
 
 // benchTransports are what --transport takes.
