@@ -22,14 +22,23 @@ const (
 )
 
 // Summary writes a one-screen plain-text summary of r: lines of at most 80
-// columns, about 25 lines for the usual seven phases. Three header lines
+// columns, under 40 lines for the usual seven phases. Three header lines
 // give the engine, transport, commit, Go version and GOMAXPROCS; the CPU
-// and machine; the run ID, duration and host. A gateway table follows with
-// one row per phase (connections held, logins/s, RSS and heap per
-// connection in KB, goroutines, GC pause p99 in ms, GC share of CPU), then
-// a traffic table with one row per phase that sent or delivered anything
-// (deliveries/s, latency p50/p99/max in ms, sent, delivered, offline or
-// failed, missing), then client errors and the outcome of Check.
+// and machine; the run ID, duration and host. Three tables follow, one row
+// per phase:
+//   - the gateways: connections held, logins/s, RSS and heap per connection
+//     in KB, goroutines, GC pause p99 in ms, GC share of CPU;
+//   - traffic, for the phases with a rate or deliveries: the rate offered
+//     and the rate achieved (ramp: connects/s), deliveries/s, latency p50,
+//     p99 and max in ms from the intended send times, p99 from the actual
+//     sends ("p99 unc"), messages missing; a saturated phase is marked SAT
+//     after its name, and a line per saturated phase below the table gives
+//     the reasons;
+//   - cost: sent, offline or failed, the gateways' CPU µs and allocations
+//     per operation (a connect, request or push API call) and CPU µs per
+//     delivery, the load generator's CPU seconds and RSS;
+//
+// then the cluster's figures, client errors and the outcome of Check.
 //
 // "-" marks a figure the phase did not measure. Large numbers are
 // shortened (12.3k, 1.5M; 1 KB = 1024 bytes); counts below ten million
@@ -101,31 +110,75 @@ func (r *Result) summary(buf *bytes.Buffer) {
 	var traffic []int
 	for i := range r.Phases {
 		p := &r.Phases[i]
-		if p.Sent > 0 || p.Delivered > 0 || p.Deliveries > 0 || p.Latency != nil {
+		if p.Sent > 0 || p.Delivered > 0 || p.Deliveries > 0 || p.Latency != nil || p.Offered > 0 || p.Saturated {
 			traffic = append(traffic, i)
 		}
 	}
 	if len(traffic) > 0 {
 		fmt.Fprintln(buf)
 		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
-		_, _ = fmt.Fprintln(tw, "phase\tdeliv/s\tp50 ms\tp99 ms\tmax ms\tsent\tdeliv'd\toff+fail\tmissing")
+		_, _ = fmt.Fprintln(tw, "phase\toffer/s\tachvd/s\tdeliv/s\tp50 ms\tp99 ms\tp99 unc\tmax ms\tmissing")
 		for _, i := range traffic {
 			p := &r.Phases[i]
-			l := p.Latency
-			hasL := l != nil && l.Count > 0
-			if l == nil {
-				l = new(Latency)
-			}
+			l, hasL := latencyOrZero(p.Latency)
+			u, hasU := latencyOrZero(p.LatencyUncorrected)
 			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-				clip(keys[i], summaryPhaseLen),
+				phaseCell(keys[i], p.Saturated),
+				opt(human(p.Offered), p.Offered > 0),
+				opt(human(p.Achieved), p.Offered > 0 || p.Achieved > 0),
 				opt(human(p.Deliveries), p.Deliveries > 0),
 				opt(human(l.P50), hasL),
 				opt(human(l.P99), hasL),
+				opt(human(u.P99), hasU),
 				opt(human(l.Max), hasL),
-				count(p.Sent), count(p.Delivered),
-				count(p.Offline+p.Failed), count(p.Missing))
+				opt(count(p.Missing), p.Sent > 0 || p.Delivered > 0 || p.Missing != 0))
 		}
 		_ = tw.Flush()
+		for _, i := range traffic {
+			if p := &r.Phases[i]; p.Saturated {
+				why := oneLine(strings.Join(p.Saturation, "; "))
+				if why == "" {
+					why = "no reason recorded"
+				}
+				fmt.Fprintln(buf, "SAT "+keys[i]+": "+why)
+			}
+		}
+	}
+
+	var costs []int
+	for i := range r.Phases {
+		p := &r.Phases[i]
+		if p.Sent > 0 || p.Delivered > 0 || p.Cost != nil || p.Loadgen != nil {
+			costs = append(costs, i)
+		}
+	}
+	if len(costs) > 0 {
+		fmt.Fprintln(buf)
+		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
+		_, _ = fmt.Fprintln(tw, "phase\tsent\toff+fail\tµs/op\tallocs/op\tµs/deliv\tlg cpu s\tlg rss")
+		for _, i := range costs {
+			p := &r.Phases[i]
+			c, hasC := p.Cost, p.Cost != nil
+			if c == nil {
+				c = new(Cost)
+			}
+			lg, hasLG := p.Loadgen, p.Loadgen != nil && p.Loadgen.Processes > 0
+			if lg == nil {
+				lg = new(Loadgen)
+			}
+			sent := p.Sent > 0 || p.Delivered > 0
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				clip(keys[i], summaryPhaseLen),
+				opt(count(p.Sent), sent),
+				opt(count(p.Offline+p.Failed), sent),
+				opt(human(c.CPUPerOp), hasC),
+				opt(human(c.AllocsPerOp), hasC),
+				opt(human(c.CPUPerDelivery), hasC && c.Deliveries > 0),
+				opt(human(lg.CPUSeconds), hasLG),
+				opt(humanBytes(lg.RSSBytes), hasLG))
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(buf, "µs, allocs: the gateways', per connect, request or push call; lg: load generator")
 	}
 
 	r.clusterSummary(buf, keys)
@@ -233,6 +286,23 @@ func (r *Result) clientErrors(keys []string) string {
 		parts = append(parts, s)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// phaseCell is a phase's name in a table, marked " SAT" when the phase saturated (the name then
+// cut shorter, so the cell keeps its width).
+func phaseCell(key string, saturated bool) string {
+	if !saturated {
+		return clip(key, summaryPhaseLen)
+	}
+	return clip(key, summaryPhaseLen-4) + " SAT"
+}
+
+// latencyOrZero returns l, or a zero Latency and false when the phase measured none.
+func latencyOrZero(l *Latency) (*Latency, bool) {
+	if l == nil || l.Count == 0 {
+		return new(Latency), false
+	}
+	return l, true
 }
 
 // human formats v shortly: three significant digits below 1000 ("0.012",

@@ -65,8 +65,8 @@ func TestSummary(t *testing.T) {
 					t.Errorf("line %d has %d columns: %q", i+1, n, l)
 				}
 			}
-			if len(lines) > 30 {
-				t.Errorf("%d lines, want at most 30", len(lines))
+			if len(lines) > 40 {
+				t.Errorf("%d lines, want at most 40", len(lines))
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(out, w) {
@@ -92,12 +92,13 @@ func TestSummaryColumns(t *testing.T) {
 	if err := sample().Summary(&buf); err != nil {
 		t.Fatal(err)
 	}
-	// starts returns the offsets of the cells of a line, cells being
+	// starts returns the offsets (in runes: headers hold a µ) of the cells of a line, cells being
 	// separated by two spaces or more.
-	starts := func(l string) []int {
+	starts := func(line string) []int {
 		var s []int
+		l := []rune(line)
 		for i := range l {
-			if l[i] != ' ' && (i == 0 || i >= 2 && l[i-2:i] == "  ") {
+			if l[i] != ' ' && (i == 0 || i >= 2 && string(l[i-2:i]) == "  ") {
 				s = append(s, i)
 			}
 		}
@@ -110,7 +111,7 @@ func TestSummaryColumns(t *testing.T) {
 		switch {
 		case strings.HasPrefix(l, "phase "):
 			header = starts(l)
-		case l == "":
+		case l == "", strings.HasPrefix(l, "SAT "), strings.HasPrefix(l, "µs, "): // a table's end, notes below it
 			header = nil
 		case header != nil:
 			rows++
@@ -119,8 +120,8 @@ func TestSummaryColumns(t *testing.T) {
 			}
 		}
 	}
-	if rows != 7+5 {
-		t.Errorf("%d table rows, want 12", rows)
+	if rows != 7+5+5 {
+		t.Errorf("%d table rows, want 17", rows)
 	}
 }
 
@@ -181,6 +182,11 @@ func TestSummaryWidestValues(t *testing.T) {
 		p.Deliveries = 999.9e3
 		p.Latency = &Latency{Count: 1, P50: 0.0001, P99: 999.9e3, Max: 999.9e3}
 		p.Sent, p.Delivered, p.Offline, p.Missing = 9999999, 9999999, 9999999, -9999999
+		p.Offered, p.Achieved = 999.9e3, 999.9e3
+		p.LatencyUncorrected = &Latency{Count: 1, P99: 999.9e3}
+		p.Saturated, p.Saturation = true, []string{strings.Repeat("a long reason ", 10)}
+		p.Cost = &Cost{Op: "connect", Ops: 1, CPUPerOp: 999.9e3, AllocsPerOp: 999.9e3, Deliveries: 1, CPUPerDelivery: 999.9e3}
+		p.Loadgen = &Loadgen{Processes: 1, CPUSeconds: 999.9e3, RSSBytes: 1023 << 40}
 	}
 	r.Phases = r.Phases[:2]
 	var buf bytes.Buffer
@@ -239,5 +245,105 @@ func TestSummaryCluster(t *testing.T) {
 		if n := utf8.RuneCountInString(strings.TrimRight(line, "\n")); n > summaryWidth {
 			t.Errorf("line of %d columns: %q", n, line)
 		}
+	}
+}
+
+// measured is sample with the figures of a run that measured rates, cost and the load
+// generator's spend, its push phase saturated.
+func measured() *Result {
+	r := sample()
+	r.Phases[0].Offered, r.Phases[0].Achieved = 12500, 12345.6
+	r.Phases[0].Cost = &Cost{Op: "connect", Ops: 10000, CPUPerOp: 61.5, AllocsPerOp: 95, AllocBytesPerOp: 9100}
+	for i := range r.Phases {
+		r.Phases[i].Loadgen = &Loadgen{Processes: 2, CPUSeconds: 1.5 * float64(i+1), RSSBytes: 96 << 20}
+	}
+	up := &r.Phases[3]
+	up.Offered, up.Achieved = 15000, 14990
+	up.LatencyUncorrected = &Latency{Count: 449990, P50: 0.4, P99: 1.9, Max: 16}
+	up.Cost = &Cost{Op: "request", Ops: 450000, CPUPerOp: 42.25, AllocsPerOp: 31, Deliveries: 449990, CPUPerDelivery: 42.26}
+	push := &r.Phases[4]
+	push.Offered, push.Achieved = 100000, 75100
+	push.Saturated, push.Saturation = true, []string{"sent 75100/s of the 100000/s offered", "latency grew from 0.3 ms to 12 ms"}
+	push.LatencyUncorrected = &Latency{Count: 2249000, P50: 0.2, P99: 0.61, Max: 3}
+	push.Cost = &Cost{Op: "push", Ops: 2250000, CPUPerOp: 18.7, AllocsPerOp: 12.5, Deliveries: 2249000, CPUPerDelivery: 18.71, AllocsPerDelivery: 12.5}
+	group := &r.Phases[5]
+	group.Offered, group.Achieved = 100, 100
+	group.Cost = &Cost{Op: "push", Ops: 3000, CPUPerOp: 1250, AllocsPerOp: 2100, Deliveries: 2940000, CPUPerDelivery: 1.28, AllocsPerDelivery: 2.1}
+	return r
+}
+
+func TestSummaryMeasured(t *testing.T) {
+	var buf bytes.Buffer
+	if err := measured().Summary(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	row := func(prefix string) string {
+		for l := range strings.Lines(out) {
+			if strings.HasPrefix(l, prefix) && strings.Contains(l, "  ") {
+				return strings.Join(strings.Fields(l), " ")
+			}
+		}
+		return ""
+	}
+	// the first row of each table for a phase: the gateways, traffic, then cost
+	rows := map[string][]string{}
+	for l := range strings.Lines(out) {
+		f := strings.Fields(l)
+		if len(f) > 2 && !strings.HasPrefix(l, " ") {
+			rows[f[0]] = append(rows[f[0]], strings.Join(f, " "))
+		}
+	}
+	for _, tt := range []struct {
+		phase string
+		table int // 1: traffic, 2: cost
+		want  string
+	}{
+		{"ramp", 1, "ramp 12.5k 12.3k - - - - - -"},
+		{"ramp", 2, "ramp - - 61.5 95.0 - 1.50 96.0 MB"},
+		{"idle", 1, "idle - - 1.15 0.830"}, // idle has no traffic: its second row is the cost table's
+		{"upstream", 1, "upstream 15.0k 15.0k 15.0k 0.450 2.30 1.90 17.0 0"},
+		{"upstream", 2, "upstream 450000 10 42.2 31.0 42.3 6.00 96.0 MB"},
+		{"push", 2, "push 2250000 1000 18.7 12.5 18.7 7.50 96.0 MB"},
+		{"group", 1, "group 100 100 98.0k 3.20 41.0 - 160 0"},
+		{"group", 2, "group 2940000 0 1.2k 2.1k 1.28 9.00 96.0 MB"},
+	} {
+		got := rows[tt.phase]
+		if len(got) <= tt.table && tt.phase != "idle" || tt.phase == "idle" && !strings.HasPrefix(strings.Join(got, "|"), "idle") {
+			t.Errorf("%s: rows %q", tt.phase, got)
+			continue
+		}
+		if tt.phase == "idle" {
+			if len(got) != 2 || !strings.HasPrefix(got[1], "idle - - - - - 3.00 96.0 MB") {
+				t.Errorf("idle: rows %q, want the gateways' and the cost table's (its load generator spend only)", got)
+			}
+			continue
+		}
+		if got[tt.table] != tt.want {
+			t.Errorf("%s, table %d:\n got %q\nwant %q", tt.phase, tt.table+1, got[tt.table], tt.want)
+		}
+	}
+	if r := row("push SAT"); r != "push SAT 100.0k 75.1k 75.0k 0.310 0.850 0.610 12.5 0" {
+		t.Errorf("saturated push row %q", r)
+	}
+	for _, want := range []string{
+		"\nSAT push: sent 75100/s of the 100000/s offered; latency grew from 0.3 ms to 12 …\n",
+		"check: 1 problem\n  phase push: saturated (sent 75100/s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q", want)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for i, l := range lines {
+		if n := utf8.RuneCountInString(l); n > 80 {
+			t.Errorf("line %d has %d columns: %q", i+1, n, l)
+		}
+	}
+	if len(lines) > 40 {
+		t.Errorf("%d lines, want at most 40", len(lines))
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("summary:\n%s", out)
 	}
 }
