@@ -52,7 +52,8 @@ func phaseKind(p *results.Phase) string {
 //     else the end of the phase (Duration).
 //   - The latency: over the seconds with deliveries, the median of the per-second p50 in the
 //     last third is more than twice that of the first third and more than 10 ms ("latency grew
-//     from a ms to b ms"). At least three seconds with deliveries are needed.
+//     from a ms to b ms"). At least three seconds with deliveries are needed; a last, partial
+//     sample under half a second does not count as one.
 //
 // The ramp and connect steps are judged on their rate only; the idle phase never.
 func saturation(p *results.Phase, t sendTimes) []string {
@@ -88,12 +89,20 @@ func saturation(p *results.Phase, t sendTimes) []string {
 	return out
 }
 
+// satMinSample is the shortest sample the latency verdict counts as a second (seconds): the
+// last, partial one of a phase is often a sliver holding its few slowest deliveries.
+const satMinSample = 0.5
+
 // latencyGrowth returns the median per-second p50 of the first and the last third of the
-// seconds with deliveries (ok false with fewer than three such seconds).
+// seconds with deliveries (ok false with fewer than three such seconds). A sample covering
+// less than satMinSample is not a second.
 func latencyGrowth(series []results.Sample) (first, last float64, ok bool) {
 	var p50 []float64
+	prev := 0.0
 	for _, s := range series {
-		if s.Delivered > 0 && s.P50 > 0 {
+		span := s.T - prev
+		prev = s.T
+		if s.Delivered > 0 && s.P50 > 0 && span >= satMinSample {
 			p50 = append(p50, s.P50)
 		}
 	}

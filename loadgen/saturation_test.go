@@ -86,6 +86,12 @@ func TestLatencyGrowth(t *testing.T) {
 	if !ok || a != 2 || b != 20 {
 		t.Errorf("first %v last %v ok %v, want 2, 20", a, b, ok)
 	}
+	// the upstream phase of a short run: three steady seconds, then a 30 ms sliver holding the
+	// last three answers
+	tail := append(seriesP50(7.1, 8.1, 8.2), results.Sample{T: 3.03, Delivered: 3, P50: 17.3})
+	if a, b, ok := latencyGrowth(tail); !ok || a != 7.1 || b != 8.2 {
+		t.Errorf("with a sliver: first %v last %v ok %v, want 7.1, 8.2", a, b, ok)
+	}
 	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Errorf("median %v", m)
 	}

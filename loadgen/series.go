@@ -232,6 +232,9 @@ func (o *phaseObs) startSeries(ctx context.Context) *seriesState {
 func (o *phaseObs) sample(ctx context.Context, st *seriesState) results.Sample {
 	c := o.c
 	s := results.Sample{T: roundMS(time.Since(o.t0).Seconds())}
+	// The coordinator's own figures first, at T: the HTTP reads below take some milliseconds.
+	sent := c.pushCalls.Load()
+	cpu := c.loadgenCPU()
 	ctx, cancel := context.WithTimeout(ctx, sampleTimeout)
 	defer cancel()
 	var wk []workerStatus
@@ -244,8 +247,6 @@ func (o *phaseObs) sample(ctx context.Context, st *seriesState) results.Sample {
 	}()
 	gw, gwOK := c.readGateways(ctx)
 	wg.Wait()
-	cpu := c.loadgenCPU()
-	sent := c.pushCalls.Load()
 
 	sampleGateways(&s, st.gw, st.gwOK, gw, gwOK)
 	sampleWorkers(&s, st.sentBy, st.wk, st.wkOK, wk, wkOK)
