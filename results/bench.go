@@ -21,8 +21,12 @@ const benchName = "BenchmarkPushwire"
 //	BenchmarkPushwire/phase=push	1	75012 deliveries/s	0.85 p99-ms	812 rss-B/conn	…
 //
 // The iteration count is 1; the metrics are those of Compare with units
-// without spaces (times in ms, memory in bytes). A repeated phase name
-// gets "#2", "#3"…; characters that would break the name become '_'.
+// without spaces (times in ms, memory in bytes): among them achieved/s,
+// p99-uncorrected-ms, the gateways' cost per operation as cpu-us/op,
+// allocs/op and B/op (the units benchstat knows from go test -benchmem)
+// and per delivery (cpu-us/delivery, allocs/delivery), and the load
+// generator's loadgen-cpu-s and loadgen-rss-B. A repeated phase name gets
+// "#2", "#3"…; characters that would break the name become '_'.
 //
 // benchstat puts results with different configuration values in separate
 // tables, so name the key that differs, for example:

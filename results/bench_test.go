@@ -117,6 +117,86 @@ func TestBenchFormatValues(t *testing.T) {
 	}
 }
 
+// The figures of a measured run: rates achieved, the uncorrected p99, the cost per operation in the
+// units benchstat knows (allocs/op, B/op), and the load generator's spend.
+func TestBenchFormatMeasured(t *testing.T) {
+	var buf bytes.Buffer
+	if err := measured().WriteBenchFormat(&buf); err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]string{}
+	for l := range strings.Lines(buf.String()) {
+		if name, rest, ok := strings.Cut(l, "\t"); ok {
+			lines[strings.TrimPrefix(name, "BenchmarkPushwire/phase=")] = rest
+		}
+	}
+	for _, tt := range []struct {
+		phase string
+		want  []string // "value unit" pairs on its line
+		not   []string // units not on it
+	}{
+		{"ramp", []string{"12345.6 achieved/s", "61.5 cpu-us/op", "95 allocs/op", "9100 B/op", "1.5 loadgen-cpu-s", "100663296 loadgen-rss-B"},
+			[]string{"cpu-us/delivery", "p99-uncorrected-ms"}},
+		{"idle", []string{"3 loadgen-cpu-s"}, []string{"achieved/s", "cpu-us/op"}},
+		{"upstream", []string{"14990 achieved/s", "1.9 p99-uncorrected-ms", "42.25 cpu-us/op", "31 allocs/op", "0 B/op",
+			"42.26 cpu-us/delivery"}, nil},
+		{"push", []string{"75100 achieved/s", "0.61 p99-uncorrected-ms", "18.7 cpu-us/op", "12.5 allocs/op",
+			"18.71 cpu-us/delivery", "12.5 allocs/delivery"}, nil},
+		{"broadcast", nil, []string{"achieved/s", "cpu-us/op", "p99-uncorrected-ms"}},
+	} {
+		line := "\t" + strings.TrimSuffix(lines[tt.phase], "\n") + "\t"
+		for _, w := range tt.want {
+			if !strings.Contains(line, "\t"+w+"\t") {
+				t.Errorf("%s: %q lacks %q", tt.phase, line, w)
+			}
+		}
+		for _, u := range tt.not {
+			if strings.Contains(line, " "+u+"\t") {
+				t.Errorf("%s: %q has %q, which the phase did not measure", tt.phase, line, u)
+			}
+		}
+	}
+}
+
+func TestCompareMeasured(t *testing.T) {
+	base, other := measured(), measured()
+	other.Phases[4].Cost.CPUPerOp *= 2
+	other.Phases[4].LatencyUncorrected.P99 = 0.305
+	other.Phases[5].Achieved = 50
+	other.Phases[5].Cost.AllocsPerDelivery = 4.2
+	other.Phases[1].Loadgen.CPUSeconds = 0.75
+	other.Phases[0].Loadgen = nil
+	got := map[string]Ratio{}
+	for _, r := range Compare(base, other) {
+		got[r.Phase+"/"+r.Metric] = r
+	}
+	for _, tt := range []struct {
+		key   string
+		ratio float64 // 0: no ratio
+		lower bool
+	}{
+		{"push/cpu_us_per_op", 2, true},
+		{"push/latency_p99_uncorrected", 0.5, true},
+		{"group/achieved_per_s", 0.5, false},
+		{"group/allocs_per_delivery", 2, true},
+		{"idle/loadgen_cpu_seconds", 0.25, true},
+		{"ramp/loadgen_cpu_seconds", 0, true}, // other did not measure it
+		{"ramp/loadgen_rss", 0, true},
+		{"ramp/cpu_us_per_delivery", 0, true}, // a connect delivers nothing
+		{"broadcast/achieved_per_s", 0, false},
+	} {
+		r, ok := got[tt.key]
+		switch {
+		case tt.ratio == 0 && ok:
+			t.Errorf("%s: %+v, want no ratio", tt.key, r)
+		case tt.ratio != 0 && !ok:
+			t.Errorf("%s: no ratio", tt.key)
+		case ok && (r.Ratio != tt.ratio || r.LowerIsBetter != tt.lower):
+			t.Errorf("%s: %+v, want %v, lower is better %v", tt.key, r, tt.ratio, tt.lower)
+		}
+	}
+}
+
 func TestBenchFormatConns(t *testing.T) {
 	r := sample()
 	delete(r.Config, "conns")

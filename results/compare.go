@@ -74,6 +74,57 @@ var metrics = []metric{
 	{"missing", "missing", true, func(p *Phase) (float64, bool) {
 		return float64(p.Missing), p.Sent > 0
 	}},
+	{"achieved_per_s", "achieved/s", false, func(p *Phase) (float64, bool) {
+		return p.Achieved, p.Offered > 0
+	}},
+	{"latency_p99_uncorrected", "p99-uncorrected-ms", true, func(p *Phase) (float64, bool) {
+		if l := p.LatencyUncorrected; l != nil && l.Count > 0 {
+			return l.P99, true
+		}
+		return 0, false
+	}},
+	{"cpu_us_per_op", "cpu-us/op", true, func(p *Phase) (float64, bool) {
+		return cost(p, func(c *Cost) float64 { return c.CPUPerOp })
+	}},
+	{"allocs_per_op", "allocs/op", true, func(p *Phase) (float64, bool) {
+		return cost(p, func(c *Cost) float64 { return c.AllocsPerOp })
+	}},
+	{"alloc_bytes_per_op", "B/op", true, func(p *Phase) (float64, bool) {
+		return cost(p, func(c *Cost) float64 { return c.AllocBytesPerOp })
+	}},
+	{"cpu_us_per_delivery", "cpu-us/delivery", true, func(p *Phase) (float64, bool) {
+		v, ok := cost(p, func(c *Cost) float64 { return c.CPUPerDelivery })
+		return v, ok && p.Cost.Deliveries > 0
+	}},
+	{"allocs_per_delivery", "allocs/delivery", true, func(p *Phase) (float64, bool) {
+		v, ok := cost(p, func(c *Cost) float64 { return c.AllocsPerDelivery })
+		return v, ok && p.Cost.Deliveries > 0
+	}},
+	{"loadgen_cpu_seconds", "loadgen-cpu-s", true, func(p *Phase) (float64, bool) {
+		return p.Loadgen.cpu()
+	}},
+	{"loadgen_rss", "loadgen-rss-B", true, func(p *Phase) (float64, bool) {
+		if l := p.Loadgen; l != nil && l.Processes > 0 {
+			return float64(l.RSSBytes), true
+		}
+		return 0, false
+	}},
+}
+
+// cost returns f of the phase's cost per operation, when it has one.
+func cost(p *Phase, f func(*Cost) float64) (float64, bool) {
+	if p.Cost == nil || p.Cost.Ops <= 0 {
+		return 0, false
+	}
+	return f(p.Cost), true
+}
+
+// cpu returns the load generator's CPU seconds, when l was measured.
+func (l *Loadgen) cpu() (float64, bool) {
+	if l == nil || l.Processes == 0 {
+		return 0, false
+	}
+	return l.CPUSeconds, true
 }
 
 func latency(p *Phase, f func(*Latency) float64) (float64, bool) {
@@ -107,7 +158,12 @@ func phaseKeys(phases []Phase) []string {
 // The metrics are: conns, connect_rate (logins/s), rss_per_conn and
 // heap_per_conn (bytes), goroutines, gc_pause_p99 (ms), gc_cpu_share (%),
 // cpu_seconds, deliveries_per_s, latency_p50, latency_p99, latency_p999,
-// latency_max (ms), sent, delivered and missing.
+// latency_max (ms), sent, delivered, missing; achieved_per_s (the rate the
+// load generator reached, for a phase with an offered rate);
+// latency_p99_uncorrected (ms, from the actual sends); the
+// gateways' cost, cpu_us_per_op, allocs_per_op, alloc_bytes_per_op,
+// cpu_us_per_delivery and allocs_per_delivery; and the load generator's
+// loadgen_cpu_seconds and loadgen_rss (bytes).
 func Compare(base, other *Result) []Ratio {
 	if base == nil || other == nil {
 		return nil
