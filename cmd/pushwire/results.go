@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -11,7 +12,7 @@ import (
 )
 
 func runResults(args []string) error {
-	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check FILE...        fail unless each result passes its checks\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric\n  results side FILE...         every run side by side (memory, GC, throughput, latency, missing), with\n                               ratios against the first file")
+	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check [--allow-saturated] FILE...\n                               fail unless each result passes its checks (--allow-saturated: a saturated\n                               phase passes)\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric\n  results side FILE...         every run side by side (memory, GC, throughput, latency, missing), with\n                               ratios against the first file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -21,6 +22,18 @@ func runResults(args []string) error {
 		return errors.New("results: want a verb and at least one file")
 	}
 	verb, files := rest[0], rest[1:]
+	var checkOpts results.CheckOptions
+	if verb == "check" {
+		// results check [--allow-saturated] FILE...
+		cfs := flag.NewFlagSet("results check", flag.ContinueOnError)
+		cfs.BoolVar(&checkOpts.AllowSaturated, "allow-saturated", false, "let a saturated phase pass (still marked SAT)")
+		if err := cfs.Parse(files); err != nil {
+			return fmt.Errorf("results check: %w", err)
+		}
+		if files = cfs.Args(); len(files) == 0 {
+			return errors.New("results check: want at least one file")
+		}
+	}
 	load := func(p string) (*results.Result, error) {
 		r, err := results.Read(p)
 		if err != nil {
@@ -43,7 +56,7 @@ func runResults(args []string) error {
 				}
 				fmt.Println()
 			case "check":
-				if err := r.Check(); err != nil {
+				if err := r.CheckWith(checkOpts); err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", p, err))
 				} else {
 					fmt.Printf("%s: ok\n", p)
