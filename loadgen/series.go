@@ -120,6 +120,7 @@ func sampleWorkers(s *results.Sample, by sentBy, prev []workerStatus, have []boo
 			s.Sent += connected
 		case sentRequests:
 			s.Sent += max(cur[i].Requests-prev[i].Requests, 0)
+		case sentCalls: // the coordinator counts them
 		}
 	}
 }
