@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -224,7 +225,7 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 	}
 	pr.obs.setTimes(pr.lastSent, col.lastRecv)
 	pr.obs.end(ctx, p)
-	c.log.Info(p.Name+": done", "offered_per_s", p.Offered, "achieved_per_s", int(p.Achieved), "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
+	c.log.Info(p.Name+": done", "offered_per_s", p.Offered, "achieved_per_s", math.Round(p.Achieved*100)/100, "sent", p.Sent, "delivered", p.Delivered, "forwarded", p.Forwarded, "offline", p.Offline,
 		"failed", p.Failed, "missing", p.Missing, "disconnects", p.Disconnects, "deliveries_per_s", int(p.Deliveries),
 		"p50_ms", p.Latency.P50, "p99_ms", p.Latency.P99, "p99_uncorrected_ms", p.LatencyUncorrected.P99,
 		"redis_cmds_per_push", p.RedisCommandsPerPush)
