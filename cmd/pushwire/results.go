@@ -5,14 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/pushwire/pushwire/report"
 	"github.com/pushwire/pushwire/results"
 )
 
 func runResults(args []string) error {
-	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check [--allow-saturated] FILE...\n                               fail unless each result passes its checks (--allow-saturated: a saturated\n                               phase passes)\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric\n  results side FILE...         every run side by side (memory, GC, throughput, latency, missing), with\n                               ratios against the first file")
+	fs := newFlags("results", "Work with result files:\n  results show FILE...         print each result's summary\n  results check [--allow-saturated] FILE...\n                               fail unless each result passes its checks (--allow-saturated: a saturated\n                               phase passes)\n  results benchfmt FILE...     print Go benchmark format (for benchstat)\n  results compare BASE OTHER   ratios of OTHER to BASE, metric by metric\n  results side FILE...         every run side by side (memory, GC, throughput, latency, missing), with\n                               ratios against the first file\n  results report DIR           write DIR/report.md with charts (DIR/charts/*.png) from the results in DIR\n  results benchstat [-o OUT] FILE|DIR...\n                               write each engine's runs in Go benchmark format to OUT/<engine>.txt\n                               (default: DIR/benchstat, or beside the first file) and run benchstat on them")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +86,18 @@ func runResults(args []string) error {
 		}
 		fmt.Printf("columns (engine/transport): %s\n\n", strings.Join(cols, "  "))
 		return results.SideBySide(os.Stdout, runs, runs[0].Engine)
+	case "report":
+		if len(files) != 1 {
+			return errors.New("results report: want one directory")
+		}
+		path, err := report.Generate(files[0], report.Options{})
+		if err != nil {
+			return err
+		}
+		fmt.Println(path)
+		return nil
+	case "benchstat":
+		return runBenchstat(files)
 	case "compare":
 		if len(files) != 2 {
 			return errors.New("results compare: want BASE and OTHER")
@@ -102,7 +117,7 @@ func runResults(args []string) error {
 		}
 		return tw.Flush()
 	}
-	return fmt.Errorf("results: unknown verb %q (show, check, benchfmt, compare, side)", verb)
+	return fmt.Errorf("results: unknown verb %q (show, check, benchfmt, compare, side, report, benchstat)", verb)
 }
 
 // runLabel names a run in a table's header: engine/transport.
@@ -112,4 +127,71 @@ func runLabel(r *results.Result) string {
 		t = "tcp" // results written before transports were recorded
 	}
 	return r.Engine + "/" + t
+}
+
+// runBenchstat writes the runs named by args (result files, or directories of them) in the Go
+// benchmark format, one file per engine, and runs benchstat over them with a column per engine.
+func runBenchstat(args []string) error {
+	fs := newFlags("results benchstat", "results benchstat [-o OUT] FILE|DIR...: each engine's runs in Go benchmark format, compared by benchstat")
+	out := fs.String("o", "", "directory for the <engine>.txt files (default: DIR/benchstat for a directory, else beside the first file)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("results benchstat: want result files or a directory")
+	}
+	runs, err := report.ReadRuns(fs.Args())
+	if err != nil {
+		return err
+	}
+	dir := *out
+	if dir == "" {
+		first := fs.Arg(0)
+		if fi, err := os.Stat(first); err == nil && fi.IsDir() {
+			dir = filepath.Join(first, "benchstat")
+		} else {
+			dir = filepath.Join(filepath.Dir(first), "benchstat")
+		}
+	}
+	files, err := report.WriteBenchFiles(dir, runs)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		fmt.Println("wrote", f)
+	}
+	// One column per engine (the first is the base); the commit may differ between runs of a sitting.
+	bsArgs := append([]string{"-col", "engine", "-ignore", "commit"}, files...)
+	tool := benchstatPath()
+	if tool == "" {
+		fmt.Printf("\nbenchstat is not installed: `make benchstat-tool` puts it in bin/, then run\n  bin/benchstat %s\n", strings.Join(bsArgs, " "))
+		return nil
+	}
+	fmt.Println()
+	cmd := exec.Command(tool, bsArgs...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("results benchstat: %s: %w", tool, err)
+	}
+	return nil
+}
+
+// benchstatPath returns bin/benchstat beside the running binary or in the working directory,
+// else benchstat on PATH, else "".
+func benchstatPath() string {
+	var candidates []string
+	if exe, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "benchstat"))
+	}
+	candidates = append(candidates, filepath.Join("bin", "benchstat"))
+	for _, c := range candidates {
+		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return c
+		}
+	}
+	if p, err := exec.LookPath("benchstat"); err == nil {
+		return p
+	}
+	return ""
 }
