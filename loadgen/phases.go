@@ -217,7 +217,11 @@ func (c *coord) finish(ctx context.Context, p *results.Phase, base snapshot, pr 
 		op, ops = opPush, p.Pushes
 	}
 	p.Achieved = achievedRate(pr.sent, pr.t0, pr.lastSent, p.Offered)
-	p.Cost = costOf(op, ops, p.Delivered, p.Gateway)
+	deliveries := p.Delivered
+	if op == opConnect {
+		deliveries = 0 // a connect step counts its logins as delivered: they are its operations
+	}
+	p.Cost = costOf(op, ops, deliveries, p.Gateway)
 	p.Loadgen = loadgenFigures(pr.spend, spent)
 	p.Errors = mergeErrors(c.takeErrors(), col.errors)
 	if col.Dups > 0 {
