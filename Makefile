@@ -95,6 +95,17 @@ bench-all: bench-redis build ## every engine and the floor in one sitting over T
 	  --idle $(IDLE) --push-rate $(PUSH_RATE) --push-duration $(PUSH_DURATION) --push-senders $(PUSH_SENDERS) --phases $(PHASES) --route $(ROUTE) --mode $(MODE) \
 	  --workers $(WORKERS) --out results --check$(if $(CPUS), --cpus $(CPUS))$(if $(filter 1 yes true,$(PROFILE)), --profile)
 
+.PHONY: capacity smoke-capacity
+
+capacity: build ## capacity search: each workload's highest sustained rate (p99 within P99, default 50ms; steps of STEP_DURATION, default 5s) over CONNS connections: make capacity ENGINE=gnet, or ENGINES=all (std,gnet,netpoll,nbio,floor in one sitting); WORKLOADS=push,group … to narrow it; writes results/<time>-capacity/ with ceilings.txt
+	$(BIN) capacity $(if $(ENGINES),--engines $(ENGINES),--engine $(ENGINE)) --transport $(TRANSPORT) --conns $(CONNS) --rate $(RATE) --instances $(INSTANCES) \
+	  --route $(ROUTE) --workers $(WORKERS) --p99-limit $(or $(P99),50ms) --step-duration $(or $(STEP_DURATION),5s)$(if $(WORKLOADS), --workloads $(WORKLOADS)) --out results
+
+smoke-capacity: build ## a small capacity search CI can afford (gnet, 300 connections, push and broadcast, low maxima) that must pass --check
+	@dir=$$(mktemp -d); \
+	$(BIN) capacity --engine gnet --conns 300 --rate 600 --step-duration 2s --workloads connect,push,broadcast --refine 1 \
+	  --start-rates connect=200 --max-rates connect=400,push=1200,broadcast=4 --out $$dir --check; st=$$?; rm -rf $$dir; exit $$st
+
 tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests; chromium, nodejs, npm and the npm packages of test/thirdparty, for the third-party client tests)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)

@@ -119,6 +119,9 @@ func Run(ctx context.Context, cfg Config) (*results.Result, error) {
 		results.PhaseBroadcast: c.broadcast,
 	}
 	phases := append([]string{results.PhaseRamp}, slices.DeleteFunc(slices.Clone(cfg.Phases), func(s string) bool { return s == results.PhaseRamp })...)
+	if len(cfg.Capacity) > 0 {
+		phases = phases[:1] // a capacity search: the ramp, then the search's steps
+	}
 	for _, name := range phases {
 		c.m.setPhase(name)
 		p, err := run[name](ctx, base)
@@ -127,6 +130,12 @@ func Run(ctx context.Context, cfg Config) (*results.Result, error) {
 			err = c.workerExited()
 		}
 		if err != nil {
+			res.Errors = append(res.Errors, err.Error())
+			return res, err
+		}
+	}
+	if len(cfg.Capacity) > 0 {
+		if err := c.capacity(ctx, base, res); err != nil {
 			res.Errors = append(res.Errors, err.Error())
 			return res, err
 		}

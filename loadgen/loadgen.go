@@ -119,6 +119,18 @@ type Config struct {
 	// Default "": no profiles.
 	ProfileDir string
 
+	// Capacity, when set, makes the run a capacity search: after the ramp, each of these
+	// workloads (results.Workload*: connect, upstream, push, batch, group, broadcast) in turn
+	// runs in steps of rising rate, each a phase "<workload>@<rate>", instead of Phases, and
+	// Result.Capacity gets the ceilings (see capacity.go). Default none: a plain run.
+	Capacity     []string
+	P99Limit     time.Duration      // a step holds with its p99 at most this; default 50ms
+	StepDuration time.Duration      // how long each step sends; default 5s
+	Refine       int                // bisections between the last rate that held and the first that failed; default 2, negative: none
+	BatchSize    int                // devices per push API call of the batch workload; default 10
+	StartRates   map[string]float64 // a workload's first step's rate; default DefaultStartRates
+	MaxRates     map[string]float64 // the highest rate a workload's search tries; default DefaultMaxRates
+
 	caPEM []byte // CAFile's contents, read by setDefaults and handed to the workers
 }
 
@@ -228,6 +240,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.RequestSenders <= 0 {
 		c.RequestSenders = 256
+	}
+	if err := c.capacityDefaults(); err != nil {
+		return err
 	}
 	if c.GroupSize <= 0 {
 		c.GroupSize = 1000

@@ -42,6 +42,7 @@ import (
 //	                                            (latency from the intended and the actual sends)
 //	GET  /tick                                  counts now, and the histogram of the deliveries
 //	                                            since the last tick (the per-second series)
+//	POST /reconnect {close, count, rate, …}     the connect workload (worker_connect.go)
 //	POST /close                                 close every connection
 //	GET  /metrics                               the worker's Prometheus metrics
 //
@@ -338,6 +339,13 @@ func (w *worker) handler() http.Handler {
 		}
 		return w.join(ctx, req), nil
 	})
+	handle("POST /reconnect", func(ctx context.Context, b []byte) (any, error) {
+		var req reconnectReq
+		if err := decode(b, &req); err != nil {
+			return nil, err
+		}
+		return w.reconnect(ctx, req)
+	})
 	handle("GET /status", func(context.Context, []byte) (any, error) { return w.status(), nil })
 	handle("GET /collect", func(context.Context, []byte) (any, error) { return w.collect(), nil })
 	handle("GET /tick", func(context.Context, []byte) (any, error) { return w.takeTick(), nil })
@@ -474,34 +482,13 @@ func (w *worker) ramp(ctx context.Context, req rampReq) (rampAns, error) {
 	}
 	rampCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 512) // connects in flight: stay under the accept backlog
-	i := 0
-	for range (Pacer{Rate: req.Rate, Count: n}).Run(rampCtx, time.Now()) {
-		select {
-		case sem <- struct{}{}:
-		case <-rampCtx.Done():
-		}
-		if rampCtx.Err() != nil {
-			break
-		}
-		c, err := w.newClient(i)
-		if err != nil {
-			return rampAns{}, err
-		}
-		w.clients[i] = c
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := c.Connect(rampCtx)
-			<-sem
-			if err != nil {
-				w.connectFailed(i, err)
-			}
-		}()
-		i++
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
 	}
-	wg.Wait()
+	if err := w.connectEach(rampCtx, idx, req.Rate, time.Now(), nil); err != nil {
+		return rampAns{}, err
+	}
 	return rampAns{Connected: w.connected.Load(), Errors: w.takeErrors()}, nil
 }
 

@@ -20,14 +20,16 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"gateway": {"run a gateway instance (connections, sessions, push API)", runGateway},
-	"control": {"run the control layer (tokens, access points)", runControl},
-	"backend": {"run the demo business server (echo, delay, errors, notification sink)", runBackend},
-	"loadgen": {"run the load generator against a running deployment", runLoadgen},
-	"bench":   {"start a local deployment, load it, and write a result file", runBench},
-	"results": {"show, check or compare result files", runResults},
-	"tui":     {"watch a running deployment live", runTUI},
-	"version": {"print the version", func([]string) error { printVersion(os.Stdout); return nil }},
+	"gateway":  {"run a gateway instance (connections, sessions, push API)", runGateway},
+	"control":  {"run the control layer (tokens, access points)", runControl},
+	"backend":  {"run the demo business server (echo, delay, errors, notification sink)", runBackend},
+	"loadgen":  {"run the load generator against a running deployment", runLoadgen},
+	"bench":    {"start a local deployment, load it, and write a result file", runBench},
+	"floor":    {"run the floor: a raw-epoll server with no engine library, the engines' yardstick", runFloor},
+	"capacity": {"find each engine's ceiling per workload (a capacity search) and print the ceiling table", runCapacity},
+	"results":  {"show, check or compare result files", runResults},
+	"tui":      {"watch a running deployment live", runTUI},
+	"version":  {"print the version", func([]string) error { printVersion(os.Stdout); return nil }},
 }
 
 func run(args []string) error {

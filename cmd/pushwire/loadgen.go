@@ -3,9 +3,11 @@ package main
 import (
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +59,13 @@ func runLoadgen(args []string) error {
 	wsOrigin := fs.String("ws-origin", "", "Origin header of the clients' WebSocket upgrades (ws, wss; empty: none)")
 	wsPath := fs.String("ws-path", "/ws", "request path of the clients' WebSocket upgrades (ws, wss)")
 	profileDir := fs.String("profile-dir", "", "save a CPU profile covering each phase and a heap profile at its end of every gateway here (<phase>-<node>-cpu.pprof, -heap.pprof; needs --gateway-admin; empty: none)")
+	capacity := fs.String("capacity", "", "a capacity search instead of the phases: after the ramp, search these workloads' ceilings in turn\n("+strings.Join(results.Workloads, ",")+"; empty: a plain run)")
+	p99Limit := fs.Duration("p99-limit", 50*time.Millisecond, "capacity search: a step holds with its p99 latency at most this")
+	stepDur := fs.Duration("step-duration", 5*time.Second, "capacity search: how long each step sends")
+	refine := fs.Int("refine", 2, "capacity search: bisections between the last rate that held and the first that failed (0: none)")
+	batchSize := fs.Int("batch-size", 10, "capacity search: devices per push API call of the batch workload")
+	startRates := fs.String("start-rates", "", "capacity search: first rates, workload=rate,… (default connect=500,upstream=500,push=500,batch=100,group=10,broadcast=1)")
+	maxRates := fs.String("max-rates", "", "capacity search: highest rates tried, workload=rate,… (defaults far above what the machine sustains)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics (target, connected, errors, reconnects, push latency) on this address, e.g. 127.0.0.1:7190 (empty: off)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -75,6 +84,10 @@ func runLoadgen(args []string) error {
 	if *workers < 0 {
 		return fmt.Errorf("loadgen: --workers %d: must be 0 (automatic) or more", *workers)
 	}
+	capCfg, err := capacityFlags(*capacity, *p99Limit, *stepDur, *refine, *batchSize, *startRates, *maxRates)
+	if err != nil {
+		return err
+	}
 	if *controlURL == "" || *gateways == "" || *app == "" || *secret == "" || *pushKey == "" {
 		return errors.New("loadgen: --control, --gateways, --app, --secret and --push-key are required")
 	}
@@ -84,11 +97,22 @@ func runLoadgen(args []string) error {
 	}
 	ctx, stop := signalContext()
 	defer stop()
+	gsize := *groupSize
+	if len(capCfg.Capacity) > 0 && !flagSet(fs, "group-size") {
+		gsize = 0 // the search's own default
+	}
 	res, runErr := loadgen.Run(ctx, loadgen.Config{
+		Capacity:        capCfg.Capacity,
+		P99Limit:        capCfg.P99Limit,
+		StepDuration:    capCfg.StepDuration,
+		Refine:          capCfg.Refine,
+		BatchSize:       capCfg.BatchSize,
+		StartRates:      capCfg.StartRates,
+		MaxRates:        capCfg.MaxRates,
 		Phases:          splitList(*phases),
 		RequestRate:     *reqRate,
 		RequestDuration: *reqDur,
-		GroupSize:       *groupSize,
+		GroupSize:       gsize,
 		GroupRate:       *groupRate,
 		GroupDuration:   *groupDur,
 		FanoutPushes:    *fanoutPushes,
@@ -185,4 +209,49 @@ func checkRoute(cmd, route, mode string) error {
 		return fmt.Errorf("%s: --mode %q: want registry or broadcast", cmd, mode)
 	}
 	return nil
+}
+
+// capacityFlags checks the capacity search's flags of loadgen and returns them as the part of a
+// loadgen.Config they set (Capacity empty: a plain run).
+func capacityFlags(workloads string, p99 time.Duration, step time.Duration, refine, batch int, start, top string) (loadgen.Config, error) {
+	var c loadgen.Config
+	c.Capacity = splitList(workloads)
+	if len(c.Capacity) == 0 {
+		return c, nil
+	}
+	for _, w := range c.Capacity {
+		if !slices.Contains(results.Workloads, w) {
+			return c, fmt.Errorf("loadgen: --capacity: %q is not a workload (have %s)", w, strings.Join(results.Workloads, ", "))
+		}
+	}
+	switch {
+	case p99 <= 0:
+		return c, fmt.Errorf("loadgen: --p99-limit %s: must be positive", p99)
+	case step <= 0:
+		return c, fmt.Errorf("loadgen: --step-duration %s: must be positive", step)
+	case refine < 0:
+		return c, fmt.Errorf("loadgen: --refine %d: must be 0 or more", refine)
+	case batch <= 0:
+		return c, fmt.Errorf("loadgen: --batch-size %d: must be positive", batch)
+	}
+	c.P99Limit, c.StepDuration, c.BatchSize = p99, step, batch
+	c.Refine = refine
+	if refine == 0 {
+		c.Refine = -1 // none (the Config's zero is its default)
+	}
+	var err error
+	if c.StartRates, err = loadgen.ParseRates("loadgen: --start-rates", start); err != nil {
+		return c, err
+	}
+	if c.MaxRates, err = loadgen.ParseRates("loadgen: --max-rates", top); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// flagSet reports whether flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
