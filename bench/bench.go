@@ -123,8 +123,8 @@ func Run(ctx context.Context, cfg Config) (*results.Result, string, error) {
 		}
 		cfg.LogDir = filepath.Join(cfg.OutDir, "logs", time.Now().UTC().Format("20060102T150405Z")+"-"+name)
 	}
-	if cfg.Placement != nil && len(cfg.DeployConfig.CPUs) == 0 {
-		cfg.DeployConfig.CPUs = cfg.Placement.Gateway
+	if cfg.Placement != nil && len(cfg.CPUs) == 0 {
+		cfg.CPUs = cfg.Placement.Gateway
 	}
 	if cfg.Profile && cfg.ProfileDir == "" {
 		cfg.ProfileDir = filepath.Join(cfg.LogDir, "profiles")

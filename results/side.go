@@ -470,6 +470,7 @@ func scaleFor(v float64, k figKind) (float64, string) {
 		return div, unit
 	case kindPct:
 		return 1, "%"
+	case kindMs, kindUs, kindSec: // the unit is in the figure's label
 	}
 	return 1, ""
 }
