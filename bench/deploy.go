@@ -142,6 +142,15 @@ func (c *DeployConfig) setDefaults() error {
 		}
 	}
 	switch {
+	case c.Engine == EngineFloor:
+		// The floor (pushwire floor) speaks plain TCP only and forwards to no business.
+		if c.Transport != engines.TransportTCP || len(c.MoreTransports) > 0 {
+			return fmt.Errorf("bench: engine %s serves tcp only, not %s: set the transport to tcp", EngineFloor,
+				strings.Join(append([]string{c.Transport}, c.MoreTransports...), ","))
+		}
+		if c.Route == RouteRedis || c.Instances > 1 {
+			return fmt.Errorf("bench: engine %s is one instance on no route store: not %d instances, route %q", EngineFloor, c.Instances, c.Route)
+		}
 	case c.Transport == engines.TransportQUIC:
 		c.Engine = engines.TransportQUIC
 	case !engines.Carries(c.Engine, engines.TransportTCP):
@@ -208,6 +217,10 @@ func (c *DeployConfig) transports() []string {
 	}
 	return out
 }
+
+// EngineFloor is DeployConfig.Engine for the floor: `pushwire floor` processes in place of
+// gateways, the raw-epoll yardstick the engines are measured against.
+const EngineFloor = "floor"
 
 // Route stores and delivery modes (DeployConfig.Route, DeployConfig.Mode).
 const (
@@ -433,6 +446,18 @@ apps:
 		}
 	}
 	for i := range cfg.Instances {
+		if cfg.Engine == EngineFloor {
+			// The gateway's flags the floor has; GatewayArgs must be floor flags too.
+			args := []string{"floor", "--config", d.ConfigPath,
+				"--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
+				"--admin", strings.TrimPrefix(d.GatewayAdmin[i], "http://"), "--node", fmt.Sprintf("gw%d", i)}
+			args = append(args, listenArgs[i]...)
+			args = append(args, cfg.GatewayArgs...)
+			if err := d.start(fmt.Sprintf("gateway-%d", i), args...); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		args := []string{"gateway", "--config", d.ConfigPath, "--engine", cfg.streamEngine(),
 			"--http", strings.TrimPrefix(d.GatewayHTTP[i], "http://"),
 			"--admin", strings.TrimPrefix(d.GatewayAdmin[i], "http://"), "--node", fmt.Sprintf("gw%d", i),

@@ -63,7 +63,7 @@ func runBench(args []string) error {
 	if !slices.Contains(benchTransports, *transportName) {
 		return fmt.Errorf("bench: --transport %q: want one of %s", *transportName, strings.Join(benchTransports, ", "))
 	}
-	if *engineList == "" && !engines.Carries(*engine, engines.TransportTCP) && *transportName != engines.TransportQUIC {
+	if *engineList == "" && *engine != bench.EngineFloor && !engines.Carries(*engine, engines.TransportTCP) && *transportName != engines.TransportQUIC {
 		return fmt.Errorf("bench: --engine %s serves only its own transport: use --transport %s", *engine, *engine)
 	}
 	var placement *bench.Placement
@@ -260,8 +260,8 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 	fmt.Fprintf(&head, "pushwire engines compared in one sitting, interleaved  %s  commit %s  transport %s  %d conns  %d round(s)\n",
 		started.Format(time.RFC3339), commit, cfg.Transport, cfg.Conns, rounds)
 	fmt.Fprintf(&head, "engines %s  %s  %d cores  GOMAXPROCS %d\n", strings.Join(names, ","), env.CPUModel, env.Cores, env.GOMAXPROCS)
-	if p := cfg.Placement.Result(); p != nil {
-		fmt.Fprintf(&head, "placement: gateways on CPUs %v, load generator on CPUs %v (%s; empty: any)\n", p.Gateway, p.Loadgen, p.Method)
+	if p := cfg.Placement.Result().String(); p != "" {
+		head.WriteString(p + "\n")
 	}
 	for _, l := range append(env.Conditions(), env.Warnings()...) {
 		head.WriteString(l + "\n")
