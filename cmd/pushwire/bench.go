@@ -260,8 +260,8 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 	fmt.Fprintf(&head, "pushwire engines compared in one sitting, interleaved  %s  commit %s  transport %s  %d conns  %d round(s)\n",
 		started.Format(time.RFC3339), commit, cfg.Transport, cfg.Conns, rounds)
 	fmt.Fprintf(&head, "engines %s  %s  %d cores  GOMAXPROCS %d\n", strings.Join(names, ","), env.CPUModel, env.Cores, env.GOMAXPROCS)
-	if p := cfg.Placement.Result().String(); p != "" {
-		head.WriteString(p + "\n")
+	if p := cfg.Placement.Result(); p != nil {
+		fmt.Fprintf(&head, "placement: gateways on CPUs %v, load generator on CPUs %v (%s; empty: any)\n", p.Gateway, p.Loadgen, p.Method)
 	}
 	for _, l := range append(env.Conditions(), env.Warnings()...) {
 		head.WriteString(l + "\n")
