@@ -112,22 +112,7 @@ func parseCPUList(s string) ([]int, error) {
 }
 
 // formatCPUs renders CPU numbers as a list with ranges: "0-3,6".
-func formatCPUs(cpus []int) string {
-	var parts []string
-	for i := 0; i < len(cpus); {
-		j := i
-		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
-			j++
-		}
-		if j > i {
-			parts = append(parts, fmt.Sprintf("%d-%d", cpus[i], cpus[j]))
-		} else {
-			parts = append(parts, strconv.Itoa(cpus[i]))
-		}
-		i = j + 1
-	}
-	return strings.Join(parts, ",")
-}
+func formatCPUs(cpus []int) string { return results.CPUList(cpus) }
 
 // AvailableCPUs returns the CPUs this process may run on.
 func AvailableCPUs() ([]int, error) {

@@ -361,3 +361,36 @@ func (e *Env) Warnings() []string {
 	}
 	return out
 }
+
+// String describes the placement in a line: "placement: gateways on CPUs 1, load generator on CPUs
+// 0 (sched_setaffinity)"; "" for none.
+func (p *Placement) String() string {
+	if p == nil || len(p.Gateway) == 0 && len(p.Loadgen) == 0 {
+		return ""
+	}
+	set := func(cpus []int) string {
+		if len(cpus) == 0 {
+			return "any CPU"
+		}
+		return "CPUs " + CPUList(cpus)
+	}
+	return fmt.Sprintf("placement: gateways on %s, load generator on %s (%s)", set(p.Gateway), set(p.Loadgen), p.Method)
+}
+
+// CPUList renders sorted CPU numbers as a list with ranges, as Linux writes them: "0-3,6".
+func CPUList(cpus []int) string {
+	var parts []string
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", cpus[i], cpus[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(cpus[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}

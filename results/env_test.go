@@ -235,3 +235,20 @@ func TestConditionsAndWarnings(t *testing.T) {
 		})
 	}
 }
+
+func TestPlacementString(t *testing.T) {
+	tests := []struct {
+		p    *Placement
+		want string
+	}{
+		{nil, ""},
+		{&Placement{Method: "sched_setaffinity"}, ""},
+		{&Placement{Method: "sched_setaffinity", Gateway: []int{1}, Loadgen: []int{0}}, "placement: gateways on CPUs 1, load generator on CPUs 0 (sched_setaffinity)"},
+		{&Placement{Method: "sched_setaffinity", Gateway: []int{0, 1, 2, 5, 7, 8}}, "placement: gateways on CPUs 0-2,5,7-8, load generator on any CPU (sched_setaffinity)"},
+	}
+	for _, tt := range tests {
+		if got := tt.p.String(); got != tt.want {
+			t.Errorf("%+v: got %q, want %q", tt.p, got, tt.want)
+		}
+	}
+}

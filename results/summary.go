@@ -81,6 +81,9 @@ func (r *Result) summary(buf *bytes.Buffer) {
 	for _, l := range append(e.Conditions(), e.Warnings()...) {
 		line(l)
 	}
+	if pl := r.Placement.String(); pl != "" {
+		line(pl)
+	}
 
 	keys := phaseKeys(r.Phases)
 	for i, k := range keys {
@@ -134,14 +137,22 @@ func (r *Result) summary(buf *bytes.Buffer) {
 				opt(count(p.Missing), p.Sent > 0 || p.Delivered > 0 || p.Missing != 0))
 		}
 		_ = tw.Flush()
+		var sat []int
 		for _, i := range traffic {
-			if p := &r.Phases[i]; p.Saturated {
-				why := oneLine(strings.Join(p.Saturation, "; "))
-				if why == "" {
-					why = "no reason recorded"
-				}
-				fmt.Fprintln(buf, "SAT "+keys[i]+": "+why)
+			if r.Phases[i].Saturated {
+				sat = append(sat, i)
 			}
+		}
+		for n, i := range sat {
+			if n == summaryProblems && len(sat) > summaryProblems+1 {
+				fmt.Fprintf(buf, "SAT … and %d more phases\n", len(sat)-n)
+				break
+			}
+			why := oneLine(strings.Join(r.Phases[i].Saturation, "; "))
+			if why == "" {
+				why = "no reason recorded"
+			}
+			fmt.Fprintln(buf, "SAT "+keys[i]+": "+why)
 		}
 	}
 
