@@ -30,11 +30,11 @@ const (
 //     in KB, goroutines, GC pause p99 in ms, GC share of CPU;
 //   - traffic, for the phases with a rate or deliveries: the rate offered
 //     and the rate achieved (ramp: connects/s), deliveries/s, latency p50,
-//     p99 and max in ms from the intended send times, p99 from the actual
-//     sends ("p99 unc"), messages missing; a saturated phase is marked SAT
-//     after its name, and a line per saturated phase below the table gives
-//     the reasons;
-//   - cost: sent, offline or failed, the gateways' CPU µs and allocations
+//     p99 and max in ms from the intended send times, and p99 from the
+//     actual sends ("p99 unc"); a saturated phase is marked SAT after its
+//     name, and a line per saturated phase below the table (the first five)
+//     gives the reasons;
+//   - cost: messages sent and missing, the gateways' CPU µs and allocations
 //     per operation (a connect, request or push API call) and CPU µs per
 //     delivery, the load generator's CPU seconds and RSS;
 //
@@ -120,12 +120,12 @@ func (r *Result) summary(buf *bytes.Buffer) {
 	if len(traffic) > 0 {
 		fmt.Fprintln(buf)
 		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
-		_, _ = fmt.Fprintln(tw, "phase\toffer/s\tachvd/s\tdeliv/s\tp50 ms\tp99 ms\tp99 unc\tmax ms\tmissing")
+		_, _ = fmt.Fprintln(tw, "phase\toffer/s\tachvd/s\tdeliv/s\tp50 ms\tp99 ms\tp99 unc\tmax ms")
 		for _, i := range traffic {
 			p := &r.Phases[i]
 			l, hasL := latencyOrZero(p.Latency)
 			u, hasU := latencyOrZero(p.LatencyUncorrected)
-			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				phaseCell(keys[i], p.Saturated),
 				opt(human(p.Offered), p.Offered > 0),
 				opt(human(p.Achieved), p.Offered > 0 || p.Achieved > 0),
@@ -133,8 +133,7 @@ func (r *Result) summary(buf *bytes.Buffer) {
 				opt(human(l.P50), hasL),
 				opt(human(l.P99), hasL),
 				opt(human(u.P99), hasU),
-				opt(human(l.Max), hasL),
-				opt(count(p.Missing), p.Sent > 0 || p.Delivered > 0 || p.Missing != 0))
+				opt(human(l.Max), hasL))
 		}
 		_ = tw.Flush()
 		var sat []int
@@ -159,14 +158,14 @@ func (r *Result) summary(buf *bytes.Buffer) {
 	var costs []int
 	for i := range r.Phases {
 		p := &r.Phases[i]
-		if p.Sent > 0 || p.Delivered > 0 || p.Cost != nil || p.Loadgen != nil {
+		if p.Sent > 0 || p.Delivered > 0 || p.Missing != 0 || p.Cost != nil || p.Loadgen != nil {
 			costs = append(costs, i)
 		}
 	}
 	if len(costs) > 0 {
 		fmt.Fprintln(buf)
 		tw := tabwriter.NewWriter(buf, 0, 0, 2, ' ', 0) // over a bytes.Buffer: its writes do not fail
-		_, _ = fmt.Fprintln(tw, "phase\tsent\toff+fail\tµs/op\tallocs/op\tµs/deliv\tlg cpu s\tlg rss")
+		_, _ = fmt.Fprintln(tw, "phase\tsent\tmissing\tµs/op\tallocs/op\tµs/deliv\tlg cpu s\tlg rss")
 		for _, i := range costs {
 			p := &r.Phases[i]
 			c, hasC := p.Cost, p.Cost != nil
@@ -181,7 +180,7 @@ func (r *Result) summary(buf *bytes.Buffer) {
 			_, _ = fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				clip(keys[i], summaryPhaseLen),
 				opt(count(p.Sent), sent),
-				opt(count(p.Offline+p.Failed), sent),
+				opt(count(p.Missing), sent || p.Missing != 0),
 				opt(human(c.CPUPerOp), hasC),
 				opt(human(c.AllocsPerOp), hasC),
 				opt(human(c.CPUPerDelivery), hasC && c.Deliveries > 0),
@@ -299,13 +298,12 @@ func (r *Result) clientErrors(keys []string) string {
 	return strings.Join(parts, "; ")
 }
 
-// phaseCell is a phase's name in a table, marked " SAT" when the phase saturated (the name then
-// cut shorter, so the cell keeps its width).
+// phaseCell is a phase's name in a table, marked " SAT" when the phase saturated.
 func phaseCell(key string, saturated bool) string {
 	if !saturated {
 		return clip(key, summaryPhaseLen)
 	}
-	return clip(key, summaryPhaseLen-4) + " SAT"
+	return clip(key, summaryPhaseLen) + " SAT"
 }
 
 // latencyOrZero returns l, or a zero Latency and false when the phase measured none.

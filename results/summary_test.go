@@ -299,13 +299,13 @@ func TestSummaryMeasured(t *testing.T) {
 		table int // 1: traffic, 2: cost
 		want  string
 	}{
-		{"ramp", 1, "ramp 12.5k 12.3k - - - - - -"},
+		{"ramp", 1, "ramp 12.5k 12.3k - - - - -"},
 		{"ramp", 2, "ramp - - 61.5 95.0 - 1.50 96.0 MB"},
 		{"idle", 1, "idle - - 1.15 0.830"}, // idle has no traffic: its second row is the cost table's
-		{"upstream", 1, "upstream 15.0k 15.0k 15.0k 0.450 2.30 1.90 17.0 0"},
-		{"upstream", 2, "upstream 450000 10 42.2 31.0 42.3 6.00 96.0 MB"},
-		{"push", 2, "push 2250000 1000 18.7 12.5 18.7 7.50 96.0 MB"},
-		{"group", 1, "group 100 100 98.0k 3.20 41.0 - 160 0"},
+		{"upstream", 1, "upstream 15.0k 15.0k 15.0k 0.450 2.30 1.90 17.0"},
+		{"upstream", 2, "upstream 450000 0 42.2 31.0 42.3 6.00 96.0 MB"},
+		{"push", 2, "push 2250000 0 18.7 12.5 18.7 7.50 96.0 MB"},
+		{"group", 1, "group 100 100 98.0k 3.20 41.0 - 160"},
 		{"group", 2, "group 2940000 0 1.2k 2.1k 1.28 9.00 96.0 MB"},
 	} {
 		got := rows[tt.phase]
@@ -323,7 +323,7 @@ func TestSummaryMeasured(t *testing.T) {
 			t.Errorf("%s, table %d:\n got %q\nwant %q", tt.phase, tt.table+1, got[tt.table], tt.want)
 		}
 	}
-	if r := row("push SAT"); r != "push SAT 100.0k 75.1k 75.0k 0.310 0.850 0.610 12.5 0" {
+	if r := row("push SAT"); r != "push SAT 100.0k 75.1k 75.0k 0.310 0.850 0.610 12.5" {
 		t.Errorf("saturated push row %q", r)
 	}
 	for _, want := range []string{
@@ -345,5 +345,25 @@ func TestSummaryMeasured(t *testing.T) {
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("summary:\n%s", out)
+	}
+}
+
+// A capacity search saturates many steps on purpose: the reasons of the first few are listed.
+func TestSummaryManySaturated(t *testing.T) {
+	r := measured()
+	for i := range 9 {
+		r.Phases = append(r.Phases, Phase{Name: fmt.Sprintf("push@%d", 1000*(i+1)), Workload: WorkloadPush,
+			Offered: float64(1000 * (i + 1)), Achieved: 900, Saturated: true, Saturation: []string{"sent 900/s"}})
+	}
+	var buf bytes.Buffer
+	if err := r.Summary(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "\nSAT "); n != summaryProblems+1 {
+		t.Errorf("%d SAT lines, want %d:\n%s", n, summaryProblems+1, out)
+	}
+	if !strings.Contains(out, "\nSAT … and 5 more phases\n") || !strings.Contains(out, "\npush@9000 SAT ") {
+		t.Errorf("summary:\n%s", out)
 	}
 }
