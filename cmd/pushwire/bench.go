@@ -106,8 +106,8 @@ func runBench(args []string) error {
 		names := splitList(*engineList)
 		if *engineList == "all" {
 			names = sittingEngines
-			if *transportName != engines.TransportTCP {
-				fmt.Fprintf(os.Stderr, "--transport %s: the floor serves tcp only; comparing the engines without it\n", *transportName)
+			if why := floorUnfit(*transportName, *instances, *route); why != "" {
+				fmt.Fprintf(os.Stderr, "%s; comparing the engines without it\n", why)
 				names = names[:len(names)-1]
 			}
 		}
@@ -241,8 +241,8 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 			continue
 		}
 		if n == results.FloorEngine {
-			if cfg.Transport != engines.TransportTCP {
-				return fmt.Errorf("bench: --engines: the floor serves tcp only, not --transport %s: leave it out", cfg.Transport)
+			if why := floorUnfit(cfg.Transport, cfg.Instances, cfg.Route); why != "" {
+				return fmt.Errorf("bench: --engines %s: %s: leave it out", strings.Join(names, ","), why)
 			}
 			continue
 		}
@@ -260,8 +260,8 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 	fmt.Fprintf(&head, "pushwire engines compared in one sitting, interleaved  %s  commit %s  transport %s  %d conns  %d round(s)\n",
 		started.Format(time.RFC3339), commit, cfg.Transport, cfg.Conns, rounds)
 	fmt.Fprintf(&head, "engines %s  %s  %d cores  GOMAXPROCS %d\n", strings.Join(names, ","), env.CPUModel, env.Cores, env.GOMAXPROCS)
-	if p := cfg.Placement.Result(); p != nil {
-		fmt.Fprintf(&head, "placement: gateways on CPUs %v, load generator on CPUs %v (%s; empty: any)\n", p.Gateway, p.Loadgen, p.Method)
+	if p := cfg.Placement.Result().String(); p != "" {
+		head.WriteString(p + "\n")
 	}
 	for _, l := range append(env.Conditions(), env.Warnings()...) {
 		head.WriteString(l + "\n")
@@ -321,6 +321,20 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 		return fmt.Errorf("bench: %w", err)
 	}
 	return ctx.Err()
+}
+
+// floorUnfit says why the floor cannot run in a sitting with these settings ("" when it can): it
+// is one process serving tcp, on no route store.
+func floorUnfit(transport string, instances int, route string) string {
+	switch {
+	case transport != engines.TransportTCP:
+		return "the floor serves tcp only, not --transport " + transport
+	case instances > 1:
+		return fmt.Sprintf("the floor is one process, not --instances %d", instances)
+	case route != "" && route != bench.RouteMemory:
+		return "the floor shares no route store, not --route " + route
+	}
+	return ""
 }
 
 // withoutPhase returns load generator flags whose --phases list leaves out phase (a copy).

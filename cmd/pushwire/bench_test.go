@@ -18,6 +18,7 @@ func TestBenchSittingFlags(t *testing.T) {
 		{[]string{"--engines", "std", "--rounds", "0"}, "--rounds 0"},
 		{[]string{"--engines", "std,nosuch", "--rounds", "1"}, `--engines: unknown engine "nosuch"`},
 		{[]string{"--engines", "std,floor", "--transport", "ws"}, "the floor serves tcp only"},
+		{[]string{"--engines", "std,floor", "--instances", "2", "--route", "redis"}, "the floor is one process, not --instances 2"},
 	} {
 		err := runBench(append([]string{"--log-level", "error", "--out", t.TempDir()}, tc.args...))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
