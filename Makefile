@@ -141,5 +141,24 @@ fuzz: deps ## run every fuzz target (decoders of outside input) for FUZZTIME eac
 gobench: deps ## Go micro-benchmarks (allocations reported)
 	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/... ./engines/ws/ ./internal/wsproto/
 
+.PHONY: benchstat-tool smoke-report
+
+benchstat-tool: ## install benchstat (golang.org/x/perf, pinned) into bin/, for pushwire results benchstat
+	GOBIN=$(CURDIR)/bin $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+
+smoke-report: build ## a report CI can afford: two small bench runs (std, then the floor) into one directory, pushwire results report over it, its charts checked
+	@dir=$$(mktemp -d); st=0; \
+	for e in std floor; do \
+	  $(BIN) bench --engine $$e --conns 300 --rate 600 --idle 2s --push-rate 300 --push-duration 2s --request-rate 300 --group-size 100 --group-rate 10 \
+	    --fanout-pushes 2 --phases ramp,idle,push,group-all,broadcast --out $$dir >$$dir/bench-$$e.log 2>&1 || { echo "smoke-report: bench $$e failed:"; tail -20 $$dir/bench-$$e.log; st=1; }; \
+	done; \
+	if [ $$st = 0 ]; then \
+	  md=$$($(BIN) results report $$dir) && echo "$$md" && \
+	  for c in connections memory-per-conn rss-over-time deliveries-push deliveries-broadcast latency-push latency-broadcast gc-pause-max; do \
+	    test -s $$dir/charts/$$c.png || { echo "smoke-report: charts/$$c.png missing"; st=1; }; \
+	    grep -qF "(charts/$$c.png)" "$$md" || { echo "smoke-report: report.md does not show $$c.png"; st=1; }; \
+	  done || st=1; \
+	fi; rm -rf $$dir; exit $$st
+
 clean: ## remove build outputs
 	rm -rf bin

@@ -391,9 +391,43 @@ func memoryChart(dir string, gs []*group) (string, error) {
 	return barChart(dir, "memory-per-conn", "Memory per idle connection (median over rounds)", "KB per connection", cats, bs, false)
 }
 
+// perSecond returns the samples' counts (f) as rates at their times: each count over the time
+// since the sample before (the phase start for the first). A last sample shorter than half a
+// second (the phase's tail) is merged into the one before it, so a few deliveries in a few
+// milliseconds do not read as a spike.
+func perSecond(ss []results.Sample, f func(s *results.Sample) int64) plotter.XYs {
+	var pts plotter.XYs
+	prevT := 0.0
+	for i := range ss {
+		t, n := ss[i].T, f(&ss[i])
+		if i == len(ss)-1 && i > 0 && t-prevT < 0.5 && len(pts) > 0 {
+			last := &pts[len(pts)-1]
+			startT := 0.0
+			if i >= 2 {
+				startT = ss[i-2].T
+			}
+			count := last.Y*(prevT-startT) + float64(n)
+			last.X, last.Y = t, count/(t-startT)
+			break
+		}
+		if dt := t - prevT; dt > 0 {
+			pts = append(pts, plotter.XY{X: t, Y: float64(n) / dt})
+		}
+		prevT = t
+	}
+	return pts
+}
+
 // deliveriesChart: deliveries per second through phase name.
 func deliveriesChart(dir string, gs []*group, name string) (string, error) {
-	ss := repSeries(gs, []string{name}, func(s *results.Sample) (float64, bool) { return float64(s.Delivered), true })
+	var ss []series
+	for i, g := range gs {
+		var pts plotter.XYs
+		if p := phase(g.rep.r, name); p != nil {
+			pts = perSecond(p.Series, func(s *results.Sample) int64 { return s.Delivered })
+		}
+		ss = append(ss, series{engine: g.engine, color: colorOf(g.engine, i), pts: pts})
+	}
 	return lineChart(dir, "deliveries-"+fileSafe(name), "Deliveries per second: "+name, "time since the phase's start (s)", "deliveries / s", ss, false)
 }
 

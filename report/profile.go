@@ -205,6 +205,9 @@ func (w *writer) profiles(gs []*group) {
 
 // cpuTime formats v of unit (nanoseconds for CPU profiles) as a duration.
 func cpuTime(v int64, unit string) string {
+	if v == 0 {
+		return "0"
+	}
 	if unit != "nanoseconds" {
 		return fmt.Sprintf("%d %s", v, unit)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"gonum.org/v1/plot/plotter"
+
 	"github.com/pushwire/pushwire/results"
 )
 
@@ -452,5 +454,33 @@ func TestWriteBenchFiles(t *testing.T) {
 	}
 	if _, err := WriteBenchFiles(out, nil); !errors.Is(err, ErrNoResults) {
 		t.Errorf("no runs: err = %v, want ErrNoResults", err)
+	}
+}
+
+func TestPerSecond(t *testing.T) {
+	delivered := func(s *results.Sample) int64 { return s.Delivered }
+	tests := []struct {
+		name string
+		in   []results.Sample
+		want plotter.XYs
+	}{
+		{"whole seconds and a short tail merged", []results.Sample{{T: 1, Delivered: 300}, {T: 2, Delivered: 296}, {T: 3, Delivered: 304}, {T: 3.25, Delivered: 1}},
+			plotter.XYs{{X: 1, Y: 300}, {X: 2, Y: 296}, {X: 3.25, Y: 305 / 1.25}}},
+		{"one short sample", []results.Sample{{T: 0.5, Delivered: 300}}, plotter.XYs{{X: 0.5, Y: 600}}},
+		{"two samples, the second short", []results.Sample{{T: 1, Delivered: 300}, {T: 1.1, Delivered: 30}}, plotter.XYs{{X: 1.1, Y: 330 / 1.1}}},
+		{"none", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := perSecond(tt.in, delivered)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if math.Abs(got[i].X-tt.want[i].X) > 1e-9 || math.Abs(got[i].Y-tt.want[i].Y) > 1e-9 {
+					t.Errorf("point %d: got %v, want %v", i, got[i], tt.want[i])
+				}
+			}
+		})
 	}
 }
