@@ -136,10 +136,11 @@ fuzz: deps ## run every fuzz target (decoders of outside input) for FUZZTIME eac
 	$(GO) test -run=none -fuzz='^FuzzDecoder$$' -fuzztime=$${FUZZTIME:-30s} ./engines/ws/
 	$(GO) test -run=none -fuzz='^FuzzUpgradeBytes$$' -fuzztime=$${FUZZTIME:-30s} ./engines/ws/
 	$(GO) test -run=none -fuzz='^FuzzHandshakeInput$$' -fuzztime=$${FUZZTIME:-30s} ./engines/tlslayer/
+	$(GO) test -run=none -fuzz='^FuzzFloorRead$$' -fuzztime=$${FUZZTIME:-30s} ./floor/
 	$(GO) test -run=none -fuzz='^FuzzParsePayload$$' -fuzztime=$${FUZZTIME:-30s} ./loadgen/
 
 gobench: deps ## Go micro-benchmarks (allocations reported)
-	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/... ./engines/ws/ ./internal/wsproto/
+	$(GO) test -run=none -bench=. -benchmem ./core/... ./control/... ./engines/ws/ ./internal/wsproto/ ./floor/
 
 .PHONY: benchstat-tool smoke-report
 
