@@ -104,7 +104,7 @@ capacity: build ## capacity search: each workload's highest sustained rate (p99 
 smoke-capacity: build ## a small capacity search CI can afford (gnet, 300 connections, push and broadcast, low maxima) that must pass --check
 	@dir=$$(mktemp -d); \
 	$(BIN) capacity --engine gnet --conns 300 --rate 600 --step-duration 2s --workloads connect,push,broadcast --refine 1 \
-	  --start-rates connect=200 --max-rates connect=400,push=1200,broadcast=4 --out $$dir --check; st=$$?; rm -rf $$dir; exit $$st
+	  --start-rates connect=100,push=200 --max-rates connect=400,push=800,broadcast=4 --out $$dir --check; st=$$?; rm -rf $$dir; exit $$st
 
 tools: ## install the tools the tests need (tmux, for the dashboard end-to-end test; redis-server, for the route store and cluster tests; chromium, nodejs, npm and the npm packages of test/thirdparty, for the third-party client tests)
 	command -v tmux >/dev/null || (apt-get update && apt-get install -y tmux)

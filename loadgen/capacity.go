@@ -245,7 +245,7 @@ func (c *coord) capacity(ctx context.Context, base snapshot, res *results.Result
 			}
 			why := results.StepFailures(&res.Phases[len(res.Phases)-1], s.limitMS)
 			if len(why) == 0 {
-				c.log.Info("capacity: step held", "step", p.Name, "achieved_per_s", int(p.Achieved), "p99_ms", latencyP99(p.Latency))
+				c.log.Info("capacity: step held", "step", p.Name, "achieved_per_s", math.Round(p.Achieved*10)/10, "p99_ms", latencyP99(p.Latency))
 				return true, nil
 			}
 			c.log.Info("capacity: step failed", "step", p.Name, "why", strings.Join(why, "; "))

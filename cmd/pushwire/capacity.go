@@ -12,6 +12,7 @@ import (
 
 	"github.com/pushwire/pushwire/bench"
 	"github.com/pushwire/pushwire/engines"
+	"github.com/pushwire/pushwire/report"
 	"github.com/pushwire/pushwire/results"
 )
 
@@ -154,6 +155,12 @@ func runCapacity(args []string) error {
 			} else {
 				fmt.Printf("\nceilings: %s\n", path)
 			}
+		}
+		md, err := report.Generate(dir, report.Options{Title: "pushwire capacity: " + strings.Join(names, ", ") + " (" + started.Format(time.RFC3339) + ")"})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("report: %w", err))
+		} else {
+			fmt.Printf("report: %s\n", md)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
