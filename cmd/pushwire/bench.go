@@ -15,6 +15,7 @@ import (
 	"github.com/pushwire/pushwire/bench"
 	"github.com/pushwire/pushwire/engines"
 	"github.com/pushwire/pushwire/loadgen"
+	"github.com/pushwire/pushwire/report"
 	"github.com/pushwire/pushwire/results"
 	"github.com/pushwire/pushwire/tui"
 )
@@ -315,6 +316,13 @@ func benchEngines(ctx context.Context, cfg bench.Config, names []string, rounds 
 			errs = append(errs, err)
 		} else {
 			fmt.Printf("\ncomparison: %s\n", path)
+		}
+		title := fmt.Sprintf("pushwire engines over %s: %s, %d connections, %d round(s) (%s)",
+			cfg.Transport, strings.Join(names, ", "), cfg.Conns, rounds, started.Format(time.RFC3339))
+		if md, err := report.Generate(dir, report.Options{Title: title}); err != nil {
+			errs = append(errs, fmt.Errorf("report: %w", err))
+		} else {
+			fmt.Printf("report: %s\n", md)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
