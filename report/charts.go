@@ -481,23 +481,28 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 	rate := newPlot("Capacity search: "+wl, "", "achieved / s")
 	p99 := newPlot("", "offered / s", "p99 (ms)")
 	var entries []legendEntry
+	var satMark *plotter.Scatter // the first saturated step's marker, for the legend
 	maxOffered := 0.0
 	anyLatency := false
 	minP, maxP := math.Inf(1), math.Inf(-1)
 	type stepPts struct {
 		s        series
 		lat      plotter.XYs
+		sat      plotter.XYs // saturated steps: offered, achieved
 		engine   string
 		colorIdx int
 	}
 	var all []stepPts
 	for i, g := range gs {
-		var pts, lpts plotter.XYs
+		var pts, lpts, sat plotter.XYs
 		for _, p := range g.rep.r.Phases {
 			if p.Workload != wl {
 				continue
 			}
 			pts = append(pts, plotter.XY{X: p.Offered, Y: p.Achieved})
+			if p.Saturated {
+				sat = append(sat, plotter.XY{X: p.Offered, Y: p.Achieved})
+			}
 			maxOffered = math.Max(maxOffered, p.Offered)
 			if p.Latency != nil && p.Latency.Count > 0 && p.Latency.P99 > 0 {
 				lpts = append(lpts, plotter.XY{X: p.Offered, Y: p.Latency.P99})
@@ -507,7 +512,7 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 		}
 		slices.SortFunc(pts, func(a, b plotter.XY) int { return cmpFloat(a.X, b.X) })
 		slices.SortFunc(lpts, func(a, b plotter.XY) int { return cmpFloat(a.X, b.X) })
-		all = append(all, stepPts{series{g.engine, colorOf(g.engine, i), pts}, lpts, g.engine, i})
+		all = append(all, stepPts{series{g.engine, colorOf(g.engine, i), pts}, lpts, sat, g.engine, i})
 	}
 	if maxOffered == 0 {
 		return "", skipf("no steps of %s were recorded", wl)
@@ -532,6 +537,17 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 		l.Color, sc.Color, l.Width = sp.s.color, sp.s.color, lineWidth
 		rate.Add(l, sc)
 		entries = append(entries, legendEntry{sp.engine, l})
+		if len(sp.sat) > 0 {
+			x, err := plotter.NewScatter(sp.sat)
+			if err != nil {
+				return "", err
+			}
+			x.Color, x.Shape, x.Radius = sp.s.color, draw.CrossGlyph{}, vg.Points(5)
+			rate.Add(x)
+			if satMark == nil {
+				satMark = x
+			}
+		}
 		if len(sp.lat) > 0 {
 			ll, lsc, err := plotter.NewLinePoints(sp.lat)
 			if err != nil {
@@ -540,6 +556,11 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 			ll.Color, lsc.Color, ll.Width = sp.s.color, sp.s.color, lineWidth
 			p99.Add(ll, lsc)
 		}
+	}
+	if satMark != nil {
+		mark := *satMark
+		mark.Color = color.Black
+		entries = append(entries, legendEntry{"SAT step", &mark})
 	}
 	rate.Y.Min, rate.X.Min = 0, 0
 	p99.X.Min, p99.X.Max = rate.X.Min, rate.X.Max

@@ -392,6 +392,9 @@ func (w *writer) stepsTable(gs []*group, wl string) {
 			c := "achieved " + human(st.Achieved)
 			if st.Latency != nil && st.Latency.Count > 0 {
 				c += ", p99 " + human(st.Latency.P99) + " ms"
+				if lim := g.rep.r.Capacity.P99Limit; lim > 0 && st.Latency.P99 > lim {
+					c += " (over the limit)"
+				}
 			}
 			if st.Missing != 0 {
 				c += fmt.Sprintf(", missing %d", st.Missing)
