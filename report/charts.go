@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -110,11 +111,64 @@ func newPlot(title, xLabel, yLabel string) *plot.Plot {
 		a.Label.TextStyle.Font = font.From(sans, labelSize)
 		a.Tick.Label.Font = font.From(sans, tickSize)
 	}
+	p.X.Tick.Marker = niceTicks{}
+	p.Y.Tick.Marker = niceTicks{}
 	g := plotter.NewGrid()
 	g.Vertical.Color = color.Gray{Y: 0xdd}
 	g.Horizontal.Color = color.Gray{Y: 0xdd}
 	p.Add(g)
 	return p
+}
+
+// niceTicks marks an axis at about six round values (1, 2, 2.5 or 5 × a power of ten apart), labelled
+// without trailing zeros and with k or M for thousands and millions, and four minor ticks between.
+type niceTicks struct{}
+
+func (niceTicks) Ticks(min, max float64) []plot.Tick {
+	if !(max > min) || math.IsInf(max-min, 0) {
+		return []plot.Tick{{Value: min, Label: tickLabel(min, 1, math.Abs(min))}}
+	}
+	raw := (max - min) / 6
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := 10 * mag
+	for _, m := range []float64{1, 2, 2.5, 5} {
+		if m*mag >= raw {
+			step = m * mag
+			break
+		}
+	}
+	var ticks []plot.Tick
+	minor := step / 5
+	for i := math.Ceil(min / minor); i*minor <= max+minor*1e-9; i++ {
+		v := i * minor
+		if r := math.Round(v / step); math.Abs(v-r*step) < minor*1e-6 {
+			ticks = append(ticks, plot.Tick{Value: r * step, Label: tickLabel(r*step, step, math.Max(math.Abs(min), math.Abs(max)))})
+		} else {
+			ticks = append(ticks, plot.Tick{Value: v})
+		}
+	}
+	return ticks
+}
+
+// tickLabel formats v, a multiple of step on an axis reaching top: in millions (M) or thousands
+// (k) when top reaches them (ten thousand for k), with as many decimals as step needs.
+func tickLabel(v, step, top float64) string {
+	unit, div := "", 1.0
+	switch {
+	case top >= 1e6:
+		unit, div = "M", 1e6
+	case top >= 1e4:
+		unit, div = "k", 1e3
+	}
+	v, step = v/div, step/div
+	dec := 0
+	if step < 1 {
+		dec = int(math.Ceil(-math.Log10(step) - 1e-9))
+	}
+	if v == 0 {
+		return "0"
+	}
+	return strconv.FormatFloat(v, 'f', dec, 64) + unit
 }
 
 // legendEntry is one engine in a chart's legend.

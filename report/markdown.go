@@ -189,7 +189,8 @@ func positive(n int) string {
 func (w *writer) figures(gs []*group) {
 	w.p("## Figures per phase\n\n")
 	w.p("Each cell is the median over the engine's rounds (their count is in the column's header), " +
-		"with the min–max in brackets when the rounds differ; ⚠ flags a spread (max − min) over 10%% of the median. ")
+		"with the min–max in brackets when the rounds differ; ⚠ flags a spread (max − min) over 10%% of the median; " +
+		"\"[1 of 3 rounds]\" says how many rounds measured a figure when not all did (GC pauses: rounds with a GC cycle in the phase). ")
 	if floorGroup(gs) != nil {
 		w.p("\"× floor\" is the ratio of the engine's median to the floor's (a raw-epoll server measured in the same sitting): " +
 			"for memory and latency lower is better, for rates higher. ")

@@ -484,3 +484,33 @@ func TestPerSecond(t *testing.T) {
 		})
 	}
 }
+
+func TestNiceTicks(t *testing.T) {
+	labels := func(min, max float64) []string {
+		var out []string
+		for _, tk := range (niceTicks{}).Ticks(min, max) {
+			if tk.Label != "" {
+				out = append(out, tk.Label)
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		min, max float64
+		want     string
+	}{
+		{0, 27, "0 5 10 15 20 25"},
+		{0, 4000, "0 1000 2000 3000 4000"},
+		{0, 20000, "0 5k 10k 15k 20k"},
+		{0, 2.5, "0 0.5 1.0 1.5 2.0 2.5"},
+		{0, 300, "0 50 100 150 200 250 300"},
+		{0, 1.2e6, "0 0.2M 0.4M 0.6M 0.8M 1.0M 1.2M"},
+		{0.05, 0.31, "0.05 0.10 0.15 0.20 0.25 0.30"},
+		{3, 3, "3"},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(labels(tt.min, tt.max), " "); got != tt.want {
+			t.Errorf("Ticks(%v, %v) = %q, want %q", tt.min, tt.max, got, tt.want)
+		}
+	}
+}

@@ -160,6 +160,17 @@ func median(vs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// runsWith returns how many of g's runs have a phase named name.
+func runsWith(g *group, name string) int {
+	n := 0
+	for _, x := range g.runs {
+		if phase(x.r, name) != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // spread reports whether st's min–max spread is more than spreadFlag of its median.
 func (st stats) spread() bool {
 	if st.n < 2 {
@@ -213,6 +224,9 @@ func (w *writer) phaseTable(gs []*group, name string) {
 			}
 			anyValue = true
 			c := cell(st, f.format)
+			if of := runsWith(g, name); st.n < of {
+				c += fmt.Sprintf(" [%d of %d rounds]", st.n, of)
+			}
 			if floorOK && g != fl {
 				c += fmt.Sprintf(" · %.2f× floor", st.med/floorMed)
 			}
