@@ -109,6 +109,10 @@ func (w *writer) environment(s *sitting) {
 	if len(transports) > 0 {
 		w.p("- transport: %s\n", strings.Join(transports, ", "))
 	}
+	if len(transports) > 1 {
+		w.p("- **warning**: the runs are of %d transports and are grouped by engine alone, so an engine's medians mix them; "+
+			"report one transport per directory\n", len(transports))
+	}
 	var placements []string
 	for _, x := range s.all {
 		pl := "none: the kernel placed the processes"
