@@ -183,3 +183,27 @@ func TestLoadgenSpend(t *testing.T) {
 		t.Errorf("a worker that exited made the CPU negative: %+v", l)
 	}
 }
+
+func TestRampAchieved(t *testing.T) {
+	s := int64(1_000_000_000)
+	tests := []struct {
+		name    string
+		answers []rampAns
+		offered float64
+		want    float64
+	}{
+		{"one worker on schedule", []rampAns{{Connected: 600, StartNS: s, LastSentNS: s + 999_000_000}}, 600, 600 / (0.999 + 1.0/600)},
+		{"two workers, earliest start and latest send", []rampAns{
+			{Connected: 300, StartNS: s, LastSentNS: s + 900_000_000},
+			{Connected: 300, StartNS: s + 5_000_000, LastSentNS: s + 999_000_000}}, 600, 600 / (0.999 + 1.0/600)},
+		{"half the rate", []rampAns{{Connected: 300, StartNS: s, LastSentNS: s + 999_000_000}}, 600, 300 / (0.999 + 1.0/600)},
+		{"nothing said", []rampAns{{Connected: 300}}, 600, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rampAchieved(tt.answers, tt.offered); math.Abs(got-tt.want) > 1e-6 {
+				t.Fatalf("rampAchieved = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

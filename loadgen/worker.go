@@ -109,6 +109,10 @@ type (
 	rampAns struct {
 		Connected int64            `json:"connected"`
 		Errors    map[string]int64 `json:"errors,omitempty"`
+		// StartNS is when the worker's connect schedule began and LastSentNS when its last
+		// connect started (unix ns): the rate the ramp was sent at.
+		StartNS    int64 `json:"start_ns,omitempty"`
+		LastSentNS int64 `json:"last_sent_ns,omitempty"`
 	}
 	trackReq struct {
 		Phase  string `json:"phase"`
@@ -486,10 +490,19 @@ func (w *worker) ramp(ctx context.Context, req rampReq) (rampAns, error) {
 	for i := range idx {
 		idx[i] = i
 	}
-	if err := w.connectEach(rampCtx, idx, req.Rate, time.Now(), nil); err != nil {
+	start := time.Now()
+	var lastSent atomic.Int64
+	if err := w.connectEach(rampCtx, idx, req.Rate, start, func(_ int, _, actual, _ time.Time, _ error) {
+		for ns := actual.UnixNano(); ; {
+			old := lastSent.Load()
+			if ns <= old || lastSent.CompareAndSwap(old, ns) {
+				break
+			}
+		}
+	}); err != nil {
 		return rampAns{}, err
 	}
-	return rampAns{Connected: w.connected.Load(), Errors: w.takeErrors()}, nil
+	return rampAns{Connected: w.connected.Load(), Errors: w.takeErrors(), StartNS: start.UnixNano(), LastSentNS: lastSent.Load()}, nil
 }
 
 // closeAll closes every connection (the disconnects it causes are not counted as unexpected).
