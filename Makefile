@@ -56,7 +56,7 @@ lint: lint-tool tidy-check ## golangci-lint with .golangci.yml (pinned version, 
 tidy-check: ## fail when go mod tidy would change go.mod or go.sum (prints the diff, changes nothing)
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result"; exit 1; }
 
-test: tools build vet fmt-check lint race smoke-bench ## everything CI runs: tools (tmux, redis-server, chromium, node), build, vet, gofmt, lint, tidy, tests with -race, a small bench checked
+test: tools build vet fmt-check lint race smoke-bench smoke-capacity smoke-report ## everything CI runs: tools (tmux, redis-server, chromium, node), build, vet, gofmt, lint, tidy, tests with -race, a small bench checked, a small capacity search checked, a small report drawn
 
 # Under make test a missing chromium, node or npm package fails the third-party client tests
 # (cmd/pushwire/thirdparty_integration_test.go) instead of skipping them.
