@@ -17,8 +17,8 @@ import (
 // deployment sustains: after the ramp, each workload runs in steps, each step a phase
 // "<workload>@<rate>" sending at that rate for StepDuration. A step holds when it was not
 // saturated (the offered rate reached, latency not growing, deliveries not trailing), nothing
-// was missing or failed, no connection dropped, and its p99 stayed within P99Limit
-// (results.StepFailures). The search starts at the workload's start rate, doubles while steps
+// was missing or failed, no connection dropped, and its p99 stayed within the workload's limit
+// (results.StepFailures; P99Limit, the broadcast's BroadcastP99Limit). The search starts at the workload's start rate, doubles while steps
 // hold, up to its maximum, then bisects Refine times between the last rate that held and the
 // first that failed. A failed step does not end the run; only a worker or gateway that dies
 // does. Between steps the gateways are left to go quiet and lost connections are restored.
@@ -55,6 +55,12 @@ func (c *Config) capacityDefaults() error {
 	}
 	if c.P99Limit == 0 {
 		c.P99Limit = time.Duration(results.DefaultP99Limit * float64(time.Millisecond))
+	}
+	if c.BroadcastP99Limit < 0 {
+		return fmt.Errorf("loadgen: broadcast p99 limit %s: must be positive", c.BroadcastP99Limit)
+	}
+	if c.BroadcastP99Limit == 0 {
+		c.BroadcastP99Limit = time.Duration(results.DefaultBroadcastP99Limit * float64(time.Millisecond))
 	}
 	if c.StepDuration < 0 {
 		return fmt.Errorf("loadgen: step duration %s: must be positive", c.StepDuration)
@@ -207,34 +213,46 @@ func stepName(workload string, rate float64) string {
 
 // capSearch is the state of a capacity search across its steps.
 type capSearch struct {
-	c       *coord
-	base    snapshot
-	limitMS float64
-	joined  bool // every connection is in its group (the group workload); a reconnect undoes it
+	c      *coord
+	base   snapshot
+	limits *results.Capacity // the p99 limits (P99Limit, Limits), no ceilings
+	joined bool              // every connection is in its group (the group workload); a reconnect undoes it
+}
+
+// limits are the search's p99 limits in milliseconds as results.Capacity records them: P99Limit
+// for every workload, Limits for the broadcast when its limit differs.
+func (cfg *Config) limits() *results.Capacity {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	l := &results.Capacity{P99Limit: ms(cfg.P99Limit)}
+	if b := ms(cfg.BroadcastP99Limit); b > 0 && b != l.P99Limit {
+		l.Limits = map[string]float64{results.WorkloadBroadcast: b}
+	}
+	return l
 }
 
 // capacity runs the search over Config.Capacity after the ramp: the steps go into res.Phases
 // and the ceilings into res.Capacity. It returns an error only when the run cannot go on (a
 // worker or gateway died, ctx ended); the ceilings found so far are set then too.
 func (c *coord) capacity(ctx context.Context, base snapshot, res *results.Result) error {
-	s := &capSearch{c: c, base: base, limitMS: float64(c.cfg.P99Limit) / float64(time.Millisecond)}
+	s := &capSearch{c: c, base: base, limits: c.cfg.limits()}
 	if res.Config == nil {
 		res.Config = map[string]any{}
 	}
 	res.Config["phases"] = results.PhaseRamp
 	res.Config["capacity"] = strings.Join(c.cfg.Capacity, ",")
-	res.Config["p99_limit_ms"] = s.limitMS
+	res.Config["p99_limit_ms"] = s.limits.P99Limit
+	res.Config["broadcast_p99_limit_ms"] = s.limits.LimitFor(results.WorkloadBroadcast)
 	res.Config["step_duration_s"] = c.cfg.StepDuration.Seconds()
 	res.Config["refine"] = max(c.cfg.Refine, 0)
 	res.Config["batch_size"] = c.cfg.BatchSize
 	res.Config["group_size"] = c.cfg.GroupSize
 	defer func() {
-		res.Capacity = &results.Capacity{P99Limit: s.limitMS, Ceilings: results.Ceilings(res, s.limitMS)}
+		res.Capacity = &results.Capacity{P99Limit: s.limits.P99Limit, Limits: s.limits.Limits, Ceilings: results.Ceilings(res, s.limits)}
 	}()
 	for _, wl := range c.cfg.Capacity {
 		start, top := c.cfg.StartRates[wl], c.cfg.MaxRates[wl]
 		c.log.Info("capacity: searching", "workload", wl, "start_per_s", start, "max_per_s", top,
-			"step_s", c.cfg.StepDuration.Seconds(), "p99_limit_ms", s.limitMS, "refine", max(c.cfg.Refine, 0))
+			"step_s", c.cfg.StepDuration.Seconds(), "p99_limit_ms", s.limits.LimitFor(wl), "refine", max(c.cfg.Refine, 0))
 		steps := 0
 		ceiling, failedAt, err := searchCeiling(start, top, c.cfg.Refine, func(rate float64) (bool, error) {
 			steps++
@@ -243,7 +261,7 @@ func (c *coord) capacity(ctx context.Context, base snapshot, res *results.Result
 			if err != nil {
 				return false, err
 			}
-			why := results.StepFailures(&res.Phases[len(res.Phases)-1], s.limitMS)
+			why := results.StepFailures(&res.Phases[len(res.Phases)-1], s.limits.LimitFor(wl))
 			if len(why) == 0 {
 				c.log.Info("capacity: step held", "step", p.Name, "achieved_per_s", math.Round(p.Achieved*10)/10, "p99_ms", latencyP99(p.Latency))
 				return true, nil
@@ -311,7 +329,7 @@ func (s *capSearch) step(ctx context.Context, wl string, rate float64) (results.
 	}
 	// The step's own failure: it fails the step, visibly. Completeness problems already show in
 	// the phase's counts; anything else is noted among its errors.
-	if len(results.StepFailures(&p, s.limitMS)) == 0 || p.Latency == nil {
+	if len(results.StepFailures(&p, s.limits.LimitFor(wl))) == 0 || p.Latency == nil {
 		msg := err.Error()
 		if len(msg) > 200 {
 			msg = msg[:200] + "…"

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +132,7 @@ func TestCapacityDefaults(t *testing.T) {
 		{name: "unknown workload", cfg: Config{Capacity: []string{"pushh"}}, wantErr: `capacity workload "pushh"`},
 		{name: "twice", cfg: Config{Capacity: []string{"push", "push"}}, wantErr: "named twice"},
 		{name: "negative limit", cfg: Config{Capacity: []string{"push"}, P99Limit: -time.Millisecond}, wantErr: "p99 limit"},
+		{name: "negative broadcast limit", cfg: Config{Capacity: []string{"broadcast"}, BroadcastP99Limit: -time.Millisecond}, wantErr: "broadcast p99 limit"},
 		{name: "negative step", cfg: Config{Capacity: []string{"push"}, StepDuration: -time.Second}, wantErr: "step duration"},
 		{name: "negative batch", cfg: Config{Capacity: []string{"batch"}, BatchSize: -1}, wantErr: "batch size"},
 		{name: "start above max", cfg: Config{Capacity: []string{"push"}, StartRates: map[string]float64{"push": 5000}, MaxRates: map[string]float64{"push": 1000}},
@@ -144,7 +146,7 @@ func TestCapacityDefaults(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(tt.cfg.Capacity) > 0 && (tt.cfg.P99Limit != 50*time.Millisecond || tt.cfg.StepDuration != 5*time.Second ||
+				if len(tt.cfg.Capacity) > 0 && (tt.cfg.P99Limit != 50*time.Millisecond || tt.cfg.BroadcastP99Limit != 500*time.Millisecond || tt.cfg.StepDuration != 5*time.Second ||
 					tt.cfg.Refine != 2 || tt.cfg.BatchSize != 10 || tt.cfg.GroupSize != 100 || tt.cfg.StartRates["connect"] != 500) {
 					t.Errorf("defaults not applied: %+v", tt.cfg)
 				}
@@ -152,6 +154,35 @@ func TestCapacityDefaults(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestConfigLimits(t *testing.T) {
+	tests := []struct {
+		name       string
+		p99, bcast time.Duration
+		want       *results.Capacity
+	}{
+		{"broadcast its own", 50 * time.Millisecond, 500 * time.Millisecond,
+			&results.Capacity{P99Limit: 50, Limits: map[string]float64{results.WorkloadBroadcast: 500}}},
+		{"one limit for all", 80 * time.Millisecond, 80 * time.Millisecond, &results.Capacity{P99Limit: 80}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := (&Config{P99Limit: tt.p99, BroadcastP99Limit: tt.bcast}).limits()
+			if got.P99Limit != tt.want.P99Limit || !maps.Equal(got.Limits, tt.want.Limits) {
+				t.Errorf("limits = %+v, want %+v", got, tt.want)
+			}
+			for _, w := range results.Workloads {
+				want := tt.p99
+				if w == results.WorkloadBroadcast {
+					want = tt.bcast
+				}
+				if l := got.LimitFor(w); l != float64(want.Milliseconds()) {
+					t.Errorf("LimitFor(%s) = %g, want %d", w, l, want.Milliseconds())
+				}
 			}
 		})
 	}

@@ -123,13 +123,17 @@ type Config struct {
 	// workloads (results.Workload*: connect, upstream, push, batch, group, broadcast) in turn
 	// runs in steps of rising rate, each a phase "<workload>@<rate>", instead of Phases, and
 	// Result.Capacity gets the ceilings (see capacity.go). Default none: a plain run.
-	Capacity     []string
-	P99Limit     time.Duration      // a step holds with its p99 at most this; default 50ms
-	StepDuration time.Duration      // how long each step sends; default 5s
-	Refine       int                // bisections between the last rate that held and the first that failed; default 2, negative: none
-	BatchSize    int                // devices per push API call of the batch workload; default 10
-	StartRates   map[string]float64 // a workload's first step's rate; default DefaultStartRates
-	MaxRates     map[string]float64 // the highest rate a workload's search tries; default DefaultMaxRates
+	Capacity []string
+	P99Limit time.Duration // a step holds with its p99 at most this; default 50ms
+	// BroadcastP99Limit is the broadcast workload's own limit (one message to every connection
+	// cannot reach the last of 10,000 within 50ms: see results.DefaultBroadcastP99Limit);
+	// default 500ms.
+	BroadcastP99Limit time.Duration
+	StepDuration      time.Duration      // how long each step sends; default 5s
+	Refine            int                // bisections between the last rate that held and the first that failed; default 2, negative: none
+	BatchSize         int                // devices per push API call of the batch workload; default 10
+	StartRates        map[string]float64 // a workload's first step's rate; default DefaultStartRates
+	MaxRates          map[string]float64 // the highest rate a workload's search tries; default DefaultMaxRates
 
 	caPEM []byte // CAFile's contents, read by setDefaults and handed to the workers
 }

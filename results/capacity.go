@@ -14,6 +14,71 @@ import (
 // other limit is given.
 const DefaultP99Limit = 50.0
 
+// DefaultBroadcastP99Limit is the broadcast workload's own default p99 limit, in milliseconds.
+// One message to every connection is as many writes as there are connections: at the raw write
+// floor of 10–15 µs a write, the last of 10,000 connections gets it 100–150 ms after the first,
+// so no engine (nor the floor) could hold a broadcast step at DefaultP99Limit.
+const DefaultBroadcastP99Limit = 500.0
+
+// LimitFor returns the p99 limit, in milliseconds, the steps of workload were held to: its own
+// in Limits, else P99Limit; DefaultP99Limit when c is nil or records no limit.
+func (c *Capacity) LimitFor(workload string) float64 {
+	if c == nil {
+		return DefaultP99Limit
+	}
+	if l, ok := c.Limits[workload]; ok && l > 0 {
+		return l
+	}
+	if c.P99Limit > 0 {
+		return c.P99Limit
+	}
+	return DefaultP99Limit
+}
+
+// LimitsText states c's limits for the workloads given (those of c's ceilings when none are):
+// "p99 limit 50.0 ms", followed by each workload held to another limit ("; broadcast 500 ms"),
+// in the order of Workloads.
+func (c *Capacity) LimitsText(workloads ...string) string {
+	def := DefaultP99Limit
+	if c != nil && c.P99Limit > 0 {
+		def = c.P99Limit
+	}
+	if len(workloads) == 0 && c != nil {
+		for _, x := range c.Ceilings {
+			workloads = append(workloads, x.Workload)
+		}
+	}
+	workloads = slices.Clone(workloads)
+	slices.SortStableFunc(workloads, func(a, b string) int { return workloadRank(a) - workloadRank(b) })
+	s := "p99 limit " + human(def) + " ms"
+	for i, w := range workloads {
+		if i > 0 && workloads[i-1] == w {
+			continue
+		}
+		if l := c.LimitFor(w); l != def {
+			s += "; " + w + " " + human(l) + " ms"
+		}
+	}
+	return s
+}
+
+// capacityLimits is the limits r's steps were held to: r.Capacity's, or, in a result without
+// it, those its Config recorded (p99_limit_ms, broadcast_p99_limit_ms), else the defaults of a
+// search that had a single limit (DefaultP99Limit for every workload).
+func capacityLimits(r *Result) *Capacity {
+	if r.Capacity != nil {
+		return r.Capacity
+	}
+	c := &Capacity{P99Limit: DefaultP99Limit}
+	if v, ok := r.Config["p99_limit_ms"].(float64); ok && v > 0 {
+		c.P99Limit = v
+	}
+	if v, ok := r.Config["broadcast_p99_limit_ms"].(float64); ok && v > 0 && v != c.P99Limit {
+		c.Limits = map[string]float64{WorkloadBroadcast: v}
+	}
+	return c
+}
+
 // Workloads is the order of the capacity workloads in tables: connect, upstream, push, batch,
 // group, broadcast.
 var Workloads = []string{WorkloadConnect, WorkloadUpstream, WorkloadPush, WorkloadBatch, WorkloadGroup, WorkloadBroadcast}
@@ -91,9 +156,11 @@ func StepFailures(p *Phase, p99Limit float64) []string {
 
 // Ceilings computes one Ceiling per workload from r's capacity steps (the phases with a
 // Workload), in the order the workloads first ran: the highest offered rate of a step that held
-// at p99Limit milliseconds (see StepFailures), 0 when none did, with its deliveries/s and p99;
-// FailedAt is the lowest offered rate above it that failed and Why that step's first reason.
-func Ceilings(r *Result, p99Limit float64) []Ceiling {
+// at the workload's p99 limit (limits.LimitFor; a nil limits: DefaultP99Limit for every
+// workload; see StepFailures), 0 when none did, with its deliveries/s and p99; FailedAt is the
+// lowest offered rate above it that failed and Why that step's first reason. Only the limits
+// of limits are read (P99Limit and Limits), not its Ceilings.
+func Ceilings(r *Result, limits *Capacity) []Ceiling {
 	var order []string
 	steps := map[string][]*Phase{}
 	for i := range r.Phases {
@@ -108,7 +175,8 @@ func Ceilings(r *Result, p99Limit float64) []Ceiling {
 	}
 	out := make([]Ceiling, 0, len(order))
 	for _, w := range order {
-		c := Ceiling{Workload: w, Unit: WorkloadUnit(w), Steps: len(steps[w])}
+		p99Limit := limits.LimitFor(w)
+		c := Ceiling{Workload: w, Unit: WorkloadUnit(w), Steps: len(steps[w]), P99Limit: p99Limit}
 		var best *Phase
 		for _, p := range steps[w] {
 			if len(StepFailures(p, p99Limit)) == 0 && (best == nil || p.Offered > best.Offered) {
@@ -139,7 +207,6 @@ func Ceilings(r *Result, p99Limit float64) []Ceiling {
 // capEngine is one column of the ceiling table: an engine's runs and their ceilings.
 type capEngine struct {
 	name  string
-	limit []float64 // each run's p99 limit
 	ceils []map[string]Ceiling
 }
 
@@ -161,21 +228,23 @@ func (e *capEngine) rates(w string, f func(Ceiling) float64) []float64 {
 // where an engine did not search a workload (the floor has no upstream). Ratio columns follow:
 // every other engine's ceiling over base's, and every engine's over the floor's when a run of the
 // floor is present. Below, where each search stopped: the lowest failing rate above the ceiling
-// and why, a saturated step marked SAT. A run without Capacity has its ceilings computed from its
-// steps at DefaultP99Limit.
+// and why, a saturated step marked SAT. The header states every limit the steps were held to
+// ("p99 limit 50.0 ms; broadcast 500 ms"), the engines after each when the runs differ. A run
+// without Capacity has its ceilings computed from its steps at the limits its Config recorded,
+// else DefaultP99Limit.
 func CeilingTable(w io.Writer, runs []*Result, base string) error {
 	if len(runs) == 0 {
 		return fmt.Errorf("results: ceiling table: no runs")
 	}
 	var engs []*capEngine
 	var workloads []string
+	var limits []string                // each distinct statement of a run's limits
+	limitEngs := map[string][]string{} // the engines whose runs were held to it
 	for _, r := range runs {
-		limit := DefaultP99Limit
-		var ceils []Ceiling
-		if r.Capacity != nil {
-			limit, ceils = r.Capacity.P99Limit, r.Capacity.Ceilings
-		} else {
-			ceils = Ceilings(r, limit)
+		lim := capacityLimits(r)
+		ceils := lim.Ceilings
+		if r.Capacity == nil {
+			ceils = Ceilings(r, lim)
 		}
 		if len(ceils) == 0 {
 			return fmt.Errorf("results: ceiling table: run %s (%s) has no capacity steps", r.ID, r.Engine)
@@ -193,7 +262,17 @@ func CeilingTable(w io.Writer, runs []*Result, base string) error {
 			}
 		}
 		engs[i].ceils = append(engs[i].ceils, m)
-		engs[i].limit = append(engs[i].limit, limit)
+		var searched []string
+		for _, c := range ceils {
+			searched = append(searched, c.Workload)
+		}
+		l := lim.LimitsText(searched...)
+		if !slices.Contains(limits, l) {
+			limits = append(limits, l)
+		}
+		if !slices.Contains(limitEngs[l], r.Engine) {
+			limitEngs[l] = append(limitEngs[l], r.Engine)
+		}
 	}
 	slices.SortStableFunc(workloads, func(a, b string) int { return workloadRank(a) - workloadRank(b) })
 	baseEng := engs[0]
@@ -205,16 +284,13 @@ func CeilingTable(w io.Writer, runs []*Result, base string) error {
 		floor = engs[i]
 	}
 
-	var limits []string
-	for _, e := range engs {
-		for _, l := range e.limit {
-			if s := human(l) + " ms"; !slices.Contains(limits, s) {
-				limits = append(limits, s)
-			}
+	if len(limits) > 1 {
+		for i, l := range limits {
+			limits[i] = l + " (" + strings.Join(limitEngs[l], ", ") + ")"
 		}
 	}
-	if _, err := fmt.Fprintf(w, "capacity ceilings: the highest offered rate per second that held (offered rate reached, latency\nnot growing, nothing missing, p99 under %s); dl/s: deliveries per second there\n\n",
-		strings.Join(limits, " / ")); err != nil {
+	if _, err := fmt.Fprintf(w, "capacity ceilings: the highest offered rate per second that held (offered rate reached, latency\nnot growing, nothing missing, p99 under the workload's limit); dl/s: deliveries per second there\n%s\n\n",
+		strings.Join(limits, "\n")); err != nil {
 		return err
 	}
 	var t table

@@ -274,9 +274,13 @@ type Placement struct {
 
 // Capacity is the outcome of a capacity search: the highest sustained rate per workload.
 type Capacity struct {
-	// P99Limit is the p99 latency a step had to stay under, in milliseconds.
-	P99Limit float64   `json:"p99_limit_ms"`
-	Ceilings []Ceiling `json:"ceilings"`
+	// P99Limit is the p99 latency a step had to stay under, in milliseconds: every workload's
+	// unless Limits names its own.
+	P99Limit float64 `json:"p99_limit_ms"`
+	// Limits holds the workloads whose steps were held to another p99 limit than P99Limit
+	// (workload → milliseconds; the broadcast's, by default). LimitFor reads them.
+	Limits   map[string]float64 `json:"p99_limits_ms,omitempty"`
+	Ceilings []Ceiling          `json:"ceilings"`
 }
 
 // Ceiling is one workload's highest sustained rate: the highest offered rate of a step that
@@ -293,6 +297,8 @@ type Ceiling struct {
 	FailedAt float64 `json:"failed_at,omitempty"`
 	Why      string  `json:"why,omitempty"`
 	Steps    int     `json:"steps"` // steps the search ran for this workload
+	// P99Limit is the p99 latency, in milliseconds, this workload's steps were held to.
+	P99Limit float64 `json:"p99_limit_ms"`
 }
 
 // Remote is what the other instances reported back for targets forwarded
