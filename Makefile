@@ -97,9 +97,10 @@ bench-all: bench-redis build ## every engine and the floor in one sitting over T
 
 .PHONY: capacity smoke-capacity
 
-capacity: build ## capacity search: each workload's highest sustained rate (p99 within P99, default 50ms; steps of STEP_DURATION, default 5s) over CONNS connections: make capacity ENGINE=gnet, or ENGINES=all (std,gnet,netpoll,nbio,floor in one sitting); WORKLOADS=push,group … to narrow it; writes results/<time>-capacity/ with ceilings.txt
+capacity: build ## capacity search: each workload's highest sustained rate (p99 within P99, default 50ms, broadcast within BROADCAST_P99, default 500ms; steps of STEP_DURATION, default 5s) over CONNS connections: make capacity ENGINE=gnet, or ENGINES=all (std,gnet,netpoll,nbio,floor in one sitting); WORKLOADS=push,group … to narrow it; CPUS=gateway=LIST,loadgen=LIST to place the processes; writes results/<time>-capacity/ with ceilings.txt
 	$(BIN) capacity $(if $(ENGINES),--engines $(ENGINES),--engine $(ENGINE)) --transport $(TRANSPORT) --conns $(CONNS) --rate $(RATE) --instances $(INSTANCES) \
-	  --route $(ROUTE) --workers $(WORKERS) --p99-limit $(or $(P99),50ms) --step-duration $(or $(STEP_DURATION),5s)$(if $(WORKLOADS), --workloads $(WORKLOADS)) --out results
+	  --route $(ROUTE) --workers $(WORKERS) --p99-limit $(or $(P99),50ms) --broadcast-p99-limit $(or $(BROADCAST_P99),500ms) \
+	  --step-duration $(or $(STEP_DURATION),5s)$(if $(WORKLOADS), --workloads $(WORKLOADS))$(if $(CPUS), --cpus $(CPUS)) --out results
 
 smoke-capacity: build ## a small capacity search CI can afford (gnet, 300 connections, push and broadcast, low maxima) that must pass --check
 	@dir=$$(mktemp -d); \

@@ -17,7 +17,7 @@ import (
 )
 
 func runCapacity(args []string) error {
-	fs := newFlags("capacity", "Find each engine's ceilings: for every engine, start a local deployment, ramp --conns connections, then\nsearch every workload's highest sustained rate — steps of --step-duration, doubling from a start rate\nwhile a step holds (offered rate reached, latency not growing, nothing missing, p99 within\n--p99-limit), then bisecting --refine times. All runs go into one sitting directory\n--out/<UTC time>-capacity/ with the ceiling table (ceilings.txt), which is also printed.")
+	fs := newFlags("capacity", "Find each engine's ceilings: for every engine, start a local deployment, ramp --conns connections, then\nsearch every workload's highest sustained rate — steps of --step-duration, doubling from a start rate\nwhile a step holds (offered rate reached, latency not growing, nothing missing, p99 within\n--p99-limit), then bisecting --refine times. All runs go into one sitting directory\n--out/<UTC time>-capacity/ with the ceiling table (ceilings.txt), which is also printed.\n\nBroadcast has its own limit, --broadcast-p99-limit (default 500ms): one message to every connection\nis one write per connection, and at the raw write floor of 10–15 µs a write the last of 10,000\nconnections gets it 100–150 ms after the first, so at 50 ms no engine — nor the floor — would hold\na single broadcast step.")
 	engine := fs.String("engine", "std", "the gateways' I/O engine (or floor: the raw-epoll floor)")
 	engineList := fs.String("engines", "", "search these engines in turn, in one sitting (comma-separated, or \"all\": "+strings.Join(sittingEngines, ",")+")")
 	transportName := fs.String("transport", engines.TransportTCP, "the transport measured: tcp, tls, ws, wss (the floor serves tcp only)")
@@ -28,7 +28,9 @@ func runCapacity(args []string) error {
 	workers := fs.Int("workers", 0, "load generator worker processes (0: one per 15,000 connections)")
 	sources := fs.Int("sources", 0, "source addresses to dial from, 127.0.0.2 on (0: one per 8,000 connections)")
 	workloads := fs.String("workloads", strings.Join(results.Workloads, ","), "workloads to search, in order (the floor leaves out upstream: it forwards nothing)")
-	p99 := fs.Duration("p99-limit", 50*time.Millisecond, "a step holds with its p99 latency at most this")
+	p99 := fs.Duration("p99-limit", 50*time.Millisecond, "a step holds with its p99 latency at most this (every workload but broadcast)")
+	bcast := fs.Duration("broadcast-p99-limit", 500*time.Millisecond, "a broadcast step holds with its p99 latency at most this (see above)")
+	cpus := fs.String("cpus", "", "put the processes on CPUs, as pushwire bench --cpus: gateway=LIST,loadgen=LIST (a LIST like 1, 0-1\nor 0,2; either part may be left out, the sets may overlap). Recorded in each result. Empty: the\nkernel places them")
 	step := fs.Duration("step-duration", 5*time.Second, "how long each step sends")
 	refine := fs.Int("refine", 2, "bisections between the last rate that held and the first that failed (0: none)")
 	batchSize := fs.Int("batch-size", 10, "devices per push API call of the batch workload")
@@ -48,8 +50,12 @@ func runCapacity(args []string) error {
 	if err := checkRoute("capacity", *route, "registry"); err != nil {
 		return err
 	}
-	if _, err := capacityFlags(*workloads, *p99, *step, *refine, *batchSize, *startRates, *maxRates); err != nil {
+	if _, err := capacityFlags(*workloads, *p99, *bcast, *step, *refine, *batchSize, *startRates, *maxRates); err != nil {
 		return fmt.Errorf("capacity: %w", err)
+	}
+	placement, err := capacityPlacement(*cpus)
+	if err != nil {
+		return err
 	}
 	wl := splitList(*workloads)
 	if len(wl) == 0 {
@@ -69,6 +75,7 @@ func runCapacity(args []string) error {
 		return err
 	}
 	cfg := bench.Config{
+		Placement:    placement,
 		DeployConfig: bench.DeployConfig{Instances: *instances, Backend: true, Logger: log, Route: *route, Transport: *transportName},
 		Workers:      *workers,
 		Conns:        *conns,
@@ -80,7 +87,8 @@ func runCapacity(args []string) error {
 		return err
 	}
 	lgArgs := func(wl []string) []string {
-		a := []string{"--capacity", strings.Join(wl, ","), "--p99-limit", p99.String(), "--step-duration", step.String(),
+		a := []string{"--capacity", strings.Join(wl, ","), "--p99-limit", p99.String(), "--broadcast-p99-limit", bcast.String(),
+			"--step-duration", step.String(),
 			"--refine", strconv.Itoa(*refine), "--batch-size", strconv.Itoa(*batchSize), "--group-size", strconv.Itoa(*groupSize)}
 		if *startRates != "" {
 			a = append(a, "--start-rates", *startRates)
@@ -100,9 +108,12 @@ func runCapacity(args []string) error {
 	}
 	env := results.CaptureEnv(commit)
 	var head strings.Builder
-	fmt.Fprintf(&head, "pushwire capacity  %s  commit %s  transport %s  %d conns  steps of %s  p99 limit %s  refine %d\n",
-		started.Format(time.RFC3339), commit, *transportName, *conns, step, p99, *refine)
+	fmt.Fprintf(&head, "pushwire capacity  %s  commit %s  transport %s  %d conns  steps of %s  p99 limit %s; broadcast %s  refine %d\n",
+		started.Format(time.RFC3339), commit, *transportName, *conns, step, p99, bcast, *refine)
 	fmt.Fprintf(&head, "engines %s  workloads %s  %s  %d cores  GOMAXPROCS %d\n", strings.Join(names, ","), strings.Join(wl, ","), env.CPUModel, env.Cores, env.GOMAXPROCS)
+	if p := placement.Result().String(); p != "" {
+		head.WriteString(p + "\n")
+	}
 	for _, l := range append(env.Conditions(), env.Warnings()...) {
 		head.WriteString(l + "\n")
 	}
@@ -167,6 +178,23 @@ func runCapacity(args []string) error {
 		return fmt.Errorf("capacity: %w", err)
 	}
 	return ctx.Err()
+}
+
+// capacityPlacement parses --cpus of pushwire capacity (empty: nil, the kernel places the
+// processes); its errors name the flag.
+func capacityPlacement(spec string) (*bench.Placement, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	avail, err := bench.AvailableCPUs()
+	if err != nil {
+		return nil, fmt.Errorf("capacity: --cpus: %w", err)
+	}
+	p, err := bench.ParseCPUs(spec, avail)
+	if err != nil {
+		return nil, fmt.Errorf("capacity: %w", err)
+	}
+	return p, nil
 }
 
 // checkCapacityEngines checks --engine/--engines for a capacity sitting over proto.

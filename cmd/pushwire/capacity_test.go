@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pushwire/pushwire/results"
 )
@@ -67,5 +68,48 @@ func TestCapacityEngines(t *testing.T) {
 		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("checkCapacityEngines(%v, %s) = %v, want %q", tt.names, tt.proto, err, tt.wantErr)
 		}
+	}
+}
+
+// Bad capacity settings are refused before anything starts, naming the flag.
+func TestCapacityFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--p99-limit", "0s"}, "--p99-limit 0s: must be positive"},
+		{[]string{"--broadcast-p99-limit", "-1s"}, "--broadcast-p99-limit -1s: must be positive"},
+		{[]string{"--broadcast-p99-limit", "soon"}, "-broadcast-p99-limit"},
+		{[]string{"--cpus", "gateway=0,loadgen=999"}, "--cpus"},
+		{[]string{"--cpus", "gw=0"}, `--cpus "gw=0": unknown part "gw"`},
+		{[]string{"--workloads", "push,pushh"}, `"pushh" is not a workload`},
+	} {
+		err := runCapacity(append([]string{"--log-level", "error", "--out", t.TempDir()}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("capacity %q: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--capacity", "broadcast", "--broadcast-p99-limit", "0s"}, "--broadcast-p99-limit 0s: must be positive"},
+		{[]string{"--capacity", "push", "--p99-limit", "-5ms"}, "--p99-limit -5ms: must be positive"},
+	} {
+		err := runLoadgen(append([]string{"--log-level", "error"}, tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("loadgen %q: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// The limits given are the ones the load generator is passed, each in its own flag.
+func TestCapacityFlagsPassed(t *testing.T) {
+	c, err := capacityFlags("push,broadcast", 40*time.Millisecond, 800*time.Millisecond, time.Second, 1, 10, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.P99Limit != 40*time.Millisecond || c.BroadcastP99Limit != 800*time.Millisecond {
+		t.Errorf("limits = %s, broadcast %s; want 40ms, broadcast 800ms", c.P99Limit, c.BroadcastP99Limit)
 	}
 }

@@ -60,7 +60,8 @@ func runLoadgen(args []string) error {
 	wsPath := fs.String("ws-path", "/ws", "request path of the clients' WebSocket upgrades (ws, wss)")
 	profileDir := fs.String("profile-dir", "", "save a CPU profile covering each phase and a heap profile at its end of every gateway here (<phase>-<node>-cpu.pprof, -heap.pprof; needs --gateway-admin; empty: none)")
 	capacity := fs.String("capacity", "", "a capacity search instead of the phases: after the ramp, search these workloads' ceilings in turn\n("+strings.Join(results.Workloads, ",")+"; empty: a plain run)")
-	p99Limit := fs.Duration("p99-limit", 50*time.Millisecond, "capacity search: a step holds with its p99 latency at most this")
+	p99Limit := fs.Duration("p99-limit", 50*time.Millisecond, "capacity search: a step holds with its p99 latency at most this (every workload but broadcast)")
+	bcastLimit := fs.Duration("broadcast-p99-limit", 500*time.Millisecond, "capacity search: the broadcast workload's p99 limit (one message to every connection: the last\nof 10,000 gets it 100–150 ms after the first at the raw write floor)")
 	stepDur := fs.Duration("step-duration", 5*time.Second, "capacity search: how long each step sends")
 	refine := fs.Int("refine", 2, "capacity search: bisections between the last rate that held and the first that failed (0: none)")
 	batchSize := fs.Int("batch-size", 10, "capacity search: devices per push API call of the batch workload")
@@ -84,7 +85,7 @@ func runLoadgen(args []string) error {
 	if *workers < 0 {
 		return fmt.Errorf("loadgen: --workers %d: must be 0 (automatic) or more", *workers)
 	}
-	capCfg, err := capacityFlags(*capacity, *p99Limit, *stepDur, *refine, *batchSize, *startRates, *maxRates)
+	capCfg, err := capacityFlags(*capacity, *p99Limit, *bcastLimit, *stepDur, *refine, *batchSize, *startRates, *maxRates)
 	if err != nil {
 		return err
 	}
@@ -102,48 +103,49 @@ func runLoadgen(args []string) error {
 		gsize = 0 // the search's own default
 	}
 	res, runErr := loadgen.Run(ctx, loadgen.Config{
-		Capacity:        capCfg.Capacity,
-		P99Limit:        capCfg.P99Limit,
-		StepDuration:    capCfg.StepDuration,
-		Refine:          capCfg.Refine,
-		BatchSize:       capCfg.BatchSize,
-		StartRates:      capCfg.StartRates,
-		MaxRates:        capCfg.MaxRates,
-		Phases:          splitList(*phases),
-		RequestRate:     *reqRate,
-		RequestDuration: *reqDur,
-		GroupSize:       gsize,
-		GroupRate:       *groupRate,
-		GroupDuration:   *groupDur,
-		FanoutPushes:    *fanoutPushes,
-		ControlURL:      *controlURL,
-		GatewayHTTP:     splitList(*gateways),
-		GatewayAdmin:    splitList(*gatewayAdmin),
-		App:             *app,
-		Secret:          *secret,
-		PushKey:         *pushKey,
-		Conns:           *conns,
-		ConnectRate:     *rate,
-		Idle:            *idle,
-		PushRate:        *pushRate,
-		PushDuration:    *pushDur,
-		PushSenders:     *senders,
-		Sources:         splitList(*sources),
-		Engine:          *engine,
-		Commit:          cm,
-		ResultConfig:    map[string]any{"instances": *instances},
-		Logger:          log,
-		MetricsAddr:     *metricsAddr,
-		ProfileDir:      *profileDir,
-		Workers:         *workers,
-		LogLevel:        fs.Lookup("log-level").Value.String(),
-		Route:           *route,
-		Mode:            *mode,
-		RedisAddr:       *redisAddr,
-		Transport:       *transportName,
-		CAFile:          *caFile,
-		WSOrigin:        *wsOrigin,
-		WSPath:          *wsPath,
+		Capacity:          capCfg.Capacity,
+		P99Limit:          capCfg.P99Limit,
+		BroadcastP99Limit: capCfg.BroadcastP99Limit,
+		StepDuration:      capCfg.StepDuration,
+		Refine:            capCfg.Refine,
+		BatchSize:         capCfg.BatchSize,
+		StartRates:        capCfg.StartRates,
+		MaxRates:          capCfg.MaxRates,
+		Phases:            splitList(*phases),
+		RequestRate:       *reqRate,
+		RequestDuration:   *reqDur,
+		GroupSize:         gsize,
+		GroupRate:         *groupRate,
+		GroupDuration:     *groupDur,
+		FanoutPushes:      *fanoutPushes,
+		ControlURL:        *controlURL,
+		GatewayHTTP:       splitList(*gateways),
+		GatewayAdmin:      splitList(*gatewayAdmin),
+		App:               *app,
+		Secret:            *secret,
+		PushKey:           *pushKey,
+		Conns:             *conns,
+		ConnectRate:       *rate,
+		Idle:              *idle,
+		PushRate:          *pushRate,
+		PushDuration:      *pushDur,
+		PushSenders:       *senders,
+		Sources:           splitList(*sources),
+		Engine:            *engine,
+		Commit:            cm,
+		ResultConfig:      map[string]any{"instances": *instances},
+		Logger:            log,
+		MetricsAddr:       *metricsAddr,
+		ProfileDir:        *profileDir,
+		Workers:           *workers,
+		LogLevel:          fs.Lookup("log-level").Value.String(),
+		Route:             *route,
+		Mode:              *mode,
+		RedisAddr:         *redisAddr,
+		Transport:         *transportName,
+		CAFile:            *caFile,
+		WSOrigin:          *wsOrigin,
+		WSPath:            *wsPath,
 	})
 	if res == nil {
 		return runErr
@@ -213,7 +215,7 @@ func checkRoute(cmd, route, mode string) error {
 
 // capacityFlags checks the capacity search's flags of loadgen and returns them as the part of a
 // loadgen.Config they set (Capacity empty: a plain run).
-func capacityFlags(workloads string, p99 time.Duration, step time.Duration, refine, batch int, start, top string) (loadgen.Config, error) {
+func capacityFlags(workloads string, p99, bcast, step time.Duration, refine, batch int, start, top string) (loadgen.Config, error) {
 	var c loadgen.Config
 	c.Capacity = splitList(workloads)
 	if len(c.Capacity) == 0 {
@@ -227,6 +229,8 @@ func capacityFlags(workloads string, p99 time.Duration, step time.Duration, refi
 	switch {
 	case p99 <= 0:
 		return c, fmt.Errorf("loadgen: --p99-limit %s: must be positive", p99)
+	case bcast <= 0:
+		return c, fmt.Errorf("loadgen: --broadcast-p99-limit %s: must be positive", bcast)
 	case step <= 0:
 		return c, fmt.Errorf("loadgen: --step-duration %s: must be positive", step)
 	case refine < 0:
@@ -234,7 +238,7 @@ func capacityFlags(workloads string, p99 time.Duration, step time.Duration, refi
 	case batch <= 0:
 		return c, fmt.Errorf("loadgen: --batch-size %d: must be positive", batch)
 	}
-	c.P99Limit, c.StepDuration, c.BatchSize = p99, step, batch
+	c.P99Limit, c.BroadcastP99Limit, c.StepDuration, c.BatchSize = p99, bcast, step, batch
 	c.Refine = refine
 	if refine == 0 {
 		c.Refine = -1 // none (the Config's zero is its default)
