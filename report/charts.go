@@ -622,13 +622,15 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 		rate.X.Label.Text = "offered / s"
 		return saveTiles([]*plot.Plot{rate}, entries, dir, "capacity-"+fileSafe(wl), chartH)
 	}
-	var limit float64
+	// The dashed line is the limit wl's steps were held to (its own: the broadcast's differs);
+	// runs held to different limits get a line each.
+	var limits []float64
 	for _, g := range gs {
-		if c := g.rep.r.Capacity; c != nil && c.P99Limit > 0 {
-			limit = c.P99Limit
+		if c := g.rep.r.Capacity; c != nil && !slices.Contains(limits, c.LimitFor(wl)) {
+			limits = append(limits, c.LimitFor(wl))
 		}
 	}
-	if limit > 0 {
+	for _, limit := range limits {
 		ll, err := plotter.NewLine(plotter.XYs{{X: 0, Y: limit}, {X: maxOffered, Y: limit}})
 		if err != nil {
 			return "", err
@@ -636,7 +638,7 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 		ll.Color = color.RGBA{R: 0xcc, A: 0xff}
 		ll.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 		p99.Add(ll)
-		entries = append(entries, legendEntry{"p99 limit", ll})
+		entries = append(entries, legendEntry{"p99 limit " + human(limit) + " ms", ll})
 		minP, maxP = math.Min(minP, limit), math.Max(maxP, limit)
 	}
 	if logP {

@@ -225,13 +225,12 @@ func (w *writer) capacity(gs []*group) {
 	var limits []string
 	for _, g := range gs {
 		for _, x := range g.runs {
-			l := fmt.Sprintf("%s ms", human(x.r.Capacity.P99Limit))
-			if !slices.Contains(limits, l) {
+			if l := x.r.Capacity.LimitsText(); !slices.Contains(limits, l) {
 				limits = append(limits, l)
 			}
 		}
 	}
-	w.p("A ceiling is the highest offered rate whose step reached it, kept p99 under %s, missed nothing and was not saturated; "+
+	w.p("A ceiling is the highest offered rate whose step reached it, kept p99 under its workload's limit (%s), missed nothing and was not saturated; "+
 		"with several runs of an engine the cell is the median with the min–max. A step marked SAT did not reach its offered rate "+
 		"or its latency grew through it.\n\n", strings.Join(limits, ", "))
 	var runs []*results.Result
@@ -253,7 +252,13 @@ func (w *writer) capacity(gs []*group) {
 	}
 	w.p("### Steps\n\n")
 	for _, wl := range workloads(gs) {
-		w.p("#### %s\n\n", wl)
+		var lims []string
+		for _, g := range gs {
+			if l := human(g.rep.r.Capacity.LimitFor(wl)) + " ms"; !slices.Contains(lims, l) {
+				lims = append(lims, l)
+			}
+		}
+		w.p("#### %s (p99 limit %s)\n\n", wl, strings.Join(lims, ", "))
 		w.stepsTable(gs, wl)
 		w.chart("capacity-"+fileSafe(wl), func() (string, error) { return capacityChart(w.chartDir, gs, wl) })
 	}
@@ -397,7 +402,7 @@ func (w *writer) stepsTable(gs []*group, wl string) {
 			c := "achieved " + human(st.Achieved)
 			if st.Latency != nil && st.Latency.Count > 0 {
 				c += ", p99 " + human(st.Latency.P99) + " ms"
-				if lim := g.rep.r.Capacity.P99Limit; lim > 0 && st.Latency.P99 > lim {
+				if lim := g.rep.r.Capacity.LimitFor(wl); st.Latency.P99 > lim {
 					c += " (over the limit)"
 				}
 			}

@@ -368,7 +368,8 @@ func TestTopFunctions(t *testing.T) {
 }
 
 // capacityRun is a capacity search of engine: connect and push steps, the push step at 4000/s
-// saturated.
+// saturated, and broadcast steps held to their own limit of 500 ms (1/s at 200 ms held, 2/s at
+// 700 ms did not).
 func capacityRun(engine string, start time.Time, f float64) *results.Result {
 	r := &results.Result{StartedAt: start, Engine: engine, Transport: "tcp", Env: results.Env{Cores: 2},
 		Phases: []results.Phase{{Name: results.PhaseRamp, Conns: 1000, Target: 1000, ConnectRate: 1000}}}
@@ -382,9 +383,16 @@ func capacityRun(engine string, start time.Time, f float64) *results.Result {
 		c := results.Phase{Name: "connect@" + human(rate), Workload: results.WorkloadConnect, Offered: rate, Achieved: rate * 0.99}
 		r.Phases = append(r.Phases, c)
 	}
-	r.Capacity = &results.Capacity{P99Limit: 50, Ceilings: []results.Ceiling{
-		{Workload: results.WorkloadPush, Unit: "pushes", Rate: 2000 * f, P99: 40, FailedAt: 4000, Why: "saturated", Steps: 3},
-		{Workload: results.WorkloadConnect, Unit: "connects", Rate: 4000, Steps: 3},
+	for _, rate := range []float64{1, 2} {
+		r.Phases = append(r.Phases, results.Phase{Name: "broadcast@" + human(rate), Workload: results.WorkloadBroadcast,
+			Offered: rate, Achieved: rate, Sent: 1000 * int64(rate), Delivered: 1000 * int64(rate),
+			Latency: &results.Latency{Count: 1000, P50: 100, P99: 200 + 500*(rate-1)}})
+	}
+	r.Capacity = &results.Capacity{P99Limit: 50, Limits: map[string]float64{results.WorkloadBroadcast: 500}, Ceilings: []results.Ceiling{
+		{Workload: results.WorkloadPush, Unit: "pushes", Rate: 2000 * f, P99: 40, FailedAt: 4000, Why: "saturated", Steps: 3, P99Limit: 50},
+		{Workload: results.WorkloadConnect, Unit: "connects", Rate: 4000, Steps: 3, P99Limit: 50},
+		{Workload: results.WorkloadBroadcast, Unit: "messages", Rate: 1, Deliveries: 1000, P99: 200, FailedAt: 2,
+			Why: "p99 700 ms over the 500 ms limit", Steps: 2, P99Limit: 500},
 	}}
 	return r
 }
@@ -406,13 +414,15 @@ func TestGenerateCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(b)
-	for _, want := range []string{"## Capacity", "```text", "#### push", "#### connect", "**SAT**",
-		"| offered /s | std (round 1) | nbio (round 1) | floor (round 1) |"} {
+	for _, want := range []string{"## Capacity", "```text", "#### push (p99 limit 50.0 ms)", "#### connect", "**SAT**",
+		"| offered /s | std (round 1) | nbio (round 1) | floor (round 1) |",
+		"p99 limit 50.0 ms; broadcast 500 ms", "#### broadcast (p99 limit 500 ms)",
+		"p99 200 ms |", "p99 700 ms (over the limit)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("report.md lacks %q", want)
 		}
 	}
-	for _, c := range []string{"capacity-push", "capacity-connect"} {
+	for _, c := range []string{"capacity-push", "capacity-connect", "capacity-broadcast"} {
 		if !strings.Contains(text, "](charts/"+c+".png)") {
 			t.Errorf("report.md does not embed %s", c)
 		}
