@@ -47,6 +47,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/core/procstats"
 )
 
 // Defaults of Config.
@@ -184,8 +185,7 @@ type Server struct {
 	protocolErrors atomic.Int64
 	start          time.Time
 
-	forcedMu sync.Mutex
-	forced   Stats // what forced collections cost, left out of the figures
+	meter procstats.Meter // the process's figures, less what forced collections cost
 }
 
 // New checks cfg and returns a server that is not listening yet.

@@ -42,6 +42,7 @@ import (
 
 	"github.com/pushwire/pushwire/core/forward"
 	"github.com/pushwire/pushwire/core/frame"
+	"github.com/pushwire/pushwire/core/procstats"
 	"github.com/pushwire/pushwire/core/push"
 	"github.com/pushwire/pushwire/core/session"
 	"github.com/pushwire/pushwire/core/timewheel"
@@ -278,8 +279,7 @@ type Node struct {
 	lastGen  atomic.Uint64
 	draining atomic.Bool
 
-	forcedMu sync.Mutex // serializes forced collections and guards forced
-	forced   Stats      // what collections forced by Stats(true) cost, subtracted from readings
+	meter procstats.Meter // the process's figures, less what collections forced by Stats(true) cost
 }
 
 // The engines.Handler the node implements.
