@@ -623,14 +623,15 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 		return saveTiles([]*plot.Plot{rate}, entries, dir, "capacity-"+fileSafe(wl), chartH)
 	}
 	// The dashed line is the limit wl's steps were held to (its own: the broadcast's differs);
-	// runs held to different limits get a line each.
+	// runs held to different limits get a line each. The legend says "p99 limit" (its value is
+	// on the axis: a longer label does not fit the legend's column).
 	var limits []float64
 	for _, g := range gs {
 		if c := g.rep.r.Capacity; c != nil && !slices.Contains(limits, c.LimitFor(wl)) {
 			limits = append(limits, c.LimitFor(wl))
 		}
 	}
-	for _, limit := range limits {
+	for i, limit := range limits {
 		ll, err := plotter.NewLine(plotter.XYs{{X: 0, Y: limit}, {X: maxOffered, Y: limit}})
 		if err != nil {
 			return "", err
@@ -638,7 +639,9 @@ func capacityChart(dir string, gs []*group, wl string) (string, error) {
 		ll.Color = color.RGBA{R: 0xcc, A: 0xff}
 		ll.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 		p99.Add(ll)
-		entries = append(entries, legendEntry{"p99 limit " + human(limit) + " ms", ll})
+		if i == 0 {
+			entries = append(entries, legendEntry{"p99 limit", ll})
+		}
 		minP, maxP = math.Min(minP, limit), math.Max(maxP, limit)
 	}
 	if logP {
