@@ -328,44 +328,6 @@ func count(v float64) string {
 	return human(v)
 }
 
-// human formats v with three significant digits, shortened with k, M, G above 999.
-func human(v float64) string {
-	switch {
-	case v == 0:
-		return "0"
-	case math.IsNaN(v) || math.IsInf(v, 0):
-		return strconv.FormatFloat(v, 'f', -1, 64)
-	case v < 0:
-		return "-" + human(-v)
-	}
-	if v < 999.5 {
-		var s string
-		switch {
-		case v >= 99.95:
-			s = strconv.FormatFloat(v, 'f', 0, 64)
-		case v >= 9.995:
-			s = strconv.FormatFloat(v, 'f', 1, 64)
-		case v >= 0.9995:
-			s = strconv.FormatFloat(v, 'f', 2, 64)
-		default:
-			s = strconv.FormatFloat(v, 'f', 3, 64)
-		}
-		if s == "0.000" {
-			return "<0.001"
-		}
-		return s
-	}
-	for _, u := range []string{"k", "M", "G", "T"} {
-		v /= 1000
-		if v < 999.5 || u == "T" {
-			prec := 2
-			if v >= 99.95 {
-				prec = 0
-			} else if v >= 9.995 {
-				prec = 1
-			}
-			return strconv.FormatFloat(v, 'f', prec, 64) + u
-		}
-	}
-	return strconv.FormatFloat(v, 'g', 3, 64)
-}
+// human is results.Human: the report's figures are written as the results tables write them
+// (the summary, the side-by-side and ceiling tables), so a figure reads the same in both.
+var human = results.Human

@@ -314,9 +314,14 @@ func latencyOrZero(l *Latency) (*Latency, bool) {
 	return l, true
 }
 
-// human formats v shortly: three significant digits below 1000 ("0.012",
-// "1.23", "12.3", "950"), then one decimal with a k, M, G or T suffix
-// ("10.0k", "1.5M").
+// Human formats v shortly as every table of this package does: three
+// significant digits below 1000 ("0.012", "1.23", "12.3", "950"), then one
+// decimal with a k, M, G or T suffix ("10.0k", "1.5M"). Other packages that
+// print the same figures (the report) use it, so a figure reads the same
+// everywhere.
+func Human(v float64) string { return human(v) }
+
+// human is Human, the short name this package's tables call.
 func human(v float64) string {
 	switch {
 	case v == 0:

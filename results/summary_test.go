@@ -149,6 +149,9 @@ func TestHuman(t *testing.T) {
 			if got := human(tt.v); got != tt.want {
 				t.Errorf("human(%v) = %q, want %q", tt.v, got, tt.want)
 			}
+			if got := Human(tt.v); got != tt.want {
+				t.Errorf("Human(%v) = %q, want %q", tt.v, got, tt.want)
+			}
 		})
 	}
 }
